@@ -1,0 +1,2 @@
+//! Benchmarks of the API server; see BENCHMARKS.md.
+fn main() {}

@@ -1,0 +1,107 @@
+//! Objects every cluster starts with: the default namespaces and the `kubernetes`
+//! Service (first service IP, port 443) with Endpoints pointing at the API server.
+//! They are created through the API itself, so they are defaulted and validated like
+//! anything a user creates.
+
+use std::net::IpAddr;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::auth::{Identity, PeerIdentity};
+use super::status::ApiError;
+
+pub const NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// What the `kubernetes` Service and Endpoints point at.
+pub struct ApiEndpoint {
+    pub service_ip: IpAddr,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+pub async fn ensure_defaults(router: &Router, endpoint: &ApiEndpoint) -> Result<(), ApiError> {
+    for ns in NAMESPACES {
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        ensure(router, "/api/v1/namespaces", body).await?;
+    }
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": endpoint.service_ip.to_string(), "type": "ClusterIP",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": endpoint.port}]},
+    });
+    ensure(router, "/api/v1/namespaces/default/services", service).await?;
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": endpoint.address.to_string()}],
+                     "ports": [{"name": "https", "port": endpoint.port, "protocol": "TCP"}]}],
+    });
+    put(
+        router,
+        "/api/v1/namespaces/default/endpoints/kubernetes",
+        endpoints,
+    )
+    .await
+}
+
+fn admin_request(method: Method, uri: &str, body: &Value) -> Result<Request<Body>, ApiError> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .header("user-agent", "skiff-bootstrap")
+        .body(Body::from(body.to_string()))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    request.extensions_mut().insert(PeerIdentity(Some(Identity {
+        user: "system:apiserver".into(),
+        groups: vec!["system:masters".into()],
+    })));
+    Ok(request)
+}
+
+async fn call(router: &Router, request: Request<Body>) -> Result<(StatusCode, String), ApiError> {
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let code = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((code, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Creates the object unless it exists.
+async fn ensure(router: &Router, collection: &str, body: Value) -> Result<(), ApiError> {
+    let (code, text) = call(router, admin_request(Method::POST, collection, &body)?).await?;
+    match code {
+        StatusCode::CREATED | StatusCode::CONFLICT => Ok(()),
+        _ => Err(ApiError::internal(format!(
+            "creating {collection}: {code}: {text}"
+        ))),
+    }
+}
+
+/// Creates or replaces the object (the API server's address may change).
+async fn put(router: &Router, item: &str, body: Value) -> Result<(), ApiError> {
+    let (code, text) = call(router, admin_request(Method::PUT, item, &body)?).await?;
+    if code == StatusCode::NOT_FOUND {
+        let collection = item.rsplit_once('/').map(|(c, _)| c).unwrap_or(item);
+        return ensure(router, collection, body).await;
+    }
+    if code.is_success() {
+        Ok(())
+    } else {
+        Err(ApiError::internal(format!(
+            "updating {item}: {code}: {text}"
+        )))
+    }
+}

@@ -1,0 +1,1517 @@
+//! The object handlers: routing of `/api` and `/apis` paths to get, list, watch,
+//! create, update, patch, delete and deletecollection, and the subresources
+//! (status, scale, binding, finalize).
+
+use std::collections::{BTreeSet, HashMap};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::alloc::{self, Allocations};
+use super::auth::Identity;
+use super::patch::{self, apply, PatchType};
+use super::resources::{self, Resource};
+use super::selector::{FieldSelector, LabelSelector};
+use super::status::{self, ApiError};
+use super::validation::{CauseReason, FieldError};
+use super::{
+    body, defaults, discovery, events, json_response, json_response_typed, object, openapi, schema,
+    table, validation, watch, SharedState,
+};
+use crate::store::{Entry, ListRequest, Revision, StoreError, WriteOp};
+
+/// Patches and unconditional updates retry this often when they race another writer.
+const CONFLICT_RETRIES: usize = 8;
+
+/// One API request, parsed.
+pub(super) struct Ctx {
+    pub state: SharedState,
+    pub resource: &'static Resource,
+    pub namespace: Option<String>,
+    pub query: HashMap<String, String>,
+    pub headers: HeaderMap,
+    pub identity: Option<Identity>,
+}
+
+impl Ctx {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        matches!(self.param(name), Some("true") | Some("1"))
+    }
+
+    fn header(&self, name: header::HeaderName) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn wants_table(&self) -> bool {
+        self.header(header::ACCEPT).contains("as=Table")
+    }
+
+    fn dry_run(&self) -> bool {
+        self.param("dryRun") == Some("All")
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.resource.key(self.namespace.as_deref(), name)
+    }
+
+    /// The object as this API version shows it (events.k8s.io converts).
+    pub fn present(&self, mut obj: Value) -> Value {
+        if self.resource.group == "events.k8s.io" {
+            obj = events::from_core(&obj);
+        }
+        if let Some(map) = obj.as_object_mut() {
+            map.insert(
+                "apiVersion".into(),
+                Value::String(self.resource.api_version()),
+            );
+            map.insert("kind".into(), Value::String(self.resource.kind.into()));
+        }
+        obj
+    }
+
+    fn respond(&self, code: StatusCode, obj: &Value) -> Response {
+        if self.wants_table() {
+            let now = chrono::Utc::now();
+            let rv = object::meta_str(obj, "resourceVersion")
+                .unwrap_or("")
+                .to_string();
+            return json_response(
+                code,
+                &table::table(
+                    self.resource.kind,
+                    std::slice::from_ref(obj),
+                    &rv,
+                    None,
+                    now,
+                ),
+            );
+        }
+        json_response(code, obj)
+    }
+}
+
+/// Where a request goes.
+enum Target {
+    Collection,
+    Item(String),
+    Sub(String, String),
+}
+
+pub async fn dispatch(State(state): State<SharedState>, request: Request) -> Response {
+    match route(state, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(state: SharedState, request: Request) -> Result<Response, ApiError> {
+    let path = request.uri().path().trim_end_matches('/').to_string();
+    let query: HashMap<String, String> = request
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if let Some(response) = discovery_route(&state, &path, &accept) {
+        return Ok(response);
+    }
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::no_route()),
+    };
+    let (resource, namespace, target) = parse_target(group, version, rest)?;
+    let method = request.method().clone();
+    let identity = request.extensions().get::<Identity>().cloned();
+    let headers = request.headers().clone();
+    let body = if super::method_is_write(&method) {
+        axum::body::to_bytes(request.into_body(), body::MAX_BODY)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?
+    } else {
+        Bytes::new()
+    };
+    let ctx = Ctx {
+        state,
+        resource,
+        namespace,
+        query,
+        headers,
+        identity,
+    };
+    serve(ctx, method, target, body).await
+}
+
+fn discovery_route(state: &SharedState, path: &str, accept: &str) -> Option<Response> {
+    let aggregated = discovery::wants_aggregated(accept);
+    let ok = |v: Value| json_response(StatusCode::OK, &v);
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    Some(match segments.as_slice() {
+        ["api"] if aggregated => aggregated_response(discovery::aggregated_core()),
+        ["api"] => ok(discovery::legacy_core(&state.config.advertise_address)),
+        ["apis"] if aggregated => aggregated_response(discovery::aggregated_groups()),
+        ["apis"] => ok(discovery::legacy_groups()),
+        ["api", "v1"] => ok(discovery::resource_list("", "v1")?),
+        ["apis", g] => ok(discovery::legacy_group(g)?),
+        ["apis", g, v] => ok(discovery::resource_list(g, v)?),
+        ["openapi", "v3"] => ok(openapi::root()),
+        ["openapi", "v3", rest @ ..] => {
+            let doc = openapi::group_version_document(&rest.join("/"))?;
+            let mut response = ok(doc);
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, immutable"),
+            );
+            response
+        }
+        _ => return None,
+    })
+}
+
+fn aggregated_response(value: Value) -> Response {
+    json_response_typed(StatusCode::OK, &value, discovery::AGGREGATED_CONTENT_TYPE)
+}
+
+fn parse_target(
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<(&'static Resource, Option<String>, Target), ApiError> {
+    let find =
+        |plural: &str| resources::find(group, version, plural).ok_or_else(ApiError::no_route);
+    let namespace_sub = |s: &str| group.is_empty() && matches!(s, "status" | "finalize");
+    match rest {
+        [plural] => Ok((find(plural)?, None, Target::Collection)),
+        ["namespaces", ns, sub] if namespace_sub(sub) => Ok((
+            find("namespaces")?,
+            None,
+            Target::Sub(ns.to_string(), sub.to_string()),
+        )),
+        ["namespaces", ns, plural, tail @ ..] if find(plural).is_ok_and(|r| r.namespaced) => {
+            let resource = find(plural)?;
+            let target = match tail {
+                [] => Target::Collection,
+                [name] => Target::Item(name.to_string()),
+                [name, sub] => Target::Sub(name.to_string(), sub.to_string()),
+                _ => return Err(ApiError::no_route()),
+            };
+            Ok((resource, Some(ns.to_string()), target))
+        }
+        [plural, name] => Ok((find(plural)?, None, Target::Item(name.to_string()))),
+        [plural, name, sub] => Ok((
+            find(plural)?,
+            None,
+            Target::Sub(name.to_string(), sub.to_string()),
+        )),
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+async fn serve(
+    ctx: Ctx,
+    method: Method,
+    target: Target,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if ctx.resource.namespaced
+        && ctx.namespace.is_none()
+        && !matches!((&method, &target), (&Method::GET, Target::Collection))
+    {
+        return Err(ApiError::no_route());
+    }
+    match (method, target) {
+        (Method::GET, Target::Collection) if ctx.flag("watch") => watch::serve(ctx).await,
+        (Method::GET, Target::Collection) => list(&ctx).await,
+        (Method::POST, Target::Collection) => create(&ctx, &body).await,
+        (Method::DELETE, Target::Collection) => delete_collection(&ctx, &body).await,
+        (Method::GET, Target::Item(name)) => get(&ctx, &name).await,
+        (Method::PUT, Target::Item(name)) => update(&ctx, &name, &body, None).await,
+        (Method::PATCH, Target::Item(name)) => patch(&ctx, &name, &body, None).await,
+        (Method::DELETE, Target::Item(name)) => delete(&ctx, &name, &body).await,
+        (method, Target::Sub(name, sub)) => subresource(&ctx, method, &name, &sub, &body).await,
+        (method, _) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        ))),
+    }
+}
+
+async fn subresource(
+    ctx: &Ctx,
+    method: Method,
+    name: &str,
+    sub: &str,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    if ctx.resource.subresource(sub).is_none() {
+        return Err(ApiError::no_route());
+    }
+    match (sub, method) {
+        ("status", Method::GET) => get(ctx, name).await,
+        ("status", Method::PUT) => update(ctx, name, body, Some("status")).await,
+        ("status", Method::PATCH) => patch(ctx, name, body, Some("status")).await,
+        ("scale", Method::GET) => {
+            let (_, obj) = read(ctx, name).await?;
+            Ok(json_response(StatusCode::OK, &scale_of(ctx, &obj)))
+        }
+        ("scale", Method::PUT) => update(ctx, name, body, Some("scale")).await,
+        ("scale", Method::PATCH) => patch(ctx, name, body, Some("scale")).await,
+        ("binding", Method::POST) => bind(ctx, name, body).await,
+        ("finalize", Method::PUT) => update(ctx, name, body, Some("finalize")).await,
+        (_, method) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        ))),
+    }
+}
+
+/// Reads one stored object.
+pub(super) async fn read(ctx: &Ctx, name: &str) -> Result<(Entry, Value), ApiError> {
+    let entry = ctx
+        .state
+        .store
+        .get(&ctx.key(name))
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.resource, name))?
+        .ok_or_else(|| ApiError::not_found(ctx.resource, name))?;
+    let obj = object::from_entry(&entry)
+        .map_err(|e| ApiError::internal(format!("stored object {name} is unreadable: {e}")))?;
+    Ok((entry, obj))
+}
+
+async fn get(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
+    let (_, obj) = read(ctx, name).await?;
+    Ok(ctx.respond(StatusCode::OK, &ctx.present(obj)))
+}
+
+/// The label and field selectors of a list or watch.
+pub(super) struct Filter {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    pub fn from_query(ctx: &Ctx) -> Result<Self, ApiError> {
+        let labels = LabelSelector::parse(ctx.param("labelSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("unable to parse labelSelector: {e}")))?;
+        let fields = FieldSelector::parse(ctx.param("fieldSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        fields
+            .validate(&ctx.resource.supported_fields())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(Filter { labels, fields })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches(obj)
+    }
+
+    /// The one name a `metadata.name=` selector pins, to read a single key.
+    pub fn exact_name(&self) -> Option<&str> {
+        self.fields.exact_value("metadata.name")
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: Revision,
+    start: String,
+}
+
+fn encode_continue(rv: Revision, start: &str) -> String {
+    let token = ContinueToken {
+        rv,
+        start: start.to_string(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&token).unwrap_or_default())
+}
+
+fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| ApiError::bad_request(format!("invalid continue token {token:?}")))
+}
+
+/// The objects a list returns, the revision it was read at, and where to continue.
+pub(super) struct Listed {
+    pub items: Vec<Value>,
+    pub revision: Revision,
+    pub continue_token: Option<String>,
+}
+
+pub(super) async fn list_objects(
+    ctx: &Ctx,
+    filter: &Filter,
+    limit: usize,
+) -> Result<Listed, ApiError> {
+    let store = &ctx.state.store;
+    let (mut start_after, mut at_revision) = match ctx.param("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let token = decode_continue(token)?;
+            (Some(token.start), Some(token.rv))
+        }
+        None => (None, exact_revision(ctx)?),
+    };
+    if let (Some(name), None) = (filter.exact_name(), &start_after) {
+        return list_one(ctx, filter, name, at_revision).await;
+    }
+    let prefix = ctx.resource.prefix(ctx.namespace.as_deref());
+    let page_size = if limit == 0 { 0 } else { limit.max(500) };
+    let mut items = Vec::new();
+    loop {
+        let page = store
+            .list(ListRequest {
+                prefix: prefix.clone(),
+                start_after: start_after.clone(),
+                limit: page_size,
+                at_revision,
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Compacted { .. } => ApiError::expired(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ),
+                other => ApiError::from_store(other, ctx.resource, ""),
+            })?;
+        at_revision = Some(page.revision);
+        let count = page.entries.len();
+        for (i, entry) in page.entries.iter().enumerate() {
+            let obj = object::from_entry(entry).map_err(|e| {
+                ApiError::internal(format!("stored object {} is unreadable: {e}", entry.key))
+            })?;
+            if filter.matches(&obj) {
+                items.push(ctx.present(obj));
+            }
+            if limit > 0 && items.len() == limit {
+                let more = i + 1 < count || page.more;
+                let token = more.then(|| encode_continue(page.revision, &entry.key));
+                return Ok(Listed {
+                    items,
+                    revision: page.revision,
+                    continue_token: token,
+                });
+            }
+        }
+        match page.entries.last() {
+            Some(last) if page.more => start_after = Some(last.key.clone()),
+            _ => {
+                return Ok(Listed {
+                    items,
+                    revision: page.revision,
+                    continue_token: None,
+                })
+            }
+        }
+    }
+}
+
+/// A list narrowed to one name by `fieldSelector=metadata.name=X` (kubectl's waits).
+async fn list_one(
+    ctx: &Ctx,
+    filter: &Filter,
+    name: &str,
+    at: Option<Revision>,
+) -> Result<Listed, ApiError> {
+    let store = &ctx.state.store;
+    let page = store
+        .list(ListRequest {
+            prefix: ctx.key(name),
+            start_after: None,
+            limit: 0,
+            at_revision: at,
+        })
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.resource, name))?;
+    let mut items = Vec::new();
+    let key = ctx.key(name);
+    for entry in page
+        .entries
+        .iter()
+        .filter(|e| e.key == key || ctx.namespace.is_none())
+    {
+        let obj = object::from_entry(entry).map_err(|e| ApiError::internal(e.to_string()))?;
+        if filter.matches(&obj) {
+            items.push(ctx.present(obj));
+        }
+    }
+    Ok(Listed {
+        items,
+        revision: page.revision,
+        continue_token: None,
+    })
+}
+
+/// `resourceVersion=N&resourceVersionMatch=Exact` reads at N; anything else the newest.
+fn exact_revision(ctx: &Ctx) -> Result<Option<Revision>, ApiError> {
+    if ctx.param("resourceVersionMatch") != Some("Exact") {
+        return Ok(None);
+    }
+    let rv = ctx.param("resourceVersion").unwrap_or("");
+    rv.parse()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))
+}
+
+async fn list(ctx: &Ctx) -> Result<Response, ApiError> {
+    let filter = Filter::from_query(ctx)?;
+    let limit = ctx.param("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let listed = list_objects(ctx, &filter, limit).await?;
+    let rv = listed.revision.to_string();
+    if ctx.wants_table() {
+        let now = chrono::Utc::now();
+        let t = table::table(
+            ctx.resource.kind,
+            &listed.items,
+            &rv,
+            listed.continue_token.as_deref(),
+            now,
+        );
+        return Ok(json_response(StatusCode::OK, &t));
+    }
+    let mut metadata = json!({"resourceVersion": rv});
+    if let Some(token) = listed.continue_token {
+        metadata["continue"] = Value::String(token);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": ctx.resource.list_kind(),
+            "apiVersion": ctx.resource.api_version(),
+            "metadata": metadata,
+            "items": listed.items,
+        }),
+    ))
+}
+
+/// Decodes an object body and checks its type against the endpoint.
+fn decode_object(ctx: &Ctx, body: &Bytes) -> Result<Value, ApiError> {
+    let content_type = ctx.header(header::CONTENT_TYPE).to_string();
+    let mut obj = body::decode(&content_type, body)?;
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the request body must be an object"));
+    }
+    let expected = ctx.resource.api_version();
+    if let Some(given) = obj.get("apiVersion").and_then(Value::as_str) {
+        if given != expected {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({given}) does not match the expected API version ({expected})"
+            )));
+        }
+    }
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
+        if kind != ctx.resource.kind {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({kind}) does not match the expected kind ({})",
+                ctx.resource.kind
+            )));
+        }
+    }
+    obj["apiVersion"] = Value::String(expected);
+    obj["kind"] = Value::String(ctx.resource.kind.into());
+    if ctx.resource.group == "events.k8s.io" {
+        obj = events::to_core(&obj);
+    }
+    Ok(obj)
+}
+
+/// The namespace a namespaced object lands in; a mismatch with the path is an error.
+fn place_in_namespace(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiError> {
+    let meta = object::metadata_mut(obj);
+    if !ctx.resource.namespaced {
+        meta.remove("namespace");
+        return Ok(());
+    }
+    let ns = ctx.namespace.clone().unwrap_or_default();
+    match meta.get("namespace").and_then(Value::as_str) {
+        Some(given) if !given.is_empty() && given != ns => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        _ => {
+            meta.insert("namespace".into(), Value::String(ns));
+            Ok(())
+        }
+    }
+}
+
+/// Types and, under `fieldValidation=Strict` (kubectl's default), unknown fields.
+/// Returns warnings for `Warn`.
+fn check_schema(ctx: &Ctx, obj: &Value) -> Result<Vec<String>, ApiError> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or("");
+    let unknown = schema::check(api_version, ctx.resource.kind, obj)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if unknown.is_empty() {
+        return Ok(vec![]);
+    }
+    match ctx.param("fieldValidation").unwrap_or("Warn") {
+        "Strict" => {
+            let errors: Vec<FieldError> = unknown
+                .iter()
+                .map(|path| FieldError {
+                    field: path.clone(),
+                    reason: CauseReason::Invalid,
+                    message: format!(
+                        "Invalid value: unknown field \"{path}\": field not declared in schema"
+                    ),
+                })
+                .collect();
+            Err(invalid(ctx, object::name(obj), &errors))
+        }
+        "Ignore" => Ok(vec![]),
+        _ => Ok(unknown
+            .iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect()),
+    }
+}
+
+fn invalid(ctx: &Ctx, name: &str, errors: &[FieldError]) -> ApiError {
+    ApiError::invalid(ctx.resource.kind, ctx.resource.group, name, errors)
+}
+
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
+            response.headers_mut().append("Warning", v);
+        }
+    }
+    response
+}
+
+/// What Kubernetes resets or computes on create, per kind.
+fn prepare_create(ctx: &Ctx, obj: &mut Value) {
+    let meta = object::metadata_mut(obj);
+    meta.insert("uid".into(), Value::String(object::new_uid()));
+    meta.insert(
+        "creationTimestamp".into(),
+        Value::String(object::now_rfc3339()),
+    );
+    for field in [
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "resourceVersion",
+    ] {
+        meta.remove(field);
+    }
+    if ctx.resource.has_generation {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    match ctx.resource.kind {
+        "Deployment" | "ReplicaSet" => obj["status"] = json!({}),
+        "Service" => obj["status"] = json!({"loadBalancer": {}}),
+        "Namespace" => obj["status"] = json!({"phase": "Active"}),
+        "Pod" => {
+            let qos = qos_class(obj);
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+        }
+        _ => {}
+    }
+}
+
+/// The Pod's QoS class from its containers' requests and limits.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|f| pod["spec"][f].as_array())
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in containers {
+        for resource in ["cpu", "memory"] {
+            let request = &c["resources"]["requests"][resource];
+            let limit = &c["resources"]["limits"][resource];
+            any |= !request.is_null() || !limit.is_null();
+            guaranteed &= !limit.is_null() && (request.is_null() || request == limit);
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+fn fill_generate_name(obj: &mut Value) -> Result<(), ApiError> {
+    let meta = object::metadata_mut(obj);
+    let has_name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if has_name {
+        return Ok(());
+    }
+    let base = meta
+        .get("generateName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if base.is_empty() {
+        return Err(ApiError::invalid_required_name());
+    }
+    let name = format!("{base}{}", object::random_suffix(5));
+    meta.insert("name".into(), Value::String(name));
+    Ok(())
+}
+
+impl ApiError {
+    fn invalid_required_name() -> Self {
+        let mut e = ApiError::bad_request("name or generateName is required");
+        e.code = 422;
+        e.reason = "Invalid";
+        e
+    }
+}
+
+/// A namespaced object needs a namespace that exists and is not being deleted.
+async fn check_namespace(ctx: &Ctx) -> Result<(), ApiError> {
+    let Some(ns) = ctx.namespace.as_deref().filter(|_| ctx.resource.namespaced) else {
+        return Ok(());
+    };
+    let namespaces = resources::find("", "v1", "namespaces").ok_or_else(ApiError::no_route)?;
+    let entry = ctx
+        .state
+        .store
+        .get(&namespaces.key(None, ns))
+        .await
+        .map_err(|e| ApiError::from_store(e, namespaces, ns))?
+        .ok_or_else(|| ApiError::not_found(namespaces, ns))?;
+    let obj = object::from_entry(&entry).map_err(|e| ApiError::internal(e.to_string()))?;
+    if object::is_deleting(&obj) && ctx.resource.kind != "Event" {
+        return Err(ApiError::forbidden(format!(
+            "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            ctx.resource.qualified_name(),
+            object::name(&obj)
+        )));
+    }
+    Ok(())
+}
+
+/// Defaults, then validates; every problem becomes one 422.
+fn default_and_validate(
+    ctx: &Ctx,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<Vec<String>, ApiError> {
+    defaults::apply_defaults(ctx.resource.kind, obj);
+    let warnings = check_schema(ctx, obj)?;
+    let errors = validation::validate(ctx.resource.kind, obj, old);
+    if !errors.is_empty() {
+        return Err(invalid(ctx, object::name(obj), &errors));
+    }
+    Ok(warnings)
+}
+
+async fn create(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
+    let obj = decode_object(ctx, body)?;
+    let (code, stored, warnings) = create_object(ctx, obj).await?;
+    Ok(with_warnings(
+        ctx.respond(code, &ctx.present(stored)),
+        &warnings,
+    ))
+}
+
+/// The create path every way of creating shares (POST, and apply of a missing object).
+async fn create_object(
+    ctx: &Ctx,
+    mut obj: Value,
+) -> Result<(StatusCode, Value, Vec<String>), ApiError> {
+    place_in_namespace(ctx, &mut obj)?;
+    fill_generate_name(&mut obj)?;
+    prepare_create(ctx, &mut obj);
+    let warnings = default_and_validate(ctx, &mut obj, None)?;
+    check_namespace(ctx).await?;
+    let name = object::name(&obj).to_string();
+    // Checked before allocating, so a duplicate is AlreadyExists, not an address clash.
+    let exists = ctx
+        .state
+        .store
+        .get(&ctx.key(&name))
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.resource, &name))?;
+    if exists.is_some() {
+        return Err(ApiError::already_exists(ctx.resource, &name));
+    }
+    for attempt in 0..CONFLICT_RETRIES {
+        let mut candidate = obj.clone();
+        let mut ops = allocate(ctx, &mut candidate, None).await?;
+        let key = ctx.key(&name);
+        if ctx.dry_run() {
+            return Ok((StatusCode::CREATED, candidate, warnings));
+        }
+        ops.insert(
+            0,
+            WriteOp::Create {
+                key: key.clone(),
+                value: object::to_stored(&candidate),
+            },
+        );
+        match ctx.state.store.transaction(ops).await {
+            Ok(entries) => {
+                object::set_resource_version(&mut candidate, entries[0].mod_rev);
+                return Ok((StatusCode::CREATED, candidate, warnings));
+            }
+            // Lost an allocation race: pick again.
+            Err(StoreError::AlreadyExists(k)) if k != key && attempt + 1 < CONFLICT_RETRIES => {
+                continue
+            }
+            Err(e) => return Err(ApiError::from_store(e, ctx.resource, &name)),
+        }
+    }
+    Err(ApiError::internal("could not allocate service addresses"))
+}
+
+/// For Services: the ClusterIP and node ports, and the store writes that hold them.
+async fn allocate(
+    ctx: &Ctx,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<Vec<WriteOp>, ApiError> {
+    if ctx.resource.kind != "Service" {
+        return Ok(vec![]);
+    }
+    let used_ips = used_keys(ctx, alloc::IP_PREFIX).await?;
+    let used_ports = used_keys(ctx, alloc::PORT_PREFIX).await?;
+    alloc::assign(
+        obj,
+        old,
+        &ctx.state.config.service_cidr,
+        &used_ips,
+        &used_ports,
+    )
+    .map_err(|e| {
+        invalid(
+            ctx,
+            object::name(obj),
+            &[FieldError {
+                field: e.field,
+                reason: CauseReason::Invalid,
+                message: e.message,
+            }],
+        )
+    })?;
+    let owner = format!(
+        "{}/{}",
+        ctx.namespace.as_deref().unwrap_or(""),
+        object::name(obj)
+    );
+    let before = old.map(Allocations::of).unwrap_or_default();
+    Ok(Allocations::of(obj).changes_from(&before, &owner))
+}
+
+async fn used_keys(ctx: &Ctx, prefix: &str) -> Result<BTreeSet<String>, ApiError> {
+    let listed = ctx
+        .state
+        .store
+        .list(ListRequest {
+            prefix: prefix.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(listed
+        .entries
+        .into_iter()
+        .map(|e| e.key[prefix.len()..].to_string())
+        .collect())
+}
+
+/// Which part of an object a write may change.
+#[derive(Clone, Copy, PartialEq)]
+enum Part {
+    Main,
+    Status,
+    Scale,
+    Finalize,
+}
+
+fn part_of(sub: Option<&str>) -> Part {
+    match sub {
+        Some("status") => Part::Status,
+        Some("scale") => Part::Scale,
+        Some("finalize") => Part::Finalize,
+        _ => Part::Main,
+    }
+}
+
+/// The Scale view of a Deployment or ReplicaSet.
+fn scale_of(ctx: &Ctx, obj: &Value) -> Value {
+    let selector = LabelSelector::from_json(&obj["spec"]["selector"])
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let meta = object::metadata(obj).cloned().unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"), "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+    .tap_namespace(ctx)
+}
+
+trait TapNamespace {
+    fn tap_namespace(self, ctx: &Ctx) -> Self;
+}
+
+impl TapNamespace for Value {
+    fn tap_namespace(mut self, ctx: &Ctx) -> Self {
+        if ctx.namespace.is_none() {
+            if let Some(m) = self["metadata"].as_object_mut() {
+                m.remove("namespace");
+            }
+        }
+        self
+    }
+}
+
+/// Builds the object a write of `part` produces from the stored one and the input.
+fn merge_part(ctx: &Ctx, part: Part, existing: &Value, input: Value) -> Result<Value, ApiError> {
+    let mut result = match part {
+        Part::Main => {
+            let mut new = input;
+            if ctx.resource.has_status {
+                match existing.get("status") {
+                    Some(status) => new["status"] = status.clone(),
+                    None => {
+                        if let Some(m) = new.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            new
+        }
+        Part::Status => {
+            let mut new = existing.clone();
+            new["status"] = input.get("status").cloned().unwrap_or(Value::Null);
+            new
+        }
+        Part::Scale => {
+            let replicas = input["spec"]["replicas"]
+                .as_i64()
+                .ok_or_else(|| ApiError::bad_request("scale spec.replicas must be an integer"))?;
+            let mut new = existing.clone();
+            new["spec"]["replicas"] = json!(replicas);
+            new
+        }
+        Part::Finalize => {
+            let mut new = existing.clone();
+            new["spec"]["finalizers"] = input["spec"]["finalizers"].clone();
+            new
+        }
+    };
+    keep_system_metadata(ctx, existing, &mut result);
+    Ok(result)
+}
+
+/// Fields of metadata clients cannot change, and the generation bump on spec changes.
+fn keep_system_metadata(ctx: &Ctx, existing: &Value, new: &mut Value) {
+    let old_meta = object::metadata(existing).cloned().unwrap_or_default();
+    let spec_changed = object::spec_of(existing) != object::spec_of(new);
+    let meta = object::metadata_mut(new);
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        match old_meta.get(field) {
+            Some(v) => meta.insert(field.into(), v.clone()),
+            None => meta.remove(field),
+        };
+    }
+    if !meta.contains_key("managedFields") {
+        if let Some(mf) = old_meta.get("managedFields") {
+            meta.insert("managedFields".into(), mf.clone());
+        }
+    }
+    if ctx.resource.has_generation {
+        let generation = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let next = if spec_changed {
+            generation + 1
+        } else {
+            generation
+        };
+        meta.insert("generation".into(), json!(next));
+    }
+    meta.remove("resourceVersion");
+}
+
+async fn update(
+    ctx: &Ctx,
+    name: &str,
+    body: &Bytes,
+    sub: Option<&str>,
+) -> Result<Response, ApiError> {
+    let part = part_of(sub);
+    let input = if part == Part::Scale {
+        body::decode(ctx.header(header::CONTENT_TYPE), body)?
+    } else {
+        decode_object(ctx, body)?
+    };
+    let given_name = object::name(&input).to_string();
+    if !given_name.is_empty() && given_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({given_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let precondition = object::client_resource_version(&input).map_err(ApiError::bad_request)?;
+    let (stored, warnings) = write_with_retries(ctx, name, precondition, |_, existing| {
+        merge_part(ctx, part, existing, input.clone())
+    })
+    .await?;
+    respond_write(ctx, part, stored, &warnings)
+}
+
+fn respond_write(
+    ctx: &Ctx,
+    part: Part,
+    stored: Value,
+    warnings: &[String],
+) -> Result<Response, ApiError> {
+    let shown = if part == Part::Scale {
+        scale_of(ctx, &stored)
+    } else {
+        ctx.present(stored)
+    };
+    Ok(with_warnings(ctx.respond(StatusCode::OK, &shown), warnings))
+}
+
+/// Read, change, write; retried when another writer got in between, unless the
+/// client pinned a resourceVersion (then a mismatch is its 409).
+async fn write_with_retries<F>(
+    ctx: &Ctx,
+    name: &str,
+    precondition: Option<Revision>,
+    change: F,
+) -> Result<(Value, Vec<String>), ApiError>
+where
+    F: Fn(&Entry, &Value) -> Result<Value, ApiError>,
+{
+    for _ in 0..CONFLICT_RETRIES {
+        let (entry, existing) = read(ctx, name).await?;
+        if precondition.is_some_and(|rv| rv != entry.mod_rev) {
+            return Err(ApiError::conflict(ctx.resource, name));
+        }
+        let new = change(&entry, &existing)?;
+        match commit_update(ctx, name, &entry, &existing, new).await {
+            Err(WriteFailure::Conflict) if precondition.is_none() => continue,
+            Err(WriteFailure::Conflict) => return Err(ApiError::conflict(ctx.resource, name)),
+            Err(WriteFailure::Api(e)) => return Err(e),
+            Ok(result) => return Ok(result),
+        }
+    }
+    Err(ApiError::conflict(ctx.resource, name))
+}
+
+enum WriteFailure {
+    Conflict,
+    Api(ApiError),
+}
+
+impl From<ApiError> for WriteFailure {
+    fn from(e: ApiError) -> Self {
+        WriteFailure::Api(e)
+    }
+}
+
+/// Validates and stores an updated object; a deleting object whose last finalizer
+/// went is deleted instead.
+async fn commit_update(
+    ctx: &Ctx,
+    name: &str,
+    entry: &Entry,
+    existing: &Value,
+    mut new: Value,
+) -> Result<(Value, Vec<String>), WriteFailure> {
+    let warnings = default_and_validate(ctx, &mut new, Some(existing))?;
+    let mut old_view = existing.clone();
+    object::metadata_mut(&mut old_view).remove("resourceVersion");
+    if new == old_view {
+        // Nothing changed: no new revision, as on Kubernetes.
+        return Ok((existing.clone(), warnings));
+    }
+    if object::is_deleting(&new) && finalization_done(&new) {
+        let deleted = finish_delete(ctx, name, entry, &new)
+            .await
+            .map_err(WriteFailure::Api)?;
+        return Ok((deleted, warnings));
+    }
+    let mut ops = allocate(ctx, &mut new, Some(existing)).await?;
+    if ctx.dry_run() {
+        return Ok((new, warnings));
+    }
+    ops.insert(
+        0,
+        WriteOp::Update {
+            key: ctx.key(name),
+            value: object::to_stored(&new),
+            expected_rev: Some(entry.mod_rev),
+        },
+    );
+    match ctx.state.store.transaction(ops).await {
+        Ok(entries) => {
+            object::set_resource_version(&mut new, entries[0].mod_rev);
+            Ok((new, warnings))
+        }
+        Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound(_))
+            if existing_still(ctx, name).await =>
+        {
+            Err(WriteFailure::Conflict)
+        }
+        Err(e) => Err(WriteFailure::Api(ApiError::from_store(
+            e,
+            ctx.resource,
+            name,
+        ))),
+    }
+}
+
+async fn existing_still(ctx: &Ctx, name: &str) -> bool {
+    matches!(ctx.state.store.get(&ctx.key(name)).await, Ok(Some(_)))
+}
+
+/// No finalizers left (and, for namespaces, no spec.finalizers either).
+fn finalization_done(obj: &Value) -> bool {
+    let spec_finalizers = obj["spec"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty());
+    object::finalizers(obj).is_empty() && !(obj["kind"] == "Namespace" && spec_finalizers)
+}
+
+async fn patch(
+    ctx: &Ctx,
+    name: &str,
+    body: &Bytes,
+    sub: Option<&str>,
+) -> Result<Response, ApiError> {
+    let patch_type = PatchType::from_content_type(ctx.header(header::CONTENT_TYPE))?;
+    if patch_type == PatchType::Apply {
+        return server_side_apply(ctx, name, body, sub).await;
+    }
+    let patch_body = body::decode_json(body)?;
+    let part = part_of(sub);
+    let precondition = object::client_resource_version(&patch_body).unwrap_or(None);
+    let (stored, warnings) = write_with_retries(ctx, name, precondition, |_, existing| {
+        let view = match part {
+            Part::Scale => scale_of(ctx, existing),
+            _ => ctx.present(existing.clone()),
+        };
+        let patched = patch::apply_patch(patch_type, &view, &patch_body, ctx.resource.kind)?;
+        let mut patched = if ctx.resource.group == "events.k8s.io" {
+            events::to_core(&patched)
+        } else {
+            patched
+        };
+        if part != Part::Scale {
+            patched["apiVersion"] = existing["apiVersion"].clone();
+            patched["kind"] = existing["kind"].clone();
+        }
+        merge_part(ctx, part, existing, patched)
+    })
+    .await?;
+    respond_write(ctx, part, stored, &warnings)
+}
+
+async fn server_side_apply(
+    ctx: &Ctx,
+    name: &str,
+    body: &Bytes,
+    sub: Option<&str>,
+) -> Result<Response, ApiError> {
+    let applied = decode_object(ctx, body)?;
+    let manager = ctx
+        .param("fieldManager")
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request("PATCH with apply requires a fieldManager query parameter")
+        })?
+        .to_string();
+    let now = object::now_rfc3339();
+    let api_version = ctx.resource.api_version();
+    let request = apply::ApplyRequest {
+        applied: &applied,
+        manager: &manager,
+        force: ctx.flag("force"),
+        api_version: &api_version,
+        now: &now,
+    };
+    let given_name = object::name(&applied);
+    if given_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({given_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let part = part_of(sub);
+    match read(ctx, name).await {
+        Err(e) if e.code == 404 && part == Part::Main => {
+            let created = apply::apply(None, &request)?;
+            let (code, stored, warnings) = create_object(ctx, created).await?;
+            Ok(with_warnings(
+                ctx.respond(code, &ctx.present(stored)),
+                &warnings,
+            ))
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            let (stored, warnings) = write_with_retries(ctx, name, None, |_, existing| {
+                let merged = apply::apply(Some(existing), &request)?;
+                merge_part(ctx, part, existing, merged)
+            })
+            .await?;
+            respond_write(ctx, part, stored, &warnings)
+        }
+    }
+}
+
+/// DeleteOptions from the body and the query.
+struct DeleteOptions {
+    propagation: Option<String>,
+    grace_period: Option<i64>,
+    precondition_uid: Option<String>,
+    precondition_rv: Option<Revision>,
+}
+
+fn delete_options(ctx: &Ctx, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+    let options = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        body::decode(ctx.header(header::CONTENT_TYPE), body)?
+    };
+    let mut propagation = options["propagationPolicy"].as_str().map(String::from);
+    if propagation.is_none() && options["orphanDependents"] == json!(true) {
+        propagation = Some("Orphan".into());
+    }
+    if let Some(p) = ctx.param("propagationPolicy") {
+        propagation = Some(p.to_string());
+    }
+    if let Some(p) = &propagation {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+            )));
+        }
+    }
+    let grace_period = ctx
+        .param("gracePeriodSeconds")
+        .and_then(|g| g.parse().ok())
+        .or_else(|| options["gracePeriodSeconds"].as_i64());
+    let precondition_rv = match options["preconditions"]["resourceVersion"].as_str() {
+        Some(rv) => Some(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request("invalid preconditions.resourceVersion"))?,
+        ),
+        None => None,
+    };
+    Ok(DeleteOptions {
+        propagation,
+        grace_period,
+        precondition_uid: options["preconditions"]["uid"].as_str().map(String::from),
+        precondition_rv,
+    })
+}
+
+async fn delete(ctx: &Ctx, name: &str, body: &Bytes) -> Result<Response, ApiError> {
+    let options = delete_options(ctx, body)?;
+    let (code, obj) = delete_object(ctx, name, &options).await?;
+    Ok(ctx.respond(code, &ctx.present(obj)))
+}
+
+/// Deletes at once, or marks for deletion when finalizers, foreground/orphan
+/// propagation or a pod's grace period must run first.
+async fn delete_object(
+    ctx: &Ctx,
+    name: &str,
+    options: &DeleteOptions,
+) -> Result<(StatusCode, Value), ApiError> {
+    for _ in 0..CONFLICT_RETRIES {
+        let (entry, existing) = read(ctx, name).await?;
+        check_preconditions(ctx, name, &entry, &existing, options)?;
+        let marked = mark_for_deletion(ctx, &existing, options);
+        if marked == existing && !object::is_deleting(&existing)
+            || finalization_done(&marked) && !graceful(&marked)
+        {
+            return finish_delete(ctx, name, &entry, &existing)
+                .await
+                .map(|o| (StatusCode::OK, o));
+        }
+        if marked == existing || ctx.dry_run() {
+            return Ok((StatusCode::ACCEPTED, marked));
+        }
+        match commit_update(ctx, name, &entry, &existing, marked).await {
+            Ok((stored, _)) => return Ok((StatusCode::ACCEPTED, stored)),
+            Err(WriteFailure::Conflict) => continue,
+            Err(WriteFailure::Api(e)) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(ctx.resource, name))
+}
+
+fn check_preconditions(
+    ctx: &Ctx,
+    name: &str,
+    entry: &Entry,
+    existing: &Value,
+    options: &DeleteOptions,
+) -> Result<(), ApiError> {
+    if let Some(uid) = &options.precondition_uid {
+        if object::meta_str(existing, "uid") != Some(uid.as_str()) {
+            let mut e = ApiError::conflict(ctx.resource, name);
+            e.message = format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                object::meta_str(existing, "uid").unwrap_or("")
+            );
+            return Err(e);
+        }
+    }
+    if options
+        .precondition_rv
+        .is_some_and(|rv| rv != entry.mod_rev)
+    {
+        return Err(ApiError::conflict(ctx.resource, name));
+    }
+    Ok(())
+}
+
+fn graceful(obj: &Value) -> bool {
+    obj["metadata"]["deletionGracePeriodSeconds"]
+        .as_i64()
+        .unwrap_or(0)
+        > 0
+}
+
+/// The object with deletionTimestamp and the finalizers its deletion needs.
+fn mark_for_deletion(ctx: &Ctx, existing: &Value, options: &DeleteOptions) -> Value {
+    let mut obj = existing.clone();
+    let already = object::is_deleting(&obj);
+    let mut finalizers = object::finalizers(&obj);
+    let add = match options.propagation.as_deref() {
+        Some("Foreground") => Some("foregroundDeletion"),
+        Some("Orphan") => Some("orphan"),
+        _ => None,
+    };
+    if let Some(f) = add {
+        if !finalizers.iter().any(|x| x == f) {
+            finalizers.push(f.to_string());
+        }
+    }
+    // A Pod on a node stops gracefully: its node agent finishes the delete.
+    let grace = match ctx.resource.kind {
+        "Pod"
+            if obj["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty()) =>
+        {
+            options
+                .grace_period
+                .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
+                .unwrap_or(30)
+                .max(0)
+        }
+        _ => 0,
+    };
+    let namespace_finalizing = ctx.resource.kind == "Namespace";
+    if finalizers.is_empty() && grace == 0 && !namespace_finalizing && !already {
+        return obj;
+    }
+    let meta = object::metadata_mut(&mut obj);
+    if !finalizers.is_empty() {
+        meta.insert("finalizers".into(), json!(finalizers));
+    }
+    if !already {
+        let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+        meta.insert(
+            "deletionTimestamp".into(),
+            json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        );
+        meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    } else if grace == 0 && ctx.resource.kind == "Pod" && options.grace_period == Some(0) {
+        // A forced delete of a terminating pod.
+        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+    }
+    if namespace_finalizing {
+        obj["status"]["phase"] = json!("Terminating");
+    }
+    obj
+}
+
+/// Removes the object (and what it holds, like a Service's addresses).
+async fn finish_delete(
+    ctx: &Ctx,
+    name: &str,
+    entry: &Entry,
+    obj: &Value,
+) -> Result<Value, ApiError> {
+    let mut ops = vec![WriteOp::Delete {
+        key: ctx.key(name),
+        expected_rev: Some(entry.mod_rev),
+    }];
+    if ctx.resource.kind == "Service" {
+        let owner = format!("{}/{name}", ctx.namespace.as_deref().unwrap_or(""));
+        ops.extend(Allocations::default().changes_from(&Allocations::of(obj), &owner));
+    }
+    let mut deleted = obj.clone();
+    if ctx.dry_run() {
+        return Ok(deleted);
+    }
+    let entries = ctx
+        .state
+        .store
+        .transaction(ops)
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.resource, name))?;
+    object::set_resource_version(&mut deleted, entries[0].mod_rev);
+    Ok(deleted)
+}
+
+async fn delete_collection(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
+    let options = delete_options(ctx, body)?;
+    let filter = Filter::from_query(ctx)?;
+    let listed = list_objects(ctx, &filter, 0).await?;
+    let mut deleted = Vec::new();
+    for obj in listed.items {
+        let name = object::name(&obj).to_string();
+        let ns_ctx = Ctx {
+            state: ctx.state.clone(),
+            resource: ctx.resource,
+            namespace: object::meta_str(&obj, "namespace").map(String::from),
+            query: ctx.query.clone(),
+            headers: ctx.headers.clone(),
+            identity: ctx.identity.clone(),
+        };
+        match delete_object(&ns_ctx, &name, &options).await {
+            Ok((_, obj)) => deleted.push(ctx.present(obj)),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": ctx.resource.list_kind(),
+            "apiVersion": ctx.resource.api_version(),
+            "metadata": {"resourceVersion": ctx.state.store.current_revision().to_string()},
+            "items": deleted,
+        }),
+    ))
+}
+
+/// `POST pods/<name>/binding`: the scheduler assigns a node.
+async fn bind(ctx: &Ctx, name: &str, body: &Bytes) -> Result<Response, ApiError> {
+    let binding = body::decode(ctx.header(header::CONTENT_TYPE), body)?;
+    let node = binding["target"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("binding target.name is required"))?
+        .to_string();
+    write_with_retries(ctx, name, None, |_, existing| {
+        if let Some(current) = existing["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            let mut e = ApiError::conflict(ctx.resource, name);
+            e.message = format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\"");
+            return Err(e);
+        }
+        if object::is_deleting(existing) {
+            return Err(ApiError::conflict(ctx.resource, name));
+        }
+        let mut pod = existing.clone();
+        pod["spec"]["nodeName"] = json!(node);
+        set_condition(&mut pod, json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()}));
+        Ok(pod)
+    })
+    .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &status::success(ctx.resource, name, None),
+    ))
+}
+
+fn set_condition(obj: &mut Value, condition: Value) {
+    let conditions = obj["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut conditions: Vec<Value> = conditions
+        .into_iter()
+        .filter(|c| c["type"] != condition["type"])
+        .collect();
+    conditions.push(condition);
+    obj["status"]["conditions"] = Value::Array(conditions);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_like_kubernetes_paths() {
+        let (r, ns, t) = parse_target("", "v1", &["namespaces", "default", "pods", "web"]).unwrap();
+        assert_eq!((r.plural, ns.as_deref()), ("pods", Some("default")));
+        assert!(matches!(t, Target::Item(n) if n == "web"));
+        let (r, ns, t) = parse_target("", "v1", &["namespaces", "kube-system"]).unwrap();
+        assert_eq!((r.plural, ns), ("namespaces", None));
+        assert!(matches!(t, Target::Item(n) if n == "kube-system"));
+        let (r, _, t) = parse_target("", "v1", &["namespaces", "x", "finalize"]).unwrap();
+        assert_eq!(r.plural, "namespaces");
+        assert!(matches!(t, Target::Sub(n, s) if n == "x" && s == "finalize"));
+        let (r, _, t) = parse_target(
+            "apps",
+            "v1",
+            &["namespaces", "d", "deployments", "w", "scale"],
+        )
+        .unwrap();
+        assert_eq!(r.plural, "deployments");
+        assert!(matches!(t, Target::Sub(_, s) if s == "scale"));
+        assert!(parse_target("", "v1", &["nothing"]).is_err());
+    }
+
+    #[test]
+    fn qos_classes() {
+        let guaranteed = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        assert_eq!(qos_class(&guaranteed), "Guaranteed");
+        let burstable =
+            json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
+        assert_eq!(qos_class(&burstable), "Burstable");
+        assert_eq!(
+            qos_class(&json!({"spec": {"containers": [{}]}})),
+            "BestEffort"
+        );
+    }
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let token = encode_continue(42, "/registry/core/pods/default/a");
+        let back = decode_continue(&token).unwrap();
+        assert_eq!(
+            (back.rv, back.start.as_str()),
+            (42, "/registry/core/pods/default/a")
+        );
+        assert!(decode_continue("!!").is_err());
+    }
+}

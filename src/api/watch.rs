@@ -1,0 +1,189 @@
+//! Watch streams: a chunked `application/json` stream of `{"type","object"}` lines
+//! that stays open until the client leaves or `timeoutSeconds` passes. Objects that
+//! stop or start matching the selectors arrive as DELETED or ADDED, as on Kubernetes;
+//! Tables are sent when the client asked for them (`kubectl get -w`).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::handlers::{list_objects, Ctx, Filter};
+use super::object;
+use super::status::ApiError;
+use super::table;
+use crate::store::{Event, EventKind, Revision, StoreError};
+
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+type Lines = mpsc::Sender<Result<Bytes, Infallible>>;
+
+pub(super) async fn serve(ctx: Ctx) -> Result<Response, ApiError> {
+    let filter = Filter::from_query(&ctx)?;
+    let from = match ctx.param("resourceVersion").unwrap_or("") {
+        "" | "0" => None,
+        rv => Some(
+            rv.parse::<Revision>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+    };
+    let timeout = ctx
+        .param("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let run = stream_events(&ctx, &filter, from, &tx);
+        let ended = match timeout {
+            Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or(Ok(())),
+            None => run.await,
+        };
+        if let Err(error) = ended {
+            let _ = send(&tx, &json!({"type": "ERROR", "object": error.to_status()})).await;
+        }
+    });
+    let mut response = Response::new(Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response.into_response())
+}
+
+async fn send(tx: &Lines, line: &Value) -> bool {
+    let mut text = line.to_string();
+    text.push('\n');
+    tx.send(Ok(Bytes::from(text))).await.is_ok()
+}
+
+/// Per-watch state: the selectors, and whether the Table header went out yet.
+struct Emitter<'a> {
+    ctx: &'a Ctx,
+    filter: &'a Filter,
+    tx: &'a Lines,
+    table: bool,
+    sent_columns: bool,
+}
+
+impl Emitter<'_> {
+    async fn emit(&mut self, kind: &str, obj: Value) -> bool {
+        let shown = if self.table {
+            let with_columns = !self.sent_columns;
+            self.sent_columns = true;
+            table::table_for_event(
+                self.ctx.resource.kind,
+                &obj,
+                with_columns,
+                chrono::Utc::now(),
+            )
+        } else {
+            obj
+        };
+        send(self.tx, &json!({"type": kind, "object": shown})).await
+    }
+
+    /// Turns one store event into what this watcher should see, if anything.
+    async fn event(&mut self, event: Event) -> Result<bool, ApiError> {
+        let obj = parse(&event.entry.value, event.entry.mod_rev)?;
+        let now_matches = self.filter.matches(&obj);
+        let before = match &event.prev {
+            Some(prev) => Some(self.filter.matches(&parse(&prev.value, prev.mod_rev)?)),
+            None => None,
+        };
+        let kind = match (event.kind, before.unwrap_or(now_matches), now_matches) {
+            (EventKind::Created, _, true) => "ADDED",
+            (EventKind::Deleted, _, true) => "DELETED",
+            (EventKind::Updated, true, true) => "MODIFIED",
+            (EventKind::Updated, false, true) => "ADDED",
+            (EventKind::Updated, true, false) => "DELETED",
+            _ => return Ok(true),
+        };
+        Ok(self.emit(kind, self.ctx.present(obj)).await)
+    }
+}
+
+fn parse(value: &[u8], revision: Revision) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(value)
+        .map_err(|e| ApiError::internal(format!("unreadable stored object: {e}")))?;
+    object::set_resource_version(&mut obj, revision);
+    Ok(obj)
+}
+
+async fn stream_events(
+    ctx: &Ctx,
+    filter: &Filter,
+    from: Option<Revision>,
+    tx: &Lines,
+) -> Result<(), ApiError> {
+    let mut emitter = Emitter {
+        ctx,
+        filter,
+        tx,
+        table: ctx.wants_table(),
+        sent_columns: false,
+    };
+    // Without a resourceVersion a watch starts with the current state as ADDED events.
+    let start = match from {
+        Some(rv) => rv,
+        None => {
+            let listed = list_objects(ctx, filter, 0).await?;
+            for obj in listed.items {
+                if !emitter.emit("ADDED", obj).await {
+                    return Ok(());
+                }
+            }
+            listed.revision
+        }
+    };
+    let prefix = ctx.resource.prefix(ctx.namespace.as_deref());
+    let mut events = ctx
+        .state
+        .store
+        .watch(&prefix, start)
+        .await
+        .map_err(watch_error)?;
+    let bookmarks = ctx.param("allowWatchBookmarks") == Some("true");
+    let mut last = start;
+    let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return Ok(()),
+            _ = ticker.tick(), if bookmarks => {
+                let bookmark = json!({"type": "BOOKMARK", "object": {
+                    "kind": ctx.resource.kind, "apiVersion": ctx.resource.api_version(),
+                    "metadata": {"resourceVersion": last.to_string()}}});
+                if !send(tx, &bookmark).await {
+                    return Ok(());
+                }
+            }
+            next = events.next() => match next {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(watch_error(e)),
+                Some(Ok(event)) => {
+                    last = event.entry.mod_rev;
+                    if !emitter.event(event).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn watch_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Compacted { requested, oldest } => {
+            ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}

@@ -1,0 +1,12 @@
+//! skiff: one binary that is a whole Kubernetes-compatible edge cluster.
+//!
+//! Modules, bottom to top: `store` (revision log) ← `api` (the HTTP API over it) ←
+//! `server` (starts components, readiness); `pki` (certificates, tokens) and `config`
+//! beside them; `cli` at the edge. See docs/adr/ for the decisions behind them.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod pki;
+pub mod server;
+pub mod store;

@@ -1,0 +1,260 @@
+//! `skiff server`: starts the components in order — store, certificates, API,
+//! default objects — signals readiness, runs background upkeep (compaction,
+//! certificate renewal) and stops cleanly on SIGINT/SIGTERM.
+//!
+//! May call: store, pki, api (and later controllers, scheduler, agent).
+
+mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::{self, bootstrap, ApiConfig, ApiState};
+use crate::config::ServerConfig;
+use crate::pki::{self, CertOptions, Pki};
+use crate::store::{SqliteOptions, SqliteStore, Store};
+
+const COMPACT_EVERY: Duration = Duration::from_secs(10);
+const RENEW_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("certificates: {0}")]
+    Pki(#[from] pki::PkiError),
+    #[error("listening on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("creating default objects: {0}")]
+    Bootstrap(api::status::ApiError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Paths under the data dir.
+struct Layout {
+    db: PathBuf,
+    tls: PathBuf,
+    token: PathBuf,
+}
+
+impl Layout {
+    fn new(config: &ServerConfig) -> Self {
+        let server = config.data_dir.join("server");
+        Layout {
+            db: server.join("db").join("state.db"),
+            tls: server.join("tls"),
+            token: server.join("token"),
+        }
+    }
+}
+
+/// Runs the server until a stop signal.
+pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
+    let started = Instant::now();
+    let layout = Layout::new(&config);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteOptions {
+        path: layout.db.clone(),
+    })?);
+    let advertise = config.advertise_address.unwrap_or_else(default_address);
+    let pki = Arc::new(Pki::load_or_create(
+        &layout.tls,
+        &cert_options(&config, advertise),
+    )?);
+    let token = pki.load_or_create_token(&layout.token, config.token.as_deref())?;
+    let join_secret = pki::parse_token(&token)?.secret;
+
+    let port = config.https_listen_port;
+    let state = ApiState::new(
+        store.clone(),
+        ApiConfig {
+            service_cidr: config.service_cidr,
+            advertise_address: SocketAddr::new(advertise, port).to_string(),
+            join_secret,
+        },
+    );
+    let router = api::router(state.clone());
+    let address = SocketAddr::new(config.bind_address, port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Listen { address, source })?;
+    tokio::spawn(tls::serve(
+        listener,
+        pki.server_tls_config()?,
+        router.clone(),
+    ));
+
+    let endpoint = bootstrap::ApiEndpoint {
+        service_ip: IpAddr::V4(config.service_cidr.nth(1)),
+        address: advertise,
+        port,
+    };
+    bootstrap::ensure_defaults(&router, &endpoint)
+        .await
+        .map_err(ServerError::Bootstrap)?;
+    write_admin_kubeconfig(&config, &pki)?;
+    state.set_ready();
+    tracing::info!(
+        %address,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        kubeconfig = %config.write_kubeconfig.display(),
+        "skiff server is ready"
+    );
+    println!(
+        "skiff server ready on https://{address} (kubeconfig: {})",
+        config.write_kubeconfig.display()
+    );
+
+    tokio::spawn(compact_forever(store, config.history_revisions));
+    tokio::spawn(renew_forever(pki, config));
+    wait_for_stop().await;
+    tracing::info!("skiff server stopping");
+    Ok(())
+}
+
+fn cert_options(config: &ServerConfig, advertise: IpAddr) -> CertOptions {
+    let mut addresses = local_addresses();
+    if !addresses.contains(&advertise) {
+        addresses.push(advertise);
+    }
+    CertOptions {
+        hostname: hostname(),
+        sans: config.tls_san.clone(),
+        cluster_domain: config.cluster_domain.clone(),
+        first_service_ip: IpAddr::V4(config.service_cidr.nth(1)),
+        node_addresses: addresses,
+    }
+}
+
+fn write_admin_kubeconfig(config: &ServerConfig, pki: &Pki) -> Result<(), ServerError> {
+    let host = match config.bind_address {
+        a if a.is_unspecified() => "127.0.0.1".to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+        a => a.to_string(),
+    };
+    let url = format!("https://{host}:{}", config.https_listen_port);
+    let (cert, key) = pki.admin_credentials();
+    pki::write_kubeconfig(
+        &config.write_kubeconfig,
+        config.write_kubeconfig_mode,
+        &url,
+        pki.ca_pem(),
+        &cert,
+        &key,
+    )?;
+    Ok(())
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+        .to_lowercase()
+}
+
+/// Every non-loopback address of this machine.
+fn local_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return vec![];
+    };
+    let mut found = Vec::new();
+    for ifaddr in addrs {
+        let Some(address) = ifaddr.address else {
+            continue;
+        };
+        let ip = if let Some(v4) = address.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        let link_local_v6 = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+        if !ip.is_loopback() && !link_local_v6 && !found.contains(&ip) {
+            found.push(ip);
+        }
+    }
+    found
+}
+
+/// The address of the interface holding the default route, else any IPv4 one,
+/// else loopback.
+fn default_address() -> IpAddr {
+    let route_iface = std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|table| {
+            table
+                .lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|f| f.len() > 2 && f[1] == "00000000")
+                .map(|f| f[0].to_string())
+        });
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return IpAddr::from([127, 0, 0, 1]);
+    };
+    let v4: Vec<(String, IpAddr)> = addrs
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            (!ip.is_loopback()).then_some((a.interface_name, IpAddr::V4(ip)))
+        })
+        .collect();
+    v4.iter()
+        .find(|(name, _)| Some(name) == route_iface.as_ref())
+        .or(v4.first())
+        .map(|(_, ip)| *ip)
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// Keeps the newest `keep` revisions of history; older ones are compacted and
+/// their space reclaimed.
+async fn compact_forever(store: Arc<dyn Store>, keep: i64) {
+    let mut ticker = tokio::time::interval(COMPACT_EVERY);
+    loop {
+        ticker.tick().await;
+        let target = store.current_revision() - keep;
+        if target > store.compacted_revision() {
+            if let Err(e) = store.compact(target).await {
+                tracing::warn!(error = %e, "compaction failed");
+            }
+        }
+    }
+}
+
+/// Renews leaf certificates in place (the TLS listener picks the new serving
+/// certificate up at once) and rewrites the admin kubeconfig that embeds the old one.
+async fn renew_forever(pki: Arc<Pki>, config: ServerConfig) {
+    let mut ticker = tokio::time::interval(RENEW_CHECK_EVERY);
+    loop {
+        ticker.tick().await;
+        match pki.renew_if_needed() {
+            Ok(true) => {
+                tracing::info!("renewed leaf certificates");
+                if let Err(e) = write_admin_kubeconfig(&config, &pki) {
+                    tracing::warn!(error = %e, "rewriting the kubeconfig after renewal failed");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "certificate renewal failed"),
+        }
+    }
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

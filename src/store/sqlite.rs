@@ -1,0 +1,912 @@
+//! The SQLite backend: one file in WAL mode, written by a single writer thread that
+//! commits queued writes in groups (one fsync per group), read through a small pool of
+//! read-only connections.
+//!
+//! Tables: `log` holds every retained version (the history watches replay), `current`
+//! the newest version of each live key (what gets and lists read), `meta` the newest
+//! and the compacted revision.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{
+    prefix_end, Entry, Event, EventKind, ListRequest, ListResult, Revision, Store, StoreError,
+    WatchStream, WriteOp,
+};
+
+/// Most writes committed in one transaction.
+const MAX_GROUP: usize = 512;
+/// Events buffered for watchers before a slow one must catch up from the log.
+const EVENT_BUFFER: usize = 4096;
+const READERS: usize = 4;
+
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+enum Command {
+    Write {
+        ops: Vec<WriteOp>,
+        reply: oneshot::Sender<Result<Vec<Entry>, StoreError>>,
+    },
+    Compact {
+        revision: Revision,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// A queued write request and where its outcome goes.
+type PendingWrite = (
+    Vec<WriteOp>,
+    oneshot::Sender<Result<Vec<Entry>, StoreError>>,
+);
+
+struct Shared {
+    path: PathBuf,
+    current: AtomicI64,
+    compacted: AtomicI64,
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    commands: Mutex<mpsc::Sender<Command>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and starts the writer thread.
+    pub fn open(options: SqliteOptions) -> Result<Self, StoreError> {
+        if let Some(dir) = options.path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        }
+        let writer = open_connection(&options.path)?;
+        init_schema(&writer)?;
+        let (current, compacted) = read_meta(&writer)?;
+        let readers = (0..READERS)
+            .map(|_| open_connection(&options.path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let shared = Arc::new(Shared {
+            path: options.path.clone(),
+            current: AtomicI64::new(current),
+            compacted: AtomicI64::new(compacted),
+            events,
+            readers,
+            next_reader: AtomicUsize::new(0),
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || Writer::new(writer, writer_shared, current).run(rx))
+            .map_err(|e| StoreError::Backend(format!("starting the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            shared,
+            commands: Mutex::new(tx),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    fn send(&self, command: Command) -> Result<(), StoreError> {
+        let sender = self
+            .commands
+            .lock()
+            .map_err(|_| StoreError::Backend("store writer lock poisoned".into()))?;
+        sender
+            .send(command)
+            .map_err(|_| StoreError::Backend("store writer has stopped".into()))
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.with_reader(f))
+            .await
+            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+impl Shared {
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        // Prefer an idle connection; wait on one only when all are busy.
+        for i in 0..self.readers.len() {
+            if let Ok(conn) = self.readers[(start + i) % self.readers.len()].try_lock() {
+                return f(&conn);
+            }
+        }
+        let conn = self.readers[start % self.readers.len()]
+            .lock()
+            .map_err(|_| StoreError::Backend("reader lock poisoned".into()))?;
+        f(&conn)
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    // auto_vacuum must be chosen before the first table exists; it is a no-op later.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit is on disk before the write is acknowledged.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "journal_size_limit", 8 * 1024 * 1024)?;
+    Ok(conn)
+}
+
+fn init_schema(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS log (
+            rev INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            create_rev INTEGER NOT NULL,
+            prev_rev INTEGER,
+            deleted INTEGER NOT NULL,
+            value BLOB NOT NULL);
+         CREATE INDEX IF NOT EXISTS log_key_rev ON log(key, rev);
+         CREATE TABLE IF NOT EXISTS current (
+            key TEXT PRIMARY KEY,
+            rev INTEGER NOT NULL,
+            create_rev INTEGER NOT NULL,
+            value BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);",
+    )?;
+    Ok(())
+}
+
+fn read_meta(conn: &Connection) -> Result<(Revision, Revision), StoreError> {
+    let get = |name: &str| -> Result<Revision, StoreError> {
+        Ok(
+            conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })?,
+        )
+    };
+    Ok((get("revision")?, get("compacted")?))
+}
+
+fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        key: row.get(0)?,
+        mod_rev: row.get(1)?,
+        create_rev: row.get(2)?,
+        value: Bytes::from(row.get::<_, Vec<u8>>(3)?),
+    })
+}
+
+fn get_current(conn: &Connection, key: &str) -> Result<Option<Entry>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT key, rev, create_rev, value FROM current WHERE key = ?1",
+            [key],
+            entry_from_row,
+        )
+        .optional()?)
+}
+
+/// The single writer: applies queued writes in groups, one transaction per group.
+struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    revision: Revision,
+}
+
+impl Writer {
+    fn new(conn: Connection, shared: Arc<Shared>, revision: Revision) -> Self {
+        Writer {
+            conn,
+            shared,
+            revision,
+        }
+    }
+
+    fn run(mut self, commands: mpsc::Receiver<Command>) {
+        while let Ok(first) = commands.recv() {
+            let mut writes = Vec::new();
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Write { ops, reply } => writes.push((ops, reply)),
+                    Command::Compact { revision, reply } => {
+                        self.commit_group(std::mem::take(&mut writes));
+                        let _ = reply.send(self.compact(revision));
+                    }
+                }
+                if writes.len() < MAX_GROUP {
+                    next = commands.try_recv().ok();
+                }
+            }
+            self.commit_group(writes);
+        }
+    }
+
+    fn commit_group(&mut self, writes: Vec<PendingWrite>) {
+        if writes.is_empty() {
+            return;
+        }
+        let start_revision = self.revision;
+        match self.apply_group(&writes) {
+            Ok(outcomes) => {
+                let mut events = Vec::new();
+                for ((_, reply), outcome) in writes.into_iter().zip(outcomes) {
+                    let result = outcome.map(|applied| {
+                        let entries = applied.iter().map(|e| e.entry.clone()).collect();
+                        events.extend(applied);
+                        entries
+                    });
+                    let _ = reply.send(result);
+                }
+                self.shared.current.store(self.revision, Ordering::SeqCst);
+                if !events.is_empty() {
+                    let _ = self.shared.events.send(Arc::new(events));
+                }
+            }
+            Err(e) => {
+                self.revision = start_revision;
+                tracing::error!(error = %e, "store commit failed");
+                for (_, reply) in writes {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// One transaction for the group; each request in its own savepoint, so a failed
+    /// request leaves no trace while the others commit.
+    fn apply_group(
+        &mut self,
+        writes: &[PendingWrite],
+    ) -> Result<Vec<Result<Vec<Event>, StoreError>>, StoreError> {
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut revision = self.revision;
+        for (ops, _) in writes {
+            let sp = tx.savepoint()?;
+            let mut events = Vec::with_capacity(ops.len());
+            let mut failed = None;
+            let mut rev = revision;
+            for op in ops {
+                rev += 1;
+                match apply_op(&sp, op, rev) {
+                    Ok(event) => events.push(event),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                Some(e) => {
+                    drop(sp); // rolls back
+                    outcomes.push(Err(e));
+                }
+                None => {
+                    sp.commit()?;
+                    revision = rev;
+                    outcomes.push(Ok(events));
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'revision'",
+            [revision],
+        )?;
+        tx.commit()?;
+        self.revision = revision;
+        Ok(outcomes)
+    }
+
+    fn compact(&mut self, revision: Revision) -> Result<(), StoreError> {
+        let revision = revision.min(self.revision);
+        if revision <= self.shared.compacted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Keep each key's newest version at or below the point unless it is a delete.
+        tx.execute(
+            "DELETE FROM log WHERE rev <= ?1 AND (deleted = 1 OR EXISTS (
+                SELECT 1 FROM log AS newer WHERE newer.key = log.key
+                AND newer.rev > log.rev AND newer.rev <= ?1))",
+            [revision],
+        )?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
+            [revision],
+        )?;
+        tx.commit()?;
+        self.shared.compacted.store(revision, Ordering::SeqCst);
+        // Give freed pages back and keep the WAL file small.
+        reclaim_free_pages(&self.conn)?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+/// Hands free pages back to the file system. The pragma frees pages while it is
+/// stepped, so it must be stepped to the end.
+fn reclaim_free_pages(conn: &Connection) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+fn apply_op(conn: &Connection, op: &WriteOp, rev: Revision) -> Result<Event, StoreError> {
+    let existing = get_current(conn, op.key())?;
+    match op {
+        WriteOp::Create { key, value } => {
+            if existing.is_some() {
+                return Err(StoreError::AlreadyExists(key.clone()));
+            }
+            let entry = Entry {
+                key: key.clone(),
+                value: value.clone(),
+                create_rev: rev,
+                mod_rev: rev,
+            };
+            put(conn, &entry, None)?;
+            Ok(Event {
+                kind: EventKind::Created,
+                entry,
+                prev: None,
+            })
+        }
+        WriteOp::Update {
+            key,
+            value,
+            expected_rev,
+        } => {
+            let prev = check_expected(key, existing, *expected_rev)?;
+            let entry = Entry {
+                key: key.clone(),
+                value: value.clone(),
+                create_rev: prev.create_rev,
+                mod_rev: rev,
+            };
+            put(conn, &entry, Some(prev.mod_rev))?;
+            Ok(Event {
+                kind: EventKind::Updated,
+                entry,
+                prev: Some(prev),
+            })
+        }
+        WriteOp::Delete { key, expected_rev } => {
+            let prev = check_expected(key, existing, *expected_rev)?;
+            let entry = Entry {
+                mod_rev: rev,
+                ..prev.clone()
+            };
+            conn.execute("DELETE FROM current WHERE key = ?1", [key])?;
+            conn.execute(
+                "INSERT INTO log (rev, key, create_rev, prev_rev, deleted, value)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+                params![
+                    rev,
+                    key,
+                    entry.create_rev,
+                    prev.mod_rev,
+                    entry.value.as_ref()
+                ],
+            )?;
+            Ok(Event {
+                kind: EventKind::Deleted,
+                entry,
+                prev: Some(prev),
+            })
+        }
+    }
+}
+
+fn check_expected(
+    key: &str,
+    existing: Option<Entry>,
+    expected: Option<Revision>,
+) -> Result<Entry, StoreError> {
+    let existing = existing.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+    match expected {
+        Some(expected) if expected != existing.mod_rev => Err(StoreError::Conflict {
+            key: key.to_string(),
+            expected,
+            actual: existing.mod_rev,
+        }),
+        _ => Ok(existing),
+    }
+}
+
+fn put(conn: &Connection, entry: &Entry, prev_rev: Option<Revision>) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO current (key, rev, create_rev, value) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(key) DO UPDATE SET rev = excluded.rev, value = excluded.value",
+        params![
+            entry.key,
+            entry.mod_rev,
+            entry.create_rev,
+            entry.value.as_ref()
+        ],
+    )?;
+    conn.execute(
+        "INSERT INTO log (rev, key, create_rev, prev_rev, deleted, value)
+         VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+        params![
+            entry.mod_rev,
+            entry.key,
+            entry.create_rev,
+            prev_rev,
+            entry.value.as_ref()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Reads a page of the newest state, with the revision it was read at.
+fn list_current(conn: &Connection, request: &ListRequest) -> Result<ListResult, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let revision: Revision =
+        tx.query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| {
+            r.get(0)
+        })?;
+    let entries = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT key, rev, create_rev, value FROM current
+             WHERE key >= ?1 AND key < ?2 AND key > ?3 ORDER BY key LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(page_params(request), entry_from_row)?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    tx.commit()?;
+    Ok(page(entries, request, revision))
+}
+
+/// Reads a page of the state as it was at `revision`, from the retained history.
+fn list_at(
+    conn: &Connection,
+    request: &ListRequest,
+    revision: Revision,
+) -> Result<ListResult, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let (newest, compacted): (Revision, Revision) = {
+        let get = |name: &str| -> rusqlite::Result<Revision> {
+            tx.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+        };
+        (get("revision")?, get("compacted")?)
+    };
+    if revision < compacted {
+        return Err(StoreError::Compacted {
+            requested: revision,
+            oldest: compacted,
+        });
+    }
+    if revision > newest {
+        return Err(StoreError::FutureRevision(revision));
+    }
+    let entries = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT l.key, l.rev, l.create_rev, l.value, l.deleted FROM log AS l
+             WHERE l.key >= ?1 AND l.key < ?2 AND l.key > ?3
+               AND l.rev = (SELECT MAX(rev) FROM log WHERE key = l.key AND rev <= ?5)
+               AND l.deleted = 0
+             ORDER BY l.key LIMIT ?4",
+        )?;
+        let (prefix, end, after, limit) = page_params(request);
+        let rows = stmt.query_map(params![prefix, end, after, limit, revision], entry_from_row)?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    tx.commit()?;
+    Ok(page(entries, request, revision))
+}
+
+fn page_params(request: &ListRequest) -> (String, String, String, i64) {
+    let after = request.start_after.clone().unwrap_or_default();
+    // One more than asked tells whether more follow.
+    let limit = if request.limit == 0 {
+        -1
+    } else {
+        request.limit as i64 + 1
+    };
+    (
+        request.prefix.clone(),
+        prefix_end(&request.prefix),
+        after,
+        limit,
+    )
+}
+
+fn page(mut entries: Vec<Entry>, request: &ListRequest, revision: Revision) -> ListResult {
+    let more = request.limit > 0 && entries.len() > request.limit;
+    if more {
+        entries.truncate(request.limit);
+    }
+    ListResult {
+        entries,
+        revision,
+        more,
+    }
+}
+
+/// History under `prefix` after `after`, up to the newest revision; `Compacted` if it is gone.
+fn history(conn: &Connection, prefix: &str, after: Revision) -> Result<Vec<Event>, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let compacted: Revision =
+        tx.query_row("SELECT value FROM meta WHERE name = 'compacted'", [], |r| {
+            r.get(0)
+        })?;
+    if after < compacted {
+        return Err(StoreError::Compacted {
+            requested: after,
+            oldest: compacted,
+        });
+    }
+    let events = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT l.key, l.rev, l.create_rev, l.value, l.deleted, l.prev_rev,
+                    p.rev, p.create_rev, p.value
+             FROM log AS l LEFT JOIN log AS p ON p.rev = l.prev_rev
+             WHERE l.rev > ?1 AND l.key >= ?2 AND l.key < ?3 ORDER BY l.rev",
+        )?;
+        let rows = stmt.query_map(params![after, prefix, prefix_end(prefix)], |row| {
+            let entry = entry_from_row(row)?;
+            let deleted: bool = row.get(4)?;
+            let prev_rev: Option<Revision> = row.get(5)?;
+            let prev = match row.get::<_, Option<Revision>>(6)? {
+                Some(mod_rev) => Some(Entry {
+                    key: entry.key.clone(),
+                    mod_rev,
+                    create_rev: row.get(7)?,
+                    value: Bytes::from(row.get::<_, Vec<u8>>(8)?),
+                }),
+                None => None,
+            };
+            let kind = if deleted {
+                EventKind::Deleted
+            } else if prev_rev.is_none() {
+                EventKind::Created
+            } else {
+                EventKind::Updated
+            };
+            Ok(Event { kind, entry, prev })
+        })?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    tx.commit()?;
+    Ok(events)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let key = key.to_string();
+        self.read(move |conn| get_current(conn, &key)).await
+    }
+
+    async fn list(&self, request: ListRequest) -> Result<ListResult, StoreError> {
+        self.read(move |conn| match request.at_revision {
+            Some(revision) => list_at(conn, &request, revision),
+            None => list_current(conn, &request),
+        })
+        .await
+    }
+
+    async fn transaction(&self, ops: Vec<WriteOp>) -> Result<Vec<Entry>, StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::Write { ops, reply })?;
+        done.await
+            .map_err(|_| StoreError::Backend("store writer dropped the write".into()))?
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
+        // Subscribe before reading history so nothing falls between the two.
+        let live = self.shared.events.subscribe();
+        let prefix = prefix.to_string();
+        let p = prefix.clone();
+        let backlog = self.read(move |conn| history(conn, &p, after)).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let shared = self.shared.clone();
+        tokio::spawn(forward_events(shared, prefix, after, backlog, live, tx));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    fn current_revision(&self) -> Revision {
+        self.shared.current.load(Ordering::SeqCst)
+    }
+
+    fn compacted_revision(&self) -> Revision {
+        self.shared.compacted.load(Ordering::SeqCst)
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::Compact { revision, reply })?;
+        done.await
+            .map_err(|_| StoreError::Backend("store writer dropped the compaction".into()))?
+    }
+}
+
+type EventSender = tokio::sync::mpsc::Sender<Result<Event, StoreError>>;
+
+/// Feeds one watcher: the backlog, then live events; when it lags behind the live
+/// buffer it catches up from the log.
+async fn forward_events(
+    shared: Arc<Shared>,
+    prefix: String,
+    after: Revision,
+    backlog: Vec<Event>,
+    mut live: broadcast::Receiver<Arc<Vec<Event>>>,
+    tx: EventSender,
+) {
+    let mut last = after;
+    if !send_events(&tx, backlog.into_iter(), &prefix, &mut last).await {
+        return;
+    }
+    loop {
+        let batch = tokio::select! {
+            _ = tx.closed() => return,
+            batch = live.recv() => batch,
+        };
+        match batch {
+            Ok(events) => {
+                if !send_events(&tx, events.iter().cloned(), &prefix, &mut last).await {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                live = shared.events.subscribe();
+                let (s, p, from) = (shared.clone(), prefix.clone(), last);
+                let caught_up =
+                    tokio::task::spawn_blocking(move || s.with_reader(|c| history(c, &p, from)))
+                        .await
+                        .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())));
+                match caught_up {
+                    Ok(events) => {
+                        if !send_events(&tx, events.into_iter(), &prefix, &mut last).await {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn send_events(
+    tx: &EventSender,
+    events: impl Iterator<Item = Event>,
+    prefix: &str,
+    last: &mut Revision,
+) -> bool {
+    for event in events {
+        if event.entry.mod_rev <= *last {
+            continue;
+        }
+        // Advance past other keys' events too, so a quiet watcher never falls behind
+        // the compaction point for events it would not have been sent anyway.
+        *last = event.entry.mod_rev;
+        if !event.entry.key.starts_with(prefix) {
+            continue;
+        }
+        if tx.send(Ok(event)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(SqliteOptions {
+            path: dir.path().join("state.db"),
+        })
+        .unwrap()
+    }
+
+    fn create(key: &str, v: &str) -> WriteOp {
+        WriteOp::Create {
+            key: key.into(),
+            value: Bytes::from(v.to_string()),
+        }
+    }
+
+    fn update(key: &str, v: &str, expected_rev: Option<Revision>) -> WriteOp {
+        WriteOp::Update {
+            key: key.into(),
+            value: Bytes::from(v.to_string()),
+            expected_rev,
+        }
+    }
+
+    #[tokio::test]
+    async fn revisions_increase_and_conflicts_are_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let a = store.write(create("/a", "1")).await.unwrap();
+        assert_eq!(a.mod_rev, 1);
+        assert_eq!(
+            store.write(create("/a", "2")).await,
+            Err(StoreError::AlreadyExists("/a".into()))
+        );
+        let b = store.write(update("/a", "2", Some(1))).await.unwrap();
+        assert_eq!((b.create_rev, b.mod_rev), (1, 2));
+        assert!(matches!(
+            store.write(update("/a", "3", Some(1))).await,
+            Err(StoreError::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            })
+        ));
+        assert_eq!(store.get("/a").await.unwrap().unwrap().value, "2");
+        assert_eq!(store.current_revision(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_transaction_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.write(create("/b", "x")).await.unwrap();
+        let result = store
+            .transaction(vec![create("/a", "1"), create("/b", "2")])
+            .await;
+        assert!(matches!(result, Err(StoreError::AlreadyExists(_))));
+        assert!(store.get("/a").await.unwrap().is_none());
+        assert_eq!(store.current_revision(), 1);
+    }
+
+    #[tokio::test]
+    async fn lists_page_at_a_consistent_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        for k in ["/p/a", "/p/b", "/p/c", "/q/a"] {
+            store.write(create(k, k)).await.unwrap();
+        }
+        let first = store
+            .list(ListRequest {
+                prefix: "/p/".into(),
+                limit: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(first.entries.len(), 2);
+        assert!(first.more);
+        // A change after the first page does not show in the second.
+        store.write(update("/p/c", "changed", None)).await.unwrap();
+        store.write(create("/p/d", "new")).await.unwrap();
+        let second = store
+            .list(ListRequest {
+                prefix: "/p/".into(),
+                limit: 2,
+                start_after: Some(first.entries[1].key.clone()),
+                at_revision: Some(first.revision),
+            })
+            .await
+            .unwrap();
+        assert_eq!(second.entries.len(), 1);
+        assert_eq!(second.entries[0].value, "/p/c");
+        assert!(!second.more);
+    }
+
+    #[tokio::test]
+    async fn watch_replays_history_then_follows_live_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.write(create("/w/a", "1")).await.unwrap();
+        store.write(update("/w/a", "2", None)).await.unwrap();
+        let mut watch = store.watch("/w/", 1).await.unwrap();
+        store
+            .write(WriteOp::Delete {
+                key: "/w/a".into(),
+                expected_rev: None,
+            })
+            .await
+            .unwrap();
+        store.write(create("/x/other", "1")).await.unwrap();
+        store.write(create("/w/b", "1")).await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let event = watch.next().await.unwrap().unwrap();
+            seen.push((event.kind, event.entry.key, event.entry.mod_rev));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (EventKind::Updated, "/w/a".to_string(), 2),
+                (EventKind::Deleted, "/w/a".to_string(), 3),
+                (EventKind::Created, "/w/b".to_string(), 5),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn compaction_expires_old_revisions_and_bounds_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let value = "x".repeat(1000);
+        store.write(create("/k", &value)).await.unwrap();
+        for _ in 0..3000 {
+            store.write(update("/k", &value, None)).await.unwrap();
+        }
+        let rev = store.current_revision();
+        store.compact(rev - 10).await.unwrap();
+        assert!(matches!(
+            store.watch("/", 5).await.err(),
+            Some(StoreError::Compacted { .. })
+        ));
+        assert!(store.watch("/", rev - 5).await.is_ok());
+        // The newest version survives compaction and lists at the compaction point work.
+        let listed = store
+            .list(ListRequest {
+                prefix: "/".into(),
+                at_revision: Some(rev - 10),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.entries.len(), 1);
+        let size = std::fs::metadata(store.path()).unwrap().len();
+        assert!(size < 200_000, "database is {size} bytes after compaction");
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(&dir);
+            store.write(create("/a", "1")).await.unwrap();
+            store
+                .write(WriteOp::Delete {
+                    key: "/a".into(),
+                    expected_rev: None,
+                })
+                .await
+                .unwrap();
+            store.compact(2).await.unwrap();
+        }
+        let store = open(&dir);
+        // The delete's revision is never handed out again.
+        assert_eq!(store.current_revision(), 2);
+        assert_eq!(store.write(create("/b", "1")).await.unwrap().mod_rev, 3);
+    }
+}
