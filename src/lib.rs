@@ -4,9 +4,13 @@
 //! `server` (starts components, readiness); `pki` (certificates, tokens) and `config`
 //! beside them; `cli` at the edge. See docs/adr/ for the decisions behind them.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod controllers;
 pub mod pki;
+pub mod scheduler;
 pub mod server;
 pub mod store;

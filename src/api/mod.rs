@@ -14,6 +14,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod events;
 mod handlers;
+pub mod join;
 pub mod object;
 pub mod openapi;
 pub mod patch;
@@ -25,6 +26,7 @@ pub mod status;
 pub mod table;
 pub mod validation;
 mod watch;
+pub mod watchcache;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,16 +60,25 @@ pub struct ApiConfig {
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub config: ApiConfig,
+    /// Issues node credentials to joining agents, when this server has a CA.
+    pub issuer: Option<Arc<dyn join::CredentialIssuer>>,
+    pub watch_cache: watchcache::WatchCache,
     ready: AtomicBool,
 }
 
 pub type SharedState = Arc<ApiState>;
 
 impl ApiState {
-    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> SharedState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: ApiConfig,
+        issuer: Option<Arc<dyn join::CredentialIssuer>>,
+    ) -> SharedState {
         Arc::new(ApiState {
+            watch_cache: watchcache::WatchCache::new(store.clone()),
             store,
             config,
+            issuer,
             ready: AtomicBool::new(false),
         })
     }
@@ -88,13 +99,21 @@ pub fn router(state: SharedState) -> Router {
         .route("/healthz", get(healthz))
         .route("/livez", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/cacerts", get(join::cacerts))
+        .route(
+            join::CREDENTIALS_PATH,
+            axum::routing::post(join::node_credentials),
+        )
         .fallback(handlers::dispatch)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
 
 fn is_public(path: &str) -> bool {
-    matches!(path, "/version" | "/healthz" | "/livez" | "/readyz")
+    matches!(
+        path,
+        "/version" | "/healthz" | "/livez" | "/readyz" | "/cacerts"
+    )
 }
 
 /// Resolves the caller (client certificate from the TLS layer, or bearer token) and

@@ -14,10 +14,10 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::handlers::{list_objects, Ctx, Filter};
-use super::object;
 use super::status::ApiError;
 use super::table;
-use crate::store::{Event, EventKind, Revision, StoreError};
+use super::watchcache::Decoded;
+use crate::store::{EventKind, Revision, StoreError};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
@@ -90,31 +90,21 @@ impl Emitter<'_> {
         send(self.tx, &json!({"type": kind, "object": shown})).await
     }
 
-    /// Turns one store event into what this watcher should see, if anything.
-    async fn event(&mut self, event: Event) -> Result<bool, ApiError> {
-        let obj = parse(&event.entry.value, event.entry.mod_rev)?;
-        let now_matches = self.filter.matches(&obj);
-        let before = match &event.prev {
-            Some(prev) => Some(self.filter.matches(&parse(&prev.value, prev.mod_rev)?)),
-            None => None,
-        };
-        let kind = match (event.kind, before.unwrap_or(now_matches), now_matches) {
+    /// Turns one change into what this watcher should see, if anything.
+    async fn event(&mut self, event: &Decoded) -> bool {
+        let now_matches = self.filter.matches(&event.object);
+        let before = event.prev.as_ref().map(|prev| self.filter.matches(prev));
+        let kind = match (&event.kind, before.unwrap_or(now_matches), now_matches) {
             (EventKind::Created, _, true) => "ADDED",
             (EventKind::Deleted, _, true) => "DELETED",
             (EventKind::Updated, true, true) => "MODIFIED",
             (EventKind::Updated, false, true) => "ADDED",
             (EventKind::Updated, true, false) => "DELETED",
-            _ => return Ok(true),
+            _ => return true,
         };
-        Ok(self.emit(kind, self.ctx.present(obj)).await)
+        self.emit(kind, self.ctx.present(event.object.clone()))
+            .await
     }
-}
-
-fn parse(value: &[u8], revision: Revision) -> Result<Value, ApiError> {
-    let mut obj: Value = serde_json::from_slice(value)
-        .map_err(|e| ApiError::internal(format!("unreadable stored object: {e}")))?;
-    object::set_resource_version(&mut obj, revision);
-    Ok(obj)
 }
 
 async fn stream_events(
@@ -144,10 +134,11 @@ async fn stream_events(
         }
     };
     let prefix = ctx.resource.prefix(ctx.namespace.as_deref());
+    let root = ctx.resource.prefix(None);
     let mut events = ctx
         .state
-        .store
-        .watch(&prefix, start)
+        .watch_cache
+        .watch(&root, &prefix, start)
         .await
         .map_err(watch_error)?;
     let bookmarks = ctx.param("allowWatchBookmarks") == Some("true");
@@ -169,8 +160,8 @@ async fn stream_events(
                 None => return Ok(()),
                 Some(Err(e)) => return Err(watch_error(e)),
                 Some(Ok(event)) => {
-                    last = event.entry.mod_rev;
-                    if !emitter.event(event).await? {
+                    last = event.revision;
+                    if !emitter.event(&event).await {
                         return Ok(());
                     }
                 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::{self, bootstrap, ApiConfig, ApiState};
 use crate::config::ServerConfig;
+use crate::controllers;
 use crate::pki::{self, CertOptions, Pki};
 use crate::store::{SqliteOptions, SqliteStore, Store};
 
@@ -34,6 +35,8 @@ pub enum ServerError {
     Bootstrap(api::status::ApiError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("controllers: {0}")]
+    Client(#[from] crate::client::ClientError),
 }
 
 /// Paths under the data dir.
@@ -77,6 +80,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
             advertise_address: SocketAddr::new(advertise, port).to_string(),
             join_secret,
         },
+        Some(Arc::new(NodeIssuer(pki.clone()))),
     );
     let router = api::router(state.clone());
     let address = SocketAddr::new(config.bind_address, port);
@@ -110,11 +114,57 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         config.write_kubeconfig.display()
     );
 
+    start_controllers(&config, &pki).await?;
     tokio::spawn(compact_forever(store, config.history_revisions));
     tokio::spawn(renew_forever(pki, config));
     wait_for_stop().await;
     tracing::info!("skiff server stopping");
     Ok(())
+}
+
+/// The controllers and the scheduler, as API clients with their own certificate.
+async fn start_controllers(config: &ServerConfig, pki: &Pki) -> Result<(), ServerError> {
+    let (cert_pem, key_pem) =
+        pki.issue_client_cert("system:kube-controller-manager", &["system:masters"], 365)?;
+    let host = match config.bind_address {
+        a if a.is_unspecified() || a.is_loopback() => "127.0.0.1".to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+        a => a.to_string(),
+    };
+    let credentials = crate::client::Credentials {
+        server: format!("https://{host}:{}", config.https_listen_port),
+        ca_pem: pki.ca_pem().to_string(),
+        cert_pem,
+        key_pem,
+    };
+    let client = crate::client::connect(&credentials).await?;
+    let settings = controllers::Settings {
+        cluster_cidr: config.cluster_cidr,
+        ..Default::default()
+    };
+    let scheduler_ctx = std::sync::Arc::new(controllers::Context {
+        recorder: controllers::Recorder::new(client.clone(), "default-scheduler"),
+        client: client.clone(),
+        settings: settings.clone(),
+    });
+    controllers::supervise("scheduler", scheduler_ctx, crate::scheduler::run);
+    controllers::start_all(client, settings);
+    Ok(())
+}
+
+/// Node credentials from the cluster CA, valid for a year (agents renew them).
+struct NodeIssuer(Arc<Pki>);
+
+impl api::join::CredentialIssuer for NodeIssuer {
+    fn ca_pem(&self) -> String {
+        self.0.ca_pem().to_string()
+    }
+
+    fn issue_node_credentials(&self, node: &str) -> Result<(String, String), String> {
+        self.0
+            .issue_client_cert(&format!("system:node:{node}"), &["system:nodes"], 365)
+            .map_err(|e| e.to_string())
+    }
 }
 
 fn cert_options(config: &ServerConfig, advertise: IpAddr) -> CertOptions {
@@ -186,7 +236,7 @@ fn local_addresses() -> Vec<IpAddr> {
 
 /// The address of the interface holding the default route, else any IPv4 one,
 /// else loopback.
-fn default_address() -> IpAddr {
+pub fn default_address() -> IpAddr {
     let route_iface = std::fs::read_to_string("/proc/net/route")
         .ok()
         .and_then(|table| {

@@ -1,0 +1,380 @@
+//! Joining a cluster: fetch the cluster CA from `/cacerts`, check it against the CA
+//! hash in the join token *before* any secret is sent, then trade the token for this
+//! node's own client certificate (`CN=system:node:<name>`, `O=system:nodes`). The
+//! credentials are kept under the data dir and renewed (with the node's own
+//! certificate) when under 30 days remain.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sha2::{Digest, Sha256};
+
+use crate::api::join::{CredentialsRequest, CredentialsResponse, CREDENTIALS_PATH};
+use crate::client::Credentials;
+
+const RENEW_BEFORE_DAYS: i64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("invalid server url {0:?}: expected https://HOST:PORT")]
+    BadUrl(String),
+    #[error("invalid join token: {0}")]
+    BadToken(String),
+    #[error("the server's CA does not match the token's CA hash (expected {expected}, got {actual}): wrong server or tampered connection")]
+    CaMismatch { expected: String, actual: String },
+    #[error("connecting to {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("{url} answered {status}: {body}")]
+    Refused {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// host:port and the TLS name of an https URL.
+fn authority(url: &str) -> Result<(String, String), JoinError> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| JoinError::BadUrl(url.into()))?;
+    let authority = rest.split('/').next().unwrap_or("").to_string();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("").to_string()
+    } else {
+        authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&authority)
+            .to_string()
+    };
+    if host.is_empty() {
+        return Err(JoinError::BadUrl(url.into()));
+    }
+    let address = if authority.contains(':') && !authority.ends_with(']') {
+        authority
+    } else {
+        format!("{authority}:6443")
+    };
+    Ok((address, host))
+}
+
+/// Accepts any server certificate: used only to fetch the CA, whose hash is checked
+/// against the token before anything secret is sent.
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_error(url: &str, e: impl std::fmt::Display) -> JoinError {
+    JoinError::Connect {
+        url: url.into(),
+        message: e.to_string(),
+    }
+}
+
+fn insecure_config(url: &str) -> Result<rustls::ClientConfig, JoinError> {
+    let provider = provider();
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error(url, e))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+            .with_no_client_auth(),
+    )
+}
+
+fn pem_certs(pem: &str) -> Vec<CertificateDer<'static>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// TLS trusting only `ca_pem`, presenting `client` (cert, key) when given.
+fn verified_config(
+    url: &str,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+) -> Result<rustls::ClientConfig, JoinError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in pem_certs(ca_pem) {
+        roots.add(cert).map_err(|e| tls_error(url, e))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(url, e))?
+        .with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key.as_bytes())
+                .ok()
+                .flatten()
+                .ok_or_else(|| tls_error(url, "unreadable node key"))?;
+            builder
+                .with_client_auth_cert(pem_certs(cert), key)
+                .map_err(|e| tls_error(url, e))
+        }
+    }
+}
+
+/// One HTTP/1.1 request over TLS; returns (status, body).
+async fn request(
+    server: &str,
+    tls: rustls::ClientConfig,
+    method: Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<String>,
+) -> Result<(u16, String), JoinError> {
+    let url = format!("{server}{path}");
+    let (address, host) = authority(server)?;
+    let tcp = tokio::net::TcpStream::connect(&address)
+        .await
+        .map_err(|e| tls_error(&url, e))?;
+    let name = ServerName::try_from(host).map_err(|e| tls_error(&url, e))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| tls_error(&url, e))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| tls_error(&url, e))?;
+    tokio::spawn(connection);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", address.as_str())
+        .header("content-type", "application/json");
+    if let Some(token) = bearer {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let req = builder
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| tls_error(&url, e))?;
+    let response = sender
+        .send_request(req)
+        .await
+        .map_err(|e| tls_error(&url, e))?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| tls_error(&url, e))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn ok_body(server: &str, path: &str, (status, body): (u16, String)) -> Result<String, JoinError> {
+    if (200..300).contains(&status) {
+        Ok(body)
+    } else {
+        Err(JoinError::Refused {
+            url: format!("{server}{path}"),
+            status,
+            body,
+        })
+    }
+}
+
+/// The cluster CA, checked against the token's hash when it carries one.
+pub async fn fetch_ca(server: &str, token: &str) -> Result<String, JoinError> {
+    let parsed = crate::pki::parse_token(token).map_err(|e| JoinError::BadToken(e.to_string()))?;
+    let reply = request(
+        server,
+        insecure_config(server)?,
+        Method::GET,
+        "/cacerts",
+        None,
+        None,
+    )
+    .await?;
+    let ca = ok_body(server, "/cacerts", reply)?;
+    let actual = hex::encode(Sha256::digest(ca.as_bytes()));
+    match parsed.ca_hash {
+        Some(expected) if expected != actual => Err(JoinError::CaMismatch { expected, actual }),
+        Some(_) => Ok(ca),
+        None => {
+            tracing::warn!(
+                "the join token carries no CA hash; trusting the server's CA on first use"
+            );
+            Ok(ca)
+        }
+    }
+}
+
+/// Where a node keeps its credentials.
+struct Files {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
+impl Files {
+    fn new(dir: &Path, node: &str) -> Self {
+        Files {
+            cert: dir.join(format!("{node}.crt")),
+            key: dir.join(format!("{node}.key")),
+            ca: dir.join("ca.crt"),
+        }
+    }
+}
+
+fn days_left(cert_pem: &str) -> Option<i64> {
+    let der = pem_certs(cert_pem).into_iter().next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let not_after = cert.validity().not_after.timestamp();
+    Some((not_after - chrono::Utc::now().timestamp()) / 86_400)
+}
+
+fn write_secret(path: &Path, contents: &str) -> Result<(), JoinError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |action, source| JoinError::Io {
+        action,
+        path: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io("writing", e))?;
+    std::io::Write::write_all(&mut file, contents.as_bytes()).map_err(|e| io("writing", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("renaming", e))
+}
+
+/// This node's credentials: reused from `dir` while valid, else requested with the
+/// join token (or renewed with the node's own certificate).
+pub async fn node_credentials(
+    server: &str,
+    token: &str,
+    node: &str,
+    dir: &Path,
+) -> Result<Credentials, JoinError> {
+    let files = Files::new(dir, node);
+    let stored = (
+        std::fs::read_to_string(&files.cert),
+        std::fs::read_to_string(&files.key),
+        std::fs::read_to_string(&files.ca),
+    );
+    if let (Ok(cert), Ok(key), Ok(ca)) = stored {
+        if days_left(&cert).is_some_and(|d| d > RENEW_BEFORE_DAYS) {
+            return Ok(Credentials {
+                server: server.into(),
+                ca_pem: ca,
+                cert_pem: cert,
+                key_pem: key,
+            });
+        }
+    }
+    let ca = fetch_ca(server, token).await?;
+    let secret = crate::pki::parse_token(token).map_err(|e| JoinError::BadToken(e.to_string()))?;
+    let body = serde_json::to_string(&CredentialsRequest {
+        node_name: node.to_string(),
+    })
+    .unwrap_or_default();
+    let tls = verified_config(server, &ca, None)?;
+    let bearer = format!("{}:{}", secret.username, secret.secret);
+    let reply = request(
+        server,
+        tls,
+        Method::POST,
+        CREDENTIALS_PATH,
+        Some(&bearer),
+        Some(body),
+    )
+    .await?;
+    let issued: CredentialsResponse =
+        serde_json::from_str(&ok_body(server, CREDENTIALS_PATH, reply)?)
+            .map_err(|e| tls_error(server, format!("unreadable credentials: {e}")))?;
+    write_secret(&files.ca, &issued.ca)?;
+    write_secret(&files.key, &issued.key)?;
+    write_secret(&files.cert, &issued.certificate)?;
+    Ok(Credentials {
+        server: server.into(),
+        ca_pem: issued.ca,
+        cert_pem: issued.certificate,
+        key_pem: issued.key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_give_address_and_tls_name() {
+        assert_eq!(
+            authority("https://10.0.0.1:6443").unwrap(),
+            ("10.0.0.1:6443".to_string(), "10.0.0.1".to_string())
+        );
+        assert_eq!(
+            authority("https://server.local").unwrap(),
+            ("server.local:6443".to_string(), "server.local".to_string())
+        );
+        assert_eq!(authority("https://[::1]:6443").unwrap().1, "::1");
+        assert!(authority("http://x:1").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! The pod loop: watches the pods bound to this node and, level-triggered, makes the
+//! runtime match them — starts what should run, stops what is deleted (then completes
+//! the deletion), stops what the runtime holds but the API no longer knows — and
+//! reports each pod's status when it changed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::runtime::PodRuntime;
+use super::status;
+use super::AgentConfig;
+use crate::api::alloc::Cidr;
+
+/// How often every pod is looked at even without a change (probes, timers).
+const RESYNC: Duration = Duration::from_secs(1);
+
+/// Pod IPs from the node's pod CIDR, for runtimes that take one from the agent.
+#[derive(Default)]
+struct IpPool {
+    cidr: Option<Cidr>,
+    by_pod: HashMap<String, IpAddr>,
+}
+
+impl IpPool {
+    fn ip_for(&mut self, uid: &str) -> Option<IpAddr> {
+        if let Some(ip) = self.by_pod.get(uid) {
+            return Some(*ip);
+        }
+        let cidr = self.cidr?;
+        let used: BTreeSet<IpAddr> = self.by_pod.values().copied().collect();
+        // .1 is the node's gateway; the last address is broadcast.
+        let size = 1u32 << (32 - cidr.prefix);
+        let ip = (2..size - 1)
+            .map(|n| IpAddr::V4(cidr.nth(n)))
+            .find(|ip| !used.contains(ip))?;
+        self.by_pod.insert(uid.to_string(), ip);
+        Some(ip)
+    }
+
+    fn release(&mut self, uid: &str) {
+        self.by_pod.remove(uid);
+    }
+}
+
+async fn pod_cidr(client: &kube::Client, node: &str) -> Option<Cidr> {
+    let node: Node = Api::all(client.clone()).get(node).await.ok()?;
+    node.spec?.pod_cidr?.parse().ok()
+}
+
+/// Runs the pod loop forever.
+pub async fn sync_forever(
+    client: kube::Client,
+    config: Arc<AgentConfig>,
+    runtime: Arc<dyn PodRuntime>,
+) {
+    let api: Api<Pod> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
+    let changed = Arc::new(Notify::new());
+    let selector = format!("spec.nodeName={}", config.node_name);
+    let watch = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default().fields(&selector)),
+    )
+    .default_backoff()
+    .touched_objects();
+    let notify = changed.clone();
+    tokio::spawn(async move {
+        futures::pin_mut!(watch);
+        while let Some(event) = watch.next().await {
+            if event.is_ok() {
+                notify.notify_one();
+            }
+        }
+    });
+    let mut pool = IpPool::default();
+    loop {
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+        if pool.cidr.is_none() {
+            pool.cidr = pod_cidr(&client, &config.node_name).await;
+        }
+        sync_once(&client, &config, runtime.as_ref(), &reader, &mut pool).await;
+    }
+}
+
+async fn sync_once(
+    client: &kube::Client,
+    config: &AgentConfig,
+    runtime: &dyn PodRuntime,
+    pods: &Store<Pod>,
+    pool: &mut IpPool,
+) {
+    let desired = pods.state();
+    let known: BTreeSet<String> = desired
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    for uid in runtime.pods() {
+        if !known.contains(&uid) {
+            let _ = runtime.kill_pod(&uid, Duration::ZERO).await;
+            pool.release(&uid);
+        }
+    }
+    for pod in desired {
+        if let Err(e) = sync_pod(client, config, runtime, &pod, pool).await {
+            tracing::debug!(pod = ?pod.metadata.name, error = %e, "pod sync failed; retrying");
+        }
+    }
+}
+
+fn grace_period(pod: &Pod) -> Duration {
+    let seconds = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or(pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30);
+    Duration::from_secs(seconds.max(0) as u64)
+}
+
+async fn sync_pod(
+    client: &kube::Client,
+    config: &AgentConfig,
+    runtime: &dyn PodRuntime,
+    pod: &Pod,
+    pool: &mut IpPool,
+) -> Result<(), kube::Error> {
+    let (Some(uid), Some(name), Some(ns)) = (
+        pod.metadata.uid.as_deref(),
+        pod.metadata.name.as_deref(),
+        pod.metadata.namespace.as_deref(),
+    ) else {
+        return Ok(());
+    };
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    if pod.metadata.deletion_timestamp.is_some() {
+        let _ = runtime.kill_pod(uid, grace_period(pod)).await;
+        pool.release(uid);
+        // The containers are gone: complete the deletion.
+        let params = DeleteParams::default().grace_period(0);
+        return match api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        };
+    }
+    if finished(pod) {
+        return Ok(());
+    }
+    let ip = pool.ip_for(uid);
+    if let Err(e) = runtime.sync_pod(pod, ip).await {
+        tracing::warn!(pod = name, error = %e, "runtime failed to sync the pod");
+        return Ok(());
+    }
+    let Some(state) = runtime.pod_state(uid) else {
+        return Ok(());
+    };
+    let wanted = status::pod_status(
+        pod,
+        &state,
+        &config.node_ip.to_string(),
+        Utc::now().trunc_subsecs(0),
+    );
+    if status::differs(pod.status.as_ref(), &wanted) {
+        let patch = json!({"status": wanted});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Succeeded and Failed pods are done: nothing more runs for them.
+fn finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_ips_come_from_the_node_cidr_and_are_reused_after_release() {
+        let mut pool = IpPool {
+            cidr: Some("10.42.3.0/24".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(pool.ip_for("a"), Some("10.42.3.2".parse().unwrap()));
+        assert_eq!(pool.ip_for("b"), Some("10.42.3.3".parse().unwrap()));
+        assert_eq!(pool.ip_for("a"), Some("10.42.3.2".parse().unwrap()));
+        pool.release("a");
+        assert_eq!(pool.ip_for("c"), Some("10.42.3.2".parse().unwrap()));
+        assert_eq!(IpPool::default().ip_for("x"), None);
+    }
+}

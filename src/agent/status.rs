@@ -1,0 +1,227 @@
+//! A Pod's `status` from what the runtime observes: phase, conditions, container
+//! statuses, IPs — as the kubelet reports them, so kubectl shows the familiar
+//! `Running`, `1/1`, `CrashLoopBackOff`, `Completed`.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{
+    ContainerState as K8sState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::runtime::{ContainerPhase, ContainerState, PodState};
+
+fn k8s_state(phase: &ContainerPhase) -> K8sState {
+    match phase {
+        ContainerPhase::Waiting { reason, message } => K8sState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: (!message.is_empty()).then(|| message.clone()),
+            }),
+            ..Default::default()
+        },
+        ContainerPhase::Running { started_at } => K8sState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(Time(*started_at)),
+            }),
+            ..Default::default()
+        },
+        ContainerPhase::Terminated {
+            exit_code,
+            reason,
+            started_at,
+            finished_at,
+        } => K8sState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: *exit_code,
+                reason: Some(reason.clone()),
+                started_at: Some(Time(*started_at)),
+                finished_at: Some(Time(*finished_at)),
+                container_id: None,
+                message: None,
+                signal: None,
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+fn container_status(c: &ContainerState) -> ContainerStatus {
+    let running = matches!(c.phase, ContainerPhase::Running { .. });
+    ContainerStatus {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        image_id: String::new(),
+        container_id: Some(c.id.clone()),
+        ready: c.ready,
+        started: Some(running),
+        restart_count: c.restart_count,
+        state: Some(k8s_state(&c.phase)),
+        last_state: Some(c.last.as_ref().map(k8s_state).unwrap_or_default()),
+        ..Default::default()
+    }
+}
+
+/// Pending, Running, Succeeded or Failed, from the containers and the restart policy.
+fn phase(state: &PodState, restart_policy: &str) -> &'static str {
+    let terminated: Vec<i32> = state
+        .containers
+        .iter()
+        .filter_map(|c| match c.phase {
+            ContainerPhase::Terminated { exit_code, .. } => Some(exit_code),
+            _ => None,
+        })
+        .collect();
+    let all_done = !state.containers.is_empty() && terminated.len() == state.containers.len();
+    let started = state.containers.iter().any(|c| {
+        matches!(
+            c.phase,
+            ContainerPhase::Running { .. } | ContainerPhase::Terminated { .. }
+        ) || c.restart_count > 0
+    });
+    match (all_done, restart_policy) {
+        (true, "Never") | (true, "OnFailure") if terminated.iter().all(|c| *c == 0) => "Succeeded",
+        (true, "Never") => "Failed",
+        _ if started => "Running",
+        _ => "Pending",
+    }
+}
+
+/// Keeps a condition's transition time while its status is unchanged.
+fn condition(
+    previous: Option<&PodStatus>,
+    kind: &str,
+    status: bool,
+    now: DateTime<Utc>,
+) -> PodCondition {
+    let value = if status { "True" } else { "False" };
+    let kept = previous
+        .and_then(|p| p.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == kind))
+        .filter(|c| c.status == value)
+        .and_then(|c| c.last_transition_time.clone());
+    PodCondition {
+        type_: kind.to_string(),
+        status: value.to_string(),
+        last_transition_time: Some(kept.unwrap_or(Time(now))),
+        ..Default::default()
+    }
+}
+
+/// The status to report for `pod` given the runtime's view and the node's IP.
+pub fn pod_status(pod: &Pod, state: &PodState, host_ip: &str, now: DateTime<Utc>) -> PodStatus {
+    let previous = pod.status.as_ref();
+    let restart_policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    let phase = phase(state, restart_policy);
+    let containers_ready = !state.containers.is_empty() && state.containers.iter().all(|c| c.ready);
+    let ip = state.ip.map(|ip| ip.to_string());
+    PodStatus {
+        phase: Some(phase.to_string()),
+        conditions: Some(vec![
+            condition(previous, "PodReadyToStartContainers", true, now),
+            condition(previous, "Initialized", true, now),
+            condition(
+                previous,
+                "Ready",
+                containers_ready && phase == "Running",
+                now,
+            ),
+            condition(previous, "ContainersReady", containers_ready, now),
+            condition(previous, "PodScheduled", true, now),
+        ]),
+        host_ip: Some(host_ip.to_string()),
+        host_ips: Some(vec![HostIP {
+            ip: host_ip.to_string(),
+        }]),
+        pod_ip: ip.clone(),
+        pod_ips: ip.map(|ip| vec![PodIP { ip }]),
+        start_time: Some(Time(state.started_at)),
+        container_statuses: Some(state.containers.iter().map(container_status).collect()),
+        qos_class: previous.and_then(|p| p.qos_class.clone()),
+        ..Default::default()
+    }
+}
+
+/// Whether two statuses differ in what we report (so unchanged ones are not written).
+pub fn differs(current: Option<&PodStatus>, wanted: &PodStatus) -> bool {
+    current != Some(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(phases: Vec<(ContainerPhase, bool)>) -> PodState {
+        PodState {
+            ip: Some("10.42.0.5".parse().unwrap()),
+            started_at: Utc::now(),
+            containers: phases
+                .into_iter()
+                .enumerate()
+                .map(|(i, (phase, ready))| ContainerState {
+                    name: format!("c{i}"),
+                    image: "busybox".into(),
+                    id: format!("id{i}"),
+                    phase,
+                    last: None,
+                    ready,
+                    restart_count: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn pod(restart_policy: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [], "restartPolicy": restart_policy}})).unwrap()
+    }
+
+    #[test]
+    fn running_ready_pods_are_ready() {
+        let now = Utc::now();
+        let s = state(vec![(ContainerPhase::Running { started_at: now }, true)]);
+        let status = pod_status(&pod("Always"), &s, "192.0.2.1", now);
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        let ready = status
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "True");
+        assert_eq!(status.pod_ip.as_deref(), Some("10.42.0.5"));
+    }
+
+    #[test]
+    fn finished_pods_succeed_or_fail_by_exit_code() {
+        let now = Utc::now();
+        let done = |code| ContainerPhase::Terminated {
+            exit_code: code,
+            reason: "x".into(),
+            started_at: now,
+            finished_at: now,
+        };
+        assert_eq!(phase(&state(vec![(done(0), false)]), "Never"), "Succeeded");
+        assert_eq!(phase(&state(vec![(done(3), false)]), "Never"), "Failed");
+        let waiting = ContainerPhase::Waiting {
+            reason: "ContainerCreating".into(),
+            message: String::new(),
+        };
+        assert_eq!(phase(&state(vec![(waiting, false)]), "Always"), "Pending");
+    }
+
+    #[test]
+    fn transition_times_survive_unchanged_conditions() {
+        let then = Utc::now() - chrono::Duration::hours(1);
+        let now = Utc::now();
+        let s = state(vec![(ContainerPhase::Running { started_at: then }, true)]);
+        let first = pod_status(&pod("Always"), &s, "h", then);
+        let mut p = pod("Always");
+        p.status = Some(first.clone());
+        let second = pod_status(&p, &s, "h", now);
+        assert!(!differs(Some(&first), &second));
+    }
+}

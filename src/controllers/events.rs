@@ -1,0 +1,173 @@
+//! Events as `kubectl describe` shows them: core/v1 Events with `count`,
+//! `firstTimestamp`/`lastTimestamp` and `source.component`, aggregated so that a
+//! repeat of the same reason and message on the same object bumps the count instead
+//! of adding a row; and their expiry after the TTL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use super::Context;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// (object uid, type, reason, message) → (namespace, event name, count)
+type Seen = HashMap<(String, &'static str, String, String), (String, String, i32)>;
+
+const MAX_REMEMBERED: usize = 4096;
+
+/// Publishes events; failures are logged, never returned: an event is never worth
+/// failing a reconcile for.
+#[derive(Clone)]
+pub struct Recorder {
+    client: kube::Client,
+    component: String,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Recorder {
+    pub fn new(client: kube::Client, component: &str) -> Self {
+        Recorder {
+            client,
+            component: component.to_string(),
+            seen: Arc::default(),
+        }
+    }
+
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        if let Err(error) = self.try_publish(regarding, kind, reason, message).await {
+            tracing::debug!(%error, reason, "recording an event failed");
+        }
+    }
+
+    async fn try_publish(
+        &self,
+        regarding: &ObjectReference,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), kube::Error> {
+        let namespace = regarding
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let key = (
+            regarding.uid.clone().unwrap_or_default(),
+            kind.as_str(),
+            reason.to_string(),
+            message.to_string(),
+        );
+        let now = Time(Utc::now());
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let previous = self.seen.lock().ok().and_then(|s| s.get(&key).cloned());
+        if let Some((ns, name, count)) = previous {
+            let patch = json!({"count": count + 1, "lastTimestamp": now});
+            let bumped = Api::<Event>::namespaced(self.client.clone(), &ns)
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            if bumped.is_ok() {
+                self.remember(key, ns, name, count + 1);
+                return Ok(());
+            }
+        }
+        let object_name = regarding.name.clone().unwrap_or_default();
+        let name = format!(
+            "{object_name}.{:x}",
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: regarding.clone(),
+            reason: Some(reason.to_string()),
+            message: Some(message.to_string()),
+            type_: Some(kind.as_str().to_string()),
+            source: Some(EventSource {
+                component: Some(self.component.clone()),
+                host: None,
+            }),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            reporting_component: Some(self.component.clone()),
+            reporting_instance: Some(self.component.clone()),
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &event).await?;
+        self.remember(key, namespace, name, 1);
+        Ok(())
+    }
+
+    fn remember(
+        &self,
+        key: (String, &'static str, String, String),
+        ns: String,
+        name: String,
+        count: i32,
+    ) {
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= MAX_REMEMBERED {
+                seen.clear();
+            }
+            seen.insert(key, (ns, name, count));
+        }
+    }
+}
+
+/// Deletes events whose last occurrence is older than the TTL, once a minute.
+pub async fn expire_forever(ctx: Arc<Context>) {
+    let ttl =
+        chrono::Duration::from_std(ctx.settings.event_ttl).unwrap_or(chrono::Duration::hours(1));
+    let api: Api<Event> = Api::all(ctx.client.clone());
+    loop {
+        if let Ok(list) = api.list(&ListParams::default()).await {
+            let cutoff = Utc::now() - ttl;
+            for event in list.items {
+                let last = event
+                    .last_timestamp
+                    .as_ref()
+                    .map(|t| t.0)
+                    .or(event.event_time.as_ref().map(|t| t.0))
+                    .or(event.metadata.creation_timestamp.as_ref().map(|t| t.0));
+                if last.is_some_and(|t| t < cutoff) {
+                    if let (Some(ns), Some(name)) =
+                        (&event.metadata.namespace, &event.metadata.name)
+                    {
+                        let _ = Api::<Event>::namespaced(ctx.client.clone(), ns)
+                            .delete(name, &DeleteParams::default())
+                            .await;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    }
+}

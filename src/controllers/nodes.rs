@@ -1,0 +1,403 @@
+//! Node lifecycle: gives each node a pod CIDR from `--cluster-cidr`, watches node
+//! leases, and when a node's lease is older than the grace period marks it
+//! `Ready=Unknown`, taints it `node.kubernetes.io/unreachable` (NoSchedule and
+//! NoExecute), turns its pods `Ready=False` at once (so Services drop them) and, after
+//! the eviction timeout (a pod's own NoExecute toleration wins), deletes its pods so
+//! their controllers replace them elsewhere. A node that renews its lease again loses
+//! the taints; the agent reports itself Ready and completes the deletion of its stale
+//! pods.
+//!
+//! May call: the API (nodes, nodes/status, pods, pods/status, leases, events).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::events::EventType;
+use super::Context;
+use crate::api::alloc::Cidr;
+
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+const TICK: Duration = Duration::from_secs(1);
+
+fn cache<K>(api: Api<K>) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects()
+        .for_each(|_| futures::future::ready(()));
+    tokio::spawn(stream);
+    reader
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    let nodes = cache(Api::<Node>::all(ctx.client.clone()));
+    let leases = cache(Api::<Lease>::namespaced(
+        ctx.client.clone(),
+        "kube-node-lease",
+    ));
+    let _ = nodes.wait_until_ready().await;
+    let _ = leases.wait_until_ready().await;
+    let mut ticker = tokio::time::interval(TICK);
+    loop {
+        ticker.tick().await;
+        let renewals: HashMap<String, DateTime<Utc>> = leases
+            .state()
+            .iter()
+            .filter_map(|l| Some((l.name_any(), l.spec.as_ref()?.renew_time.as_ref()?.0)))
+            .collect();
+        let all = nodes.state();
+        let mut used: BTreeSet<String> = all
+            .iter()
+            .filter_map(|n| n.spec.as_ref()?.pod_cidr.clone())
+            .collect();
+        for node in all {
+            if let Err(e) = reconcile(
+                &ctx,
+                &node,
+                renewals.get(&node.name_any()).copied(),
+                &mut used,
+            )
+            .await
+            {
+                tracing::debug!(node = %node.name_any(), error = %e, "node lifecycle step failed");
+            }
+        }
+    }
+}
+
+/// When the node was last heard from: its lease, else its creation.
+fn last_heard(node: &Node, renewal: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    renewal
+        .or(node.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or_else(Utc::now)
+}
+
+fn ready_status(node: &Node) -> Option<&str> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str())
+}
+
+fn unreachable_since(node: &Node) -> Option<DateTime<Utc>> {
+    node.spec
+        .as_ref()?
+        .taints
+        .as_ref()?
+        .iter()
+        .find(|t| t.key == UNREACHABLE_TAINT && t.effect == "NoExecute")
+        .map(|t| t.time_added.as_ref().map(|t| t.0).unwrap_or_else(Utc::now))
+}
+
+async fn reconcile(
+    ctx: &Context,
+    node: &Node,
+    renewal: Option<DateTime<Utc>>,
+    used_cidrs: &mut BTreeSet<String>,
+) -> Result<(), kube::Error> {
+    if node.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    assign_pod_cidr(ctx, node, used_cidrs).await?;
+    let silent = Utc::now() - last_heard(node, renewal);
+    let grace =
+        chrono::Duration::from_std(ctx.settings.node_monitor_grace_period).unwrap_or_default();
+    if silent > grace {
+        mark_unreachable(ctx, node).await?;
+        let since = unreachable_since(node).unwrap_or_else(Utc::now);
+        evict_pods(ctx, node, since).await
+    } else if unreachable_since(node).is_some() {
+        set_taints(ctx, node, without_unreachable(node)).await
+    } else {
+        Ok(())
+    }
+}
+
+/// The first free /`prefix` of the cluster CIDR not in `used`.
+fn free_cidr(cluster: &Cidr, prefix: u8, used: &BTreeSet<String>) -> Option<String> {
+    if prefix < cluster.prefix || prefix > 30 {
+        return None;
+    }
+    let count = 1u32 << (prefix - cluster.prefix);
+    let step = 1u32 << (32 - prefix);
+    (0..count)
+        .map(|i| format!("{}/{prefix}", cluster.nth(i * step)))
+        .find(|c| !used.contains(c))
+}
+
+async fn assign_pod_cidr(
+    ctx: &Context,
+    node: &Node,
+    used: &mut BTreeSet<String>,
+) -> Result<(), kube::Error> {
+    if node
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_ref())
+        .is_some()
+    {
+        return Ok(());
+    }
+    let Some(cidr) = free_cidr(
+        &ctx.settings.cluster_cidr,
+        ctx.settings.node_cidr_prefix,
+        used,
+    ) else {
+        tracing::warn!(node = %node.name_any(), "no free pod CIDR left in the cluster CIDR");
+        return Ok(());
+    };
+    let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+    Api::<Node>::all(ctx.client.clone())
+        .patch(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    used.insert(cidr);
+    Ok(())
+}
+
+fn unreachable_taints(now: DateTime<Utc>) -> [Taint; 2] {
+    ["NoSchedule", "NoExecute"].map(|effect| Taint {
+        key: UNREACHABLE_TAINT.into(),
+        value: None,
+        effect: effect.into(),
+        time_added: Some(Time(now)),
+    })
+}
+
+fn without_unreachable(node: &Node) -> Vec<Taint> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.key != UNREACHABLE_TAINT)
+        .collect()
+}
+
+async fn set_taints(ctx: &Context, node: &Node, taints: Vec<Taint>) -> Result<(), kube::Error> {
+    let patch = json!({"spec": {"taints": taints}});
+    Api::<Node>::all(ctx.client.clone())
+        .patch(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Ready=Unknown (once), the unreachable taints, and the node's pods not ready.
+async fn mark_unreachable(ctx: &Context, node: &Node) -> Result<(), kube::Error> {
+    let now = Utc::now().trunc_subsecs(0);
+    if unreachable_since(node).is_none() {
+        let mut taints = without_unreachable(node);
+        taints.extend(unreachable_taints(now));
+        set_taints(ctx, node, taints).await?;
+    }
+    if ready_status(node) == Some("Unknown") {
+        return Ok(());
+    }
+    let conditions: Vec<serde_json::Value> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            json!({"type": c.type_, "status": "Unknown", "reason": "NodeStatusUnknown",
+                   "message": "Kubelet stopped posting node status.",
+                   "lastHeartbeatTime": c.last_heartbeat_time, "lastTransitionTime": Time(now)})
+        })
+        .collect();
+    Api::<Node>::all(ctx.client.clone())
+        .patch_status(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"conditions": conditions}})),
+        )
+        .await?;
+    ctx.recorder
+        .publish(
+            &node.object_ref(&()),
+            EventType::Normal,
+            "NodeNotReady",
+            &format!("Node {} status is now: NodeNotReady", node.name_any()),
+        )
+        .await;
+    mark_pods_not_ready(ctx, node).await
+}
+
+async fn pods_on(ctx: &Context, node: &Node) -> Result<Vec<Pod>, kube::Error> {
+    let params = ListParams::default().fields(&format!("spec.nodeName={}", node.name_any()));
+    Ok(Api::<Pod>::all(ctx.client.clone())
+        .list(&params)
+        .await?
+        .items)
+}
+
+async fn mark_pods_not_ready(ctx: &Context, node: &Node) -> Result<(), kube::Error> {
+    let now = Time(Utc::now().trunc_subsecs(0));
+    for pod in pods_on(ctx, node).await? {
+        let Some(conditions) = pod.status.as_ref().and_then(|s| s.conditions.clone()) else {
+            continue;
+        };
+        if !conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+        {
+            continue;
+        }
+        let updated: Vec<_> = conditions
+            .into_iter()
+            .map(|mut c| {
+                if c.type_ == "Ready" || c.type_ == "ContainersReady" {
+                    c.status = "False".into();
+                    c.reason = Some("NodeLost".into());
+                    c.last_transition_time = Some(now.clone());
+                }
+                c
+            })
+            .collect();
+        let api: Api<Pod> =
+            Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch = json!({"status": {"conditions": updated}});
+        if let Err(e) = api
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::debug!(pod = %pod.name_any(), error = %e, "marking a pod not ready failed");
+        }
+        ctx.recorder
+            .publish(
+                &pod.object_ref(&()),
+                EventType::Warning,
+                "NodeNotReady",
+                "Node is not ready",
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// How long a pod stays on an unreachable node: its own toleration of the taint, or
+/// the eviction timeout; None = forever.
+fn stay_for(pod: &Pod, default: Duration) -> Option<Duration> {
+    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_ref());
+    let toleration = tolerations.into_iter().flatten().find(|t| {
+        let key_matches = t.key.as_deref() == Some(UNREACHABLE_TAINT)
+            || (t.key.as_deref().unwrap_or("").is_empty()
+                && t.operator.as_deref() == Some("Exists"));
+        let effect_matches = t
+            .effect
+            .as_deref()
+            .is_none_or(|e| e.is_empty() || e == "NoExecute");
+        key_matches && effect_matches
+    });
+    match toleration {
+        Some(t) => t
+            .toleration_seconds
+            .map(|s| Duration::from_secs(s.max(0) as u64)),
+        None => Some(default),
+    }
+}
+
+async fn evict_pods(ctx: &Context, node: &Node, since: DateTime<Utc>) -> Result<(), kube::Error> {
+    let elapsed = (Utc::now() - since).to_std().unwrap_or_default();
+    for pod in pods_on(ctx, node).await? {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let due =
+            stay_for(&pod, ctx.settings.pod_eviction_timeout).is_some_and(|stay| elapsed >= stay);
+        if !due {
+            continue;
+        }
+        let api: Api<Pod> =
+            Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+        match api.delete(&pod.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {
+                let message = format!(
+                    "Marking for deletion Pod {}/{}",
+                    pod.namespace().unwrap_or_default(),
+                    pod.name_any()
+                );
+                ctx.recorder
+                    .publish(
+                        &pod.object_ref(&()),
+                        EventType::Normal,
+                        "TaintManagerEviction",
+                        &message,
+                    )
+                    .await
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_cidrs_are_handed_out_in_order_and_never_twice() {
+        let cluster: Cidr = "10.42.0.0/16".parse().unwrap();
+        let mut used = BTreeSet::new();
+        let first = free_cidr(&cluster, 24, &used).unwrap();
+        assert_eq!(first, "10.42.0.0/24");
+        used.insert(first);
+        assert_eq!(free_cidr(&cluster, 24, &used).unwrap(), "10.42.1.0/24");
+        let tiny: Cidr = "10.42.0.0/24".parse().unwrap();
+        let all: BTreeSet<String> = ["10.42.0.0/24".to_string()].into();
+        assert_eq!(free_cidr(&tiny, 24, &all), None);
+    }
+
+    #[test]
+    fn tolerations_decide_how_long_a_pod_stays() {
+        let pod = |tolerations: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [], "tolerations": tolerations}})).unwrap()
+        };
+        let default = Duration::from_secs(30);
+        assert_eq!(stay_for(&pod(json!([])), default), Some(default));
+        let short = pod(
+            json!([{"key": UNREACHABLE_TAINT, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]),
+        );
+        assert_eq!(stay_for(&short, default), Some(Duration::from_secs(5)));
+        let forever = pod(json!([{"operator": "Exists"}]));
+        assert_eq!(stay_for(&forever, default), None);
+    }
+}
