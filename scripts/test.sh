@@ -12,6 +12,10 @@ need_pkgs=()
 command -v cc >/dev/null || need_pkgs+=(build-essential)
 command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
 command -v curl >/dev/null || need_pkgs+=(curl)
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v ping >/dev/null || need_pkgs+=(iputils-ping)
+command -v nsenter >/dev/null || need_pkgs+=(util-linux)
+[ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   as_root apt-get update -qq

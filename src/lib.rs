@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod controllers;
+pub mod network;
 pub mod pki;
 pub mod scheduler;
 pub mod server;

@@ -11,7 +11,7 @@
 //!
 //! May call: the API (pods, replicasets/status, events).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -515,16 +515,6 @@ fn requeue_for_availability(
         Some(wait) => Action::requeue(wait + Duration::from_millis(100)),
         None => Action::await_change(),
     }
-}
-
-/// Labels a ReplicaSet's pods get (used by tests).
-pub fn template_labels(rs: &ReplicaSet) -> BTreeMap<String, String> {
-    rs.spec
-        .as_ref()
-        .and_then(|s| s.template.as_ref())
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -233,3 +233,110 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A `skiff agent --simulate` process joined to a test server.
+pub struct Agent {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub name: String,
+}
+
+impl Agent {
+    /// Starts `count` simulated nodes named `<name>` (or `<name>-<i>` when count > 1).
+    pub fn start(server: &Server, name: &str, count: usize, extra_args: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token = std::fs::read_to_string(server.data_dir().join("server/token")).unwrap();
+        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args([
+                "agent",
+                "--simulate",
+                "--node-ip",
+                "127.0.0.1",
+                "--simulate-start-delay-ms",
+                "200",
+            ])
+            .arg("--server")
+            .arg(format!("https://127.0.0.1:{}", server.port))
+            .arg("--token")
+            .arg(token.trim())
+            .arg("--node-name")
+            .arg(name)
+            .arg("--count")
+            .arg(count.to_string())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--lease-interval-seconds", "2"])
+            .args(extra_args)
+            .env("SKIFF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start skiff agent");
+        Agent {
+            child: Some(child),
+            dir,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: the node dies without a word.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A server with `nodes` simulated nodes (`node-0`, `node-1`, …), each its own
+/// process, all Ready.
+pub fn cluster(nodes: usize) -> (Server, Vec<Agent>) {
+    let server = Server::start();
+    let agents: Vec<Agent> = (0..nodes)
+        .map(|i| Agent::start(&server, &format!("node-{i}"), 1, &[]))
+        .collect();
+    let ready = eventually(Duration::from_secs(30), || {
+        let out = server.kubectl(&["get", "nodes", "--no-headers"]).1;
+        out.lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+            .count()
+            == nodes
+    });
+    assert!(
+        ready,
+        "nodes not ready:\n{}\n{}",
+        server.ok(&["get", "nodes"]),
+        agents[0].log()
+    );
+    (server, agents)
+}
+
+/// The pods of `selector` as JSON items.
+pub fn pods(server: &Server, selector: &str) -> Vec<serde_json::Value> {
+    server.get_json(&["pods", "-l", selector])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+pub fn is_ready(pod: &serde_json::Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+pub fn is_terminating(pod: &serde_json::Value) -> bool {
+    !pod["metadata"]["deletionTimestamp"].is_null()
+}

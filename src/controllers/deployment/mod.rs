@@ -17,8 +17,8 @@
 //! Deployment, any ReplicaSet it controls or that it could adopt, and requeues while a
 //! rollout is under way or its progress deadline is pending.
 
-pub mod rollout;
-pub mod status;
+mod rollout;
+mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -128,6 +128,7 @@ async fn reconcile(cached: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action>
         d,
         rss: Vec::new(),
         waiting_for_old_pods: false,
+        idle: false,
     };
     sync.run().await?;
     Ok(sync.next_action())
@@ -142,14 +143,23 @@ struct Sync<'a> {
     /// The ReplicaSets this Deployment controls, kept current as they are written.
     rss: Vec<ReplicaSet>,
     waiting_for_old_pods: bool,
+    /// Nothing to do until the Deployment changes (it selects everything).
+    idle: bool,
 }
 
 impl Sync<'_> {
     /// syncDeployment.
     async fn run(&mut self) -> Result<()> {
-        let Some(selector) = selector_of(&self.d) else {
+        let selector = self
+            .d
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
+        let selector = Selector::try_from(selector).map_err(|e| Error::Invalid(e.to_string()))?;
+        if selector.selects_all() {
             return self.selecting_all().await;
-        };
+        }
         self.claim_replica_sets(&selector).await?;
         self.check_paused_conditions().await?;
         if rollout::is_paused(&self.d) {
@@ -170,6 +180,7 @@ impl Sync<'_> {
     /// An empty selector would take every pod in the namespace: refuse, as Kubernetes
     /// does, but record that the generation was seen.
     async fn selecting_all(&mut self) -> Result<()> {
+        self.idle = true;
         self.event(
             EventType::Warning,
             "SelectingAll",
@@ -298,7 +309,8 @@ impl Sync<'_> {
         let rs = if annotations_changed || min_ready_changed {
             let patch = json!({
                 "metadata": {"annotations": updated.metadata.annotations},
-                "spec": {"minReadySeconds": min_ready},
+                // Zero is left out, as Kubernetes stores it.
+                "spec": {"minReadySeconds": (min_ready != 0).then_some(min_ready)},
             });
             self.patch_rs(rollout::name(&rs), &patch).await?
         } else {
@@ -356,7 +368,7 @@ impl Sync<'_> {
             },
             spec: Some(ReplicaSetSpec {
                 replicas: Some(0),
-                min_ready_seconds: Some(rollout::min_ready_seconds(d)),
+                min_ready_seconds: Some(rollout::min_ready_seconds(d)).filter(|&m| m != 0),
                 selector,
                 template: Some(template),
             }),
@@ -391,6 +403,8 @@ impl Sync<'_> {
                     }
                     (found, true)
                 }
+                // Nothing can be created in a namespace being deleted; nothing to report.
+                Err(e) if is_namespace_terminating(&e) => return Err(e.into()),
                 Err(e) => {
                     let message = format!("Failed to create new replica set \"{name}\": {e}");
                     if rollout::progress_deadline(d).is_some() {
@@ -691,19 +705,31 @@ impl Sync<'_> {
     /// resync.
     fn next_action(&self) -> Action {
         let current = status::current(&self.d);
+        if self.idle {
+            return Action::await_change();
+        }
         if self.waiting_for_old_pods {
             return Action::requeue(RECREATE_POLL);
         }
         if rollout::is_paused(&self.d) || status::complete(&self.d, &current) {
             return Action::requeue(RESYNC);
         }
-        let deadline = status::progress_check_after(&self.d, &current, status::now());
+        let now = status::now();
+        if status::timed_out(&self.d, &current, now) {
+            // Failed: ReplicaSet changes (pods becoming available) still wake it.
+            return Action::requeue(RESYNC);
+        }
+        let deadline = status::progress_check_after(&self.d, &current, now);
         Action::requeue(deadline.map_or(ROLLING_POLL, |after| after.min(ROLLING_POLL)))
     }
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+fn is_namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("because it is being terminated"))
 }
 
 fn is_already_exists(e: &kube::Error) -> bool {

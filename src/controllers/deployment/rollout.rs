@@ -735,10 +735,16 @@ pub fn proportional_scale(
             .map(|rs| Scale::new(rs, 0))
             .collect();
     }
-    if !is_rolling_update(d) {
-        return Vec::new();
-    }
     let mut all = active(old.iter().copied().chain(new_rs));
+    if !is_rolling_update(d) {
+        // Recreate does not scale several ReplicaSets at once; only their annotations
+        // are brought up to date, so the next pass is no longer a scaling event and
+        // the rollout goes on.
+        return all
+            .into_iter()
+            .map(|rs| Scale::new(rs, rs_replicas(rs)))
+            .collect();
+    }
     let all_replicas = sum(all.iter().copied(), rs_replicas);
     let allowed = if desired > 0 {
         desired + max_surge(d)
@@ -1251,6 +1257,20 @@ pub(crate) mod tests {
         let d = with_strategy(deployment(0, "v2"), int(3), int(2));
         let steps = proportional_scale(&d, Some(&new), &[&old]);
         assert!(steps.iter().all(|s| s.to == 0), "{steps:?}");
+    }
+
+    #[test]
+    fn recreate_scaling_event_with_two_active_only_refreshes_annotations() {
+        // Switched to Recreate mid-rollout and rescaled: nothing is resized here (the
+        // Recreate rollout does that), but the annotations catch up so that the next
+        // pass is not a scaling event again.
+        let d = recreate(deployment(5, "v2"));
+        let old = annotate(rs("web-v1", "v1", 0, 2, 2), DESIRED_REPLICAS, "3");
+        let new = annotate(rs("web-v2", "v2", 10, 2, 2), DESIRED_REPLICAS, "3");
+        assert!(is_scaling_event(&d, [&old, &new]));
+        let steps = proportional_scale(&d, Some(&new), &[&old]);
+        assert_eq!(steps.len(), 2);
+        assert!(steps.iter().all(|s| s.to == 2), "{steps:?}");
     }
 
     #[test]

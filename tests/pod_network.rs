@@ -1,0 +1,110 @@
+//! Pod networking through real CNI plugins (Debian's containernetworking-plugins):
+//! a network namespace gets an address from the pod CIDR over a bridge, reachable from
+//! the host, and DEL plus namespace removal leave no link, address or cache behind.
+//! Runs as root (CI does); skipped with a message otherwise.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{json, Map};
+use skiff::network::cni::{first_ipv4, Attachment, Invoker};
+use skiff::network::netns;
+
+const PLUGINS: &str = "/usr/lib/cni";
+
+fn root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn run(cmd: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect(cmd[0]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Removes the test's bridge and namespace even when the test fails.
+struct Cleanup {
+    bridge: String,
+    netns: Option<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(path) = &self.netns {
+            let _ = netns::remove(path);
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn a_pod_namespace_gets_an_address_over_the_bridge_and_del_cleans_up() {
+    if !root() || !PathBuf::from(PLUGINS).join("bridge").exists() {
+        eprintln!("skipped: needs root and {PLUGINS} (containernetworking-plugins)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = format!("skt{}", std::process::id() % 100_000);
+    let mut cleanup = Cleanup {
+        bridge: bridge.clone(),
+        netns: None,
+    };
+    // A subnet only this test uses, inside the pod range the rules allow.
+    let subnet = format!("10.42.{}.0/24", 200 + std::process::id() % 50);
+    let conflist = json!({
+        "cniVersion": "1.0.0",
+        "name": "skiff-test",
+        "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": true, "hairpinMode": true,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                              "dataDir": dir.path().join("ipam")}}],
+    });
+    let invoker = Invoker::new(vec![PLUGINS.into()], dir.path().join("cache"), conflist).unwrap();
+    let ns = netns::create(&dir.path().join("netns"), "pod1").unwrap();
+    cleanup.netns = Some(ns.clone());
+    let at = Attachment {
+        container_id: "pod1".into(),
+        netns: ns.clone(),
+        ifname: "eth0".into(),
+        args: vec![
+            ("K8S_POD_NAMESPACE".into(), "default".into()),
+            ("K8S_POD_NAME".into(), "pod1".into()),
+        ],
+        runtime_config: Map::new(),
+    };
+    let result = invoker.add(&at).await.unwrap();
+    let ip = first_ipv4(&result).expect("an IPv4 address");
+    assert!(
+        subnet.starts_with(&format!(
+            "{}.{}.{}.",
+            ip.octets()[0],
+            ip.octets()[1],
+            ip.octets()[2]
+        )),
+        "{ip} not in {subnet}"
+    );
+    let ns_arg = format!("--net={}", ns.display());
+    let (ok, addrs) = run(&["nsenter", &ns_arg, "ip", "-4", "addr", "show", "eth0"]);
+    assert!(ok && addrs.contains(&ip.to_string()), "{addrs}");
+    // The host reaches the pod over the bridge.
+    let (ok, ping) = run(&["ping", "-c", "1", "-W", "2", &ip.to_string()]);
+    assert!(ok, "{ping}");
+    invoker.check(&at).await.unwrap();
+
+    invoker.del(&at).await.unwrap();
+    let (_, links) = run(&["nsenter", &ns_arg, "ip", "link"]);
+    assert!(!links.contains("eth0"), "{links}");
+    assert!(
+        std::fs::read_dir(dir.path().join("cache"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "cached result left behind"
+    );
+    netns::remove(&ns).unwrap();
+    assert!(!ns.exists());
+    cleanup.netns = None;
+}
