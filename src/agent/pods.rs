@@ -91,6 +91,10 @@ pub async fn sync_forever(
         }
         if pool.cidr.is_none() {
             pool.cidr = pod_cidr(&client, &config.node_name).await;
+            if pool.cidr.is_none() {
+                // Pods need addresses from the node's pod CIDR: wait for it.
+                continue;
+            }
         }
         sync_once(&client, &config, runtime.as_ref(), &reader, &mut pool).await;
     }

@@ -151,6 +151,9 @@ impl PodRuntime for SimulatedRuntime {
             message: "runtime state lock poisoned".into(),
         })?;
         let state = pods.entry(uid).or_insert_with(|| new_state(pod, ip));
+        if state.ip.is_none() {
+            state.ip = ip;
+        }
         let since_start = (Utc::now() - state.started_at).to_std().unwrap_or_default();
         for container in &mut state.containers {
             advance(container, pod, since_start, self.start_delay);

@@ -53,6 +53,25 @@ impl Ctx {
             .unwrap_or("")
     }
 
+    /// `Accept: …;as=PartialObjectMetadata` (metadata-only clients such as a
+    /// garbage collector): answer with metadata alone.
+    pub fn wants_metadata_only(&self) -> bool {
+        self.header(header::ACCEPT)
+            .contains("as=PartialObjectMetadata")
+    }
+
+    /// The object in the shape the client asked for.
+    pub fn shape(&self, obj: Value) -> Value {
+        if !self.wants_metadata_only() {
+            return obj;
+        }
+        json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        })
+    }
+
     pub fn wants_table(&self) -> bool {
         self.header(header::ACCEPT).contains("as=Table")
     }
@@ -97,7 +116,7 @@ impl Ctx {
                 ),
             );
         }
-        json_response(code, obj)
+        json_response(code, &self.shape(obj.clone()))
     }
 }
 
@@ -490,14 +509,18 @@ async fn list(ctx: &Ctx) -> Result<Response, ApiError> {
     if let Some(token) = listed.continue_token {
         metadata["continue"] = Value::String(token);
     }
+    let (kind, api_version) = if ctx.wants_metadata_only() {
+        (
+            "PartialObjectMetadataList".to_string(),
+            "meta.k8s.io/v1".to_string(),
+        )
+    } else {
+        (ctx.resource.list_kind(), ctx.resource.api_version())
+    };
+    let items: Vec<Value> = listed.items.into_iter().map(|o| ctx.shape(o)).collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({
-            "kind": ctx.resource.list_kind(),
-            "apiVersion": ctx.resource.api_version(),
-            "metadata": metadata,
-            "items": listed.items,
-        }),
+        &json!({"kind": kind, "apiVersion": api_version, "metadata": metadata, "items": items}),
     ))
 }
 

@@ -85,7 +85,7 @@ impl Emitter<'_> {
                 chrono::Utc::now(),
             )
         } else {
-            obj
+            self.ctx.shape(obj)
         };
         send(self.tx, &json!({"type": kind, "object": shown})).await
     }

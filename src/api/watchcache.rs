@@ -113,6 +113,15 @@ impl WatchCache {
         prefix: &str,
         after: Revision,
     ) -> Result<DecodedStream, StoreError> {
+        // History the store has compacted away is gone for watchers too, even if the
+        // ring still holds it: one rule for every client.
+        let oldest = self.store.compacted_revision();
+        if after < oldest {
+            return Err(StoreError::Compacted {
+                requested: after,
+                oldest,
+            });
+        }
         let hub = self.hub(root).await?;
         let Some((live, backlog)) = Self::subscribe(&hub, prefix, after)? else {
             return self.direct(prefix, after).await;

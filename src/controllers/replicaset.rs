@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -36,6 +36,9 @@ const NAME: &str = "replicaset";
 const BURST: usize = 500;
 /// Expectations older than this are abandoned (a write the cache never showed).
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Every ReplicaSet is looked at again this often even without a change (adoption of
+/// new orphans, anything a watch missed).
+const RESYNC: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
 struct Expectation {
@@ -54,25 +57,34 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let pods_api: Api<Pod> = Api::all(client.clone());
     let (pods, writer) = reflector::store();
-    let pod_cache = reflector::reflector(
-        writer,
-        watcher(pods_api.clone(), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|_| futures::future::ready(()));
-    tokio::spawn(pod_cache);
-    let _ = pods.wait_until_ready().await;
+    // One pod watch feeds both the cache and the triggers: a pod event reaches the
+    // cache before it triggers its ReplicaSet, so a reconcile never reads a cache
+    // older than the change that woke it.
+    let triggers = reflector::reflector(writer, watcher(pods_api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|pod| futures::future::ready(pod.ok().and_then(|p| owner_of(&p))));
     let state = Arc::new(State {
         ctx,
         pods,
         expectations: Mutex::default(),
     });
     Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
-        .owns(pods_api, watcher::Config::default())
+        .reconcile_on(triggers)
         .run(reconcile, |_, e, _| requeue_after_error(NAME, e), state)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The ReplicaSet controlling a pod, as a reconcile trigger.
+fn owner_of(pod: &Pod) -> Option<ObjectRef<ReplicaSet>> {
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "ReplicaSet")?;
+    Some(ObjectRef::new(&owner.name).within(&pod.namespace()?))
 }
 
 fn uid(rs: &ReplicaSet) -> String {
@@ -260,6 +272,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action> {
     if rs.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    // Never decide on a cache that has not been filled yet.
+    let _ = state.pods.wait_until_ready().await;
     let ns = rs.namespace().unwrap_or_default();
     let rs_uid = uid(&rs);
     let selector = selector_of(&rs)?;
@@ -503,7 +517,7 @@ fn requeue_for_availability(
         .and_then(|s| s.min_ready_seconds)
         .unwrap_or(0);
     if min_ready <= 0 {
-        return Action::await_change();
+        return Action::requeue(RESYNC);
     }
     let soonest = owned
         .iter()
@@ -513,7 +527,7 @@ fn requeue_for_availability(
         .min();
     match soonest.and_then(|d| d.to_std().ok()) {
         Some(wait) => Action::requeue(wait + Duration::from_millis(100)),
-        None => Action::await_change(),
+        None => Action::requeue(RESYNC),
     }
 }
 
