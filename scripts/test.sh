@@ -16,6 +16,15 @@ command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 [ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
+# The container runtime (libcontainer links libseccomp statically) and its tests.
+[ -e /usr/include/seccomp.h ] || need_pkgs+=(libseccomp-dev)
+dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+# Image tests: a real registry fed by skopeo, archives, basic auth, TLS.
+command -v docker-registry >/dev/null || need_pkgs+=(docker-registry)
+command -v skopeo >/dev/null || need_pkgs+=(skopeo)
+command -v zstd >/dev/null || need_pkgs+=(zstd)
+command -v htpasswd >/dev/null || need_pkgs+=(apache2-utils)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   as_root apt-get update -qq

@@ -34,6 +34,9 @@ enum Command {
     },
     /// Join a server as a node
     Agent(AgentArgs),
+    /// Run one container (internal: the agent's runtime starts it)
+    #[command(hide = true)]
+    Shim(crate::runtime::ShimArgs),
 }
 
 #[derive(clap::Args)]
@@ -98,6 +101,8 @@ pub fn run() -> anyhow::Result<()> {
                 .context("skiff server failed (run with --log info for details)")
         }
         Command::Agent(args) => run_agent(args),
+        // Single-threaded by design: libcontainer clones and chdirs process-wide.
+        Command::Shim(args) => std::process::exit(crate::runtime::shim_main(args)),
     }
 }
 
