@@ -74,7 +74,7 @@ pub struct ServerFlags {
     #[arg(long)]
     #[serde(default)]
     pub disable_agent: bool,
-    /// Revisions of history kept for watches before compaction [default: 10000]
+    /// Revisions of history kept for watches before compaction [default: 1000]
     #[arg(long)]
     pub history_revisions: Option<i64>,
 }
@@ -157,7 +157,7 @@ pub fn merge(flags: ServerFlags, file: ServerFlags) -> Result<ServerConfig, Conf
     let history_revisions = flags
         .history_revisions
         .or(file.history_revisions)
-        .unwrap_or(10_000);
+        .unwrap_or(1_000);
     if history_revisions < 100 {
         return Err(ConfigError::Invalid {
             flag: "--history-revisions",

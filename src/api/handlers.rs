@@ -25,7 +25,7 @@ use super::{
 use crate::store::{Entry, ListRequest, Revision, StoreError, WriteOp};
 
 /// Patches and unconditional updates retry this often when they race another writer.
-const CONFLICT_RETRIES: usize = 8;
+const CONFLICT_RETRIES: usize = 64;
 
 /// One API request, parsed.
 pub(super) struct Ctx {
