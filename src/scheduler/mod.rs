@@ -41,7 +41,9 @@ use model::{NodeInfo, PodInfo};
 use state::{Change, Decision, Input, Outcome, PodRef, State};
 
 /// Bindings and unschedulable reports in flight at once.
-const CONCURRENT_WRITES: usize = 32;
+const CONCURRENT_WRITES: usize = 64;
+/// A write that takes longer is given up (a binding is then retried).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Watch events buffered between the watches and the scheduling task.
 const INPUT_BUFFER: usize = 1024;
 /// Watch events absorbed in one go before the next scheduling attempt.
@@ -161,6 +163,9 @@ async fn schedule(ctx: Arc<Context>, mut inputs: mpsc::Receiver<Input>) {
                 let (Ok(permit), Some(decision)) = (permit, state.decide(Instant::now())) else {
                     continue;
                 };
+                if decision.writes_nothing() {
+                    continue;
+                }
                 tokio::spawn(carry_out(ctx.clone(), decision, outcomes_tx.clone(), permit));
             }
         }
@@ -193,7 +198,13 @@ async fn carry_out(
             pod,
             message,
             condition,
-        } => report_unschedulable(&ctx, &pod, &message, condition).await,
+            event,
+        } => {
+            let report = report_unschedulable(&ctx, &pod, &message, condition, event);
+            if tokio::time::timeout(WRITE_TIMEOUT, report).await.is_err() {
+                tracing::debug!(pod = %pod.name, namespace = %pod.namespace, "reporting an unschedulable pod timed out");
+            }
+        }
     }
     drop(permit);
 }
@@ -222,9 +233,12 @@ async fn bind(ctx: &Context, pod: &PodRef, node: &str) -> Outcome {
         }
     };
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace);
-    let result = api
-        .create_subresource::<serde_json::Value>("binding", &pod.name, &PostParams::default(), body)
-        .await;
+    let params = PostParams::default();
+    let request = api.create_subresource::<serde_json::Value>("binding", &pod.name, &params, body);
+    let Ok(result) = tokio::time::timeout(WRITE_TIMEOUT, request).await else {
+        tracing::info!(pod = %pod.name, namespace = %pod.namespace, node, "binding pod timed out; retrying");
+        return Outcome::Failed(pod.uid.clone());
+    };
     match result {
         Ok(_) => {
             tracing::debug!(pod = %pod.name, namespace = %pod.namespace, node, "bound pod");
@@ -242,8 +256,14 @@ async fn bind(ctx: &Context, pod: &PodRef, node: &str) -> Outcome {
 }
 
 /// Marks the pod `PodScheduled=False` (reason `Unschedulable`) when it is not yet,
-/// and records a `FailedScheduling` warning.
-async fn report_unschedulable(ctx: &Context, pod: &PodRef, message: &str, condition: Option<bool>) {
+/// and records a `FailedScheduling` warning when asked to.
+async fn report_unschedulable(
+    ctx: &Context,
+    pod: &PodRef,
+    message: &str,
+    condition: Option<bool>,
+    event: bool,
+) {
     if let Some(transition) = condition {
         let mut entry = json!({
             "type": "PodScheduled",
@@ -269,12 +289,14 @@ async fn report_unschedulable(ctx: &Context, pod: &PodRef, message: &str, condit
             tracing::debug!(pod = %pod.name, namespace = %pod.namespace, %error, "marking pod unschedulable failed");
         }
     }
-    ctx.recorder
-        .publish(
-            &pod.object_ref(),
-            EventType::Warning,
-            "FailedScheduling",
-            message,
-        )
-        .await;
+    if event {
+        ctx.recorder
+            .publish(
+                &pod.object_ref(),
+                EventType::Warning,
+                "FailedScheduling",
+                message,
+            )
+            .await;
+    }
 }

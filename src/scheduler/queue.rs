@@ -1,6 +1,8 @@
 //! The scheduling queue: pods waiting for an attempt, highest priority first, then
 //! oldest first; pods that fit nowhere park until the cluster changes (after a
-//! back-off of 1 s doubling to 10 s) or 10 s pass, whichever comes first.
+//! back-off of 1 s doubling to 10 s) or 10 s pass, whichever comes first. A pod's
+//! repeated failure is reported again only when its reason changes or a minute has
+//! passed (upstream's event series are not rewritten on each repeat either).
 //!
 //! Owns: the order of attempts and the back-off. May call: nothing (pure state; time
 //! is passed in).
@@ -15,6 +17,8 @@ const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A parked pod is retried after this even if nothing changed.
 pub const FLUSH_AFTER: Duration = Duration::from_secs(10);
+/// The same failure is reported again after this.
+const REPORT_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
 /// Queue order: priority (highest first), creation time, uid.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,6 +57,8 @@ struct Entry {
     rank: Rank,
     state: State,
     attempts: u32,
+    /// The last failure reported, and when.
+    reported: Option<(String, Instant)>,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +82,7 @@ impl Queue {
                     rank,
                     state: State::Active,
                     attempts: 0,
+                    reported: None,
                 },
             );
             return;
@@ -142,6 +149,21 @@ impl Queue {
                 retry,
             };
         }
+    }
+
+    /// Whether this failure deserves a report (an event) now: it is new for the pod,
+    /// or the last report is a minute old. Remembers it when so.
+    pub fn should_report(&mut self, uid: &str, message: &str, now: Instant) -> bool {
+        let Some(entry) = self.entries.get_mut(uid) else {
+            return false;
+        };
+        let repeat = entry.reported.as_ref().is_some_and(|(last, at)| {
+            last == message && now.saturating_duration_since(*at) < REPORT_AGAIN_AFTER
+        });
+        if !repeat {
+            entry.reported = Some((message.to_string(), now));
+        }
+        !repeat
     }
 
     /// The cluster changed (a node came or changed, a pod went): parked pods may fit.
@@ -276,5 +298,17 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_secs(1));
         assert_eq!(backoff(3), Duration::from_secs(4));
         assert_eq!(backoff(9), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn repeated_failures_are_reported_once_a_minute() {
+        let start = Instant::now();
+        let mut q = Queue::default();
+        q.add(&pod("a", 0, 1), false);
+        assert!(q.should_report("a", "0/1 nodes", start));
+        assert!(!q.should_report("a", "0/1 nodes", start + Duration::from_secs(30)));
+        assert!(q.should_report("a", "0/2 nodes", start + Duration::from_secs(31)));
+        assert!(q.should_report("a", "0/2 nodes", start + Duration::from_secs(91)));
+        assert!(!q.should_report("gone", "0/2 nodes", start));
     }
 }

@@ -19,7 +19,8 @@ use super::model::{fnv1a, NodeInfo, PodInfo};
 pub struct Score {
     pub prefer_no_schedule: Reverse<usize>,
     pub same_owner: Reverse<u32>,
-    /// 0..=100: the average free share of CPU and memory once the pod is placed.
+    /// The average free share of CPU and memory once the pod is placed, in
+    /// hundredths of a percent (finer than upstream's 0..=100, for evener spreading).
     pub least_requested: i64,
     pub tie_break: u64,
 }
@@ -41,22 +42,25 @@ pub fn score(pod: &PodInfo, node: &NodeInfo, usage: &NodeUsage) -> Score {
 /// count unset CPU and memory as small defaults.
 fn least_requested(pod: &PodInfo, node: &NodeInfo, usage: &NodeUsage) -> i64 {
     let wanted = &pod.footprint.nonzero;
-    let cpu = free_percent(
+    let cpu = free_share(
         node.allocatable.milli_cpu,
         usage.nonzero.milli_cpu + wanted.milli_cpu,
     );
-    let memory = free_percent(
+    let memory = free_share(
         node.allocatable.memory,
         usage.nonzero.memory + wanted.memory,
     );
     (cpu + memory) / 2
 }
 
-fn free_percent(capacity: i64, requested: i64) -> i64 {
+/// The unrequested share of `capacity`, 0..=10,000.
+fn free_share(capacity: i64, requested: i64) -> i64 {
     if capacity <= 0 || requested > capacity {
         return 0;
     }
-    (capacity - requested) * 100 / capacity
+    // i128: bytes of memory times 10,000 would overflow i64 on huge nodes.
+    let share = i128::from(capacity - requested) * 10_000 / i128::from(capacity);
+    share as i64
 }
 
 /// The best node for `pod` (its slot), or why none fits.

@@ -86,7 +86,23 @@ pub enum Decision {
         /// Write `PodScheduled=False`: `Some(true)` when its status changes (a new
         /// transition time), `Some(false)` for a new message, `None` when current.
         condition: Option<bool>,
+        /// Record a `FailedScheduling` event (not for a recent repeat).
+        event: bool,
     },
+}
+
+impl Decision {
+    /// An unschedulable pod already marked so, whose repeat is not worth an event.
+    pub fn writes_nothing(&self) -> bool {
+        matches!(
+            self,
+            Decision::Unschedulable {
+                condition: None,
+                event: false,
+                ..
+            }
+        )
+    }
 }
 
 #[derive(Debug, Default)]
@@ -188,7 +204,10 @@ impl State {
         let target = PodRef::of(pod);
         match score::place(pod, self.cache.nodes()) {
             Ok(slot) => {
-                let node = self.cache.node_name(slot)?.to_string();
+                let Some(node) = self.cache.node_name(slot).map(String::from) else {
+                    self.queue.retry(&uid, now);
+                    return None;
+                };
                 self.cache.assume(&uid, slot);
                 Some(Decision::Bind { pod: target, node })
             }
@@ -196,11 +215,13 @@ impl State {
                 let message = unfit.message();
                 let condition = condition_update(pod, &message);
                 tracing::debug!(pod = %pod.key(), %message, "pod fits no node");
+                let event = self.queue.should_report(&uid, &message, now);
                 self.queue.park(&uid, now);
                 Some(Decision::Unschedulable {
                     pod: target,
                     message,
                     condition,
+                    event,
                 })
             }
         }
@@ -358,6 +379,7 @@ mod tests {
                 pod: PodRef::of(&pod("big", 0)),
                 message: "0/1 nodes are available: 1 Insufficient cpu.".into(),
                 condition: Some(true),
+                event: true,
             }]
         );
         state.activate_due(now + Duration::from_secs(2));
