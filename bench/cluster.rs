@@ -51,6 +51,8 @@ fn start_server(dir: &Path, port: u16) -> Result<Proc> {
     let log = std::fs::File::create(dir.join("server.log"))?;
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args(["server", "--bind-address", "127.0.0.1", "--disable-agent"])
+        // A /24 per node: 10.42.0.0/16 holds only 256 nodes, so give 1,000 room.
+        .args(["--cluster-cidr", "10.40.0.0/14"])
         .args(["--https-listen-port", &port.to_string()])
         .arg("--data-dir")
         .arg(dir.join("data"))
