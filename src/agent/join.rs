@@ -69,53 +69,6 @@ fn authority(url: &str) -> Result<(String, String), JoinError> {
     Ok((address, host))
 }
 
-/// Accepts any server certificate: used only to fetch the CA, whose hash is checked
-/// against the token before anything secret is sent.
-#[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -127,6 +80,8 @@ fn tls_error(url: &str, e: impl std::fmt::Display) -> JoinError {
     }
 }
 
+/// Accepts any server certificate: used only to fetch the CA, whose hash is checked
+/// against the token before anything secret is sent.
 fn insecure_config(url: &str) -> Result<rustls::ClientConfig, JoinError> {
     let provider = provider();
     Ok(
@@ -134,7 +89,7 @@ fn insecure_config(url: &str) -> Result<rustls::ClientConfig, JoinError> {
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_error(url, e))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+            .with_custom_certificate_verifier(Arc::new(crate::image::NoVerification(provider)))
             .with_no_client_auth(),
     )
 }

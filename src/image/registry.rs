@@ -654,7 +654,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 /// `insecure_skip_verify`: accepts any server certificate (handshake signatures are
 /// still checked, so the connection is encrypted, just not authenticated).
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+pub(crate) struct NoVerification(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
