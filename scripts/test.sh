@@ -16,6 +16,8 @@ command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 [ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
+# CNI's portmap and masquerading, and the tests' clean-up of their chains.
+command -v iptables >/dev/null || need_pkgs+=(iptables)
 # The container runtime (libcontainer links libseccomp statically) and its tests.
 [ -e /usr/include/seccomp.h ] || need_pkgs+=(libseccomp-dev)
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)

@@ -70,7 +70,7 @@ pub struct ServerFlags {
     /// Cluster domain [default: cluster.local]
     #[arg(long)]
     pub cluster_domain: Option<String>,
-    /// Run no node agent in the server (the only mode until the agent exists)
+    /// Run no node agent in the server (by default the server is a node too; needs root)
     #[arg(long)]
     #[serde(default)]
     pub disable_agent: bool,

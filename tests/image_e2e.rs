@@ -1,57 +1,28 @@
 //! End-to-end tests of the image module against real tools on loopback: a tiny
 //! busybox image built here (OCI layout, single and multi-platform), pushed with
 //! skopeo to a real `docker-registry` (plain, htpasswd, and behind a bearer-token
-//! gate), pulled, imported from archives, unpacked and mounted with overlayfs.
+//! gate), pulled, imported from archives, unpacked and mounted with overlayfs. The
+//! registry and skopeo helpers are shared (tests/common/images.rs); the layout with
+//! whiteouts and per-architecture base layers is this file's own.
 //!
 //! Needs root and the Debian packages docker-registry, skopeo, busybox-static,
 //! zstd and apache2-utils (htpasswd).
 
-use std::net::TcpStream;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::images::{free_port, run, sha256_hex, Registry};
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 use skiff::image::{
     Credentials, ImageError, ImageStore, LayerStatus, Platform, PullOptions, PullProgress,
     RegistriesConfig, StoreOptions,
 };
 
 // ---------------------------------------------------------------- helpers
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (is the package installed?)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn amd64_store(root: &Path, registries: RegistriesConfig) -> ImageStore {
     ImageStore::open(
@@ -239,79 +210,10 @@ fn build_layout(work: &Path) -> Layout {
 
 /// `skopeo copy` from the layout to a registry.
 fn push(layout: &Layout, tag: &str, dest: &str, creds: Option<&str>) {
-    let mut cmd = Command::new("skopeo");
-    cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
-    if tag == "multi" {
-        cmd.arg("--all");
-    }
-    if let Some(creds) = creds {
-        cmd.arg(format!("--dest-creds={creds}"));
-    }
-    cmd.arg(format!("oci:{}:{tag}", layout.dir.display()))
-        .arg(format!("docker://{dest}"));
-    run(&mut cmd);
+    common::images::push(&layout.dir, tag, dest, creds);
 }
 
 // ---------------------------------------------------------------- processes
-
-/// A `docker-registry serve` on a free loopback port; killed by its PID on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-}
-
-impl Registry {
-    fn start(dir: &Path, htpasswd: Option<&Path>) -> Registry {
-        Registry::start_with(dir, htpasswd, None)
-    }
-
-    /// `tls`: (certificate, key) PEM files.
-    fn start_with(dir: &Path, htpasswd: Option<&Path>, tls: Option<(&Path, &Path)>) -> Registry {
-        let port = free_port();
-        let root = dir.join(format!("registry-{port}"));
-        std::fs::create_dir_all(&root).unwrap();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            root.join("data").display()
-        );
-        if let Some((cert, key)) = tls {
-            config.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                cert.display(),
-                key.display()
-            ));
-        }
-        if let Some(file) = htpasswd {
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
-                file.display()
-            ));
-        }
-        let config_path = root.join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry (Debian package docker-registry) must be installed");
-        let registry = Registry { child, port };
-        wait_for_port(port);
-        registry
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// An overlay mount of lowerdirs only; unmounted on drop.
 struct Overlay(PathBuf);
@@ -340,7 +242,7 @@ impl Drop for Overlay {
 async fn pulls_the_platform_image_from_an_index_and_runs_its_rootfs() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = build_layout(tmp.path());
-    let registry = Registry::start(tmp.path(), None);
+    let registry = Registry::start(tmp.path());
     push(
         &layout,
         "multi",
@@ -456,7 +358,7 @@ async fn pulls_the_platform_image_from_an_index_and_runs_its_rootfs() {
 async fn concurrent_pulls_of_one_reference_share_one_download() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = build_layout(tmp.path());
-    let registry = Registry::start(tmp.path(), None);
+    let registry = Registry::start(tmp.path());
     push(
         &layout,
         "single",
@@ -509,7 +411,7 @@ async fn concurrent_pulls_of_one_reference_share_one_download() {
 async fn pull_errors_carry_the_registrys_message() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = build_layout(tmp.path());
-    let registry = Registry::start(tmp.path(), None);
+    let registry = Registry::start(tmp.path());
     push(
         &layout,
         "single",
@@ -560,8 +462,8 @@ async fn basic_auth_and_mirrors_come_from_registries_yaml() {
     let htpasswd = tmp.path().join("htpasswd");
     let line = run(Command::new("htpasswd").args(["-Bbn", "alice", "wonderland"]));
     std::fs::write(&htpasswd, line.trim()).unwrap();
-    let private = Registry::start(tmp.path(), Some(&htpasswd));
-    let open = Registry::start(tmp.path(), None);
+    let private = Registry::start_with(tmp.path(), Some(&htpasswd), None);
+    let open = Registry::start(tmp.path());
     push(
         &layout,
         "single",
@@ -651,7 +553,7 @@ configs:
 async fn bearer_tokens_are_fetched_from_the_challenge_realm() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = build_layout(tmp.path());
-    let registry = Registry::start(tmp.path(), None);
+    let registry = Registry::start(tmp.path());
     push(
         &layout,
         "single",
@@ -805,7 +707,7 @@ async fn imports_docker_and_oci_archives_compressed() {
 async fn remove_collects_only_unshared_content() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = build_layout(tmp.path());
-    let registry = Registry::start(tmp.path(), None);
+    let registry = Registry::start(tmp.path());
     push(
         &layout,
         "multi",

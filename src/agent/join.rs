@@ -3,7 +3,14 @@
 //! node's own client certificate (`CN=system:node:<name>`, `O=system:nodes`). The
 //! credentials are kept under the data dir and renewed (with the node's own
 //! certificate) when under 30 days remain.
+//!
+//! The node's kubelet API (`kubelet`) serves with a certificate from the same
+//! endpoint: `serving_credentials` asks for it with the node's addresses
+//! (`servingAddresses`), keeps it as `<node>-serving.crt` / `<node>-serving.key` beside
+//! the client credentials, and renews it the same way (also when the node's address
+//! is no longer among its names).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -286,24 +293,16 @@ pub async fn node_credentials(
     }
     let ca = fetch_ca(server, token).await?;
     let secret = crate::pki::parse_token(token).map_err(|e| JoinError::BadToken(e.to_string()))?;
-    let body = serde_json::to_string(&CredentialsRequest {
-        node_name: node.to_string(),
-    })
-    .unwrap_or_default();
-    let tls = verified_config(server, &ca, None)?;
-    let bearer = format!("{}:{}", secret.username, secret.secret);
-    let reply = request(
+    let issued = request_credentials(
         server,
-        tls,
-        Method::POST,
-        CREDENTIALS_PATH,
-        Some(&bearer),
-        Some(body),
+        &ca,
+        &secret,
+        CredentialsRequest {
+            node_name: node.to_string(),
+            serving_addresses: None,
+        },
     )
     .await?;
-    let issued: CredentialsResponse =
-        serde_json::from_str(&ok_body(server, CREDENTIALS_PATH, reply)?)
-            .map_err(|e| tls_error(server, format!("unreadable credentials: {e}")))?;
     write_secret(&files.ca, &issued.ca)?;
     write_secret(&files.key, &issued.key)?;
     write_secret(&files.cert, &issued.certificate)?;
@@ -313,6 +312,127 @@ pub async fn node_credentials(
         cert_pem: issued.certificate,
         key_pem: issued.key,
     })
+}
+
+/// Asks the server for credentials with the join token.
+async fn request_credentials(
+    server: &str,
+    ca: &str,
+    token: &crate::pki::ParsedToken,
+    wanted: CredentialsRequest,
+) -> Result<CredentialsResponse, JoinError> {
+    let body = serde_json::to_string(&wanted).unwrap_or_default();
+    let tls = verified_config(server, ca, None)?;
+    let bearer = format!("{}:{}", token.username, token.secret);
+    let reply = request(
+        server,
+        tls,
+        Method::POST,
+        CREDENTIALS_PATH,
+        Some(&bearer),
+        Some(body),
+    )
+    .await?;
+    serde_json::from_str(&ok_body(server, CREDENTIALS_PATH, reply)?)
+        .map_err(|e| tls_error(server, format!("unreadable credentials: {e}")))
+}
+
+/// The kubelet API's serving certificate and key (PEM), and the cluster CA.
+#[derive(Debug, Clone)]
+pub struct ServingCredentials {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl ServingCredentials {
+    /// Whole days until the certificate expires.
+    pub fn days_left(&self) -> Option<i64> {
+        days_left(&self.cert_pem)
+    }
+}
+
+/// This node's kubelet serving certificate: reused from `dir` while valid for more
+/// than 30 days and naming `node` and every one of `addresses`, else requested with
+/// the join token.
+pub async fn serving_credentials(
+    server: &str,
+    token: &str,
+    node: &str,
+    addresses: &[IpAddr],
+    dir: &Path,
+) -> Result<ServingCredentials, JoinError> {
+    let cert_path = dir.join(format!("{node}-serving.crt"));
+    let key_path = dir.join(format!("{node}-serving.key"));
+    let ca_path = dir.join("ca.crt");
+    let stored = (
+        std::fs::read_to_string(&cert_path),
+        std::fs::read_to_string(&key_path),
+        std::fs::read_to_string(&ca_path),
+    );
+    if let (Ok(cert), Ok(key), Ok(ca)) = stored {
+        let fresh = days_left(&cert).is_some_and(|d| d > RENEW_BEFORE_DAYS);
+        if fresh && names_cover(&cert, node, addresses) {
+            return Ok(ServingCredentials {
+                ca_pem: ca,
+                cert_pem: cert,
+                key_pem: key,
+            });
+        }
+    }
+    let ca = fetch_ca(server, token).await?;
+    let secret = crate::pki::parse_token(token).map_err(|e| JoinError::BadToken(e.to_string()))?;
+    let wanted = CredentialsRequest {
+        node_name: node.to_string(),
+        serving_addresses: Some(addresses.to_vec()),
+    };
+    let issued = request_credentials(server, &ca, &secret, wanted).await?;
+    let (Some(cert), Some(key)) = (issued.serving_certificate, issued.serving_key) else {
+        return Err(tls_error(
+            server,
+            "the server issued no serving certificate (a server older than this agent?)",
+        ));
+    };
+    write_secret(&ca_path, &issued.ca)?;
+    write_secret(&key_path, &key)?;
+    write_secret(&cert_path, &cert)?;
+    Ok(ServingCredentials {
+        ca_pem: issued.ca,
+        cert_pem: cert,
+        key_pem: key,
+    })
+}
+
+/// Whether a certificate's subject alternative names include `node` and `addresses`.
+fn names_cover(cert_pem: &str, node: &str, addresses: &[IpAddr]) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Some(der) = pem_certs(cert_pem).into_iter().next() else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::DNSName(n) => dns.push(n.to_ascii_lowercase()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => ips.push(IpAddr::from(
+                    <[u8; 4]>::try_from(*bytes).unwrap_or_default(),
+                )),
+                16 => ips.push(IpAddr::from(
+                    <[u8; 16]>::try_from(*bytes).unwrap_or_default(),
+                )),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    dns.contains(&node.to_ascii_lowercase()) && addresses.iter().all(|a| ips.contains(a))
 }
 
 #[cfg(test)]
@@ -331,5 +451,37 @@ mod tests {
         );
         assert_eq!(authority("https://[::1]:6443").unwrap().1, "::1");
         assert!(authority("http://x:1").is_err());
+    }
+
+    #[test]
+    fn serving_certificates_must_name_the_node_and_its_addresses() {
+        use crate::api::join::{CredentialIssuer, PkiIssuer};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = crate::pki::CertOptions {
+            hostname: "server".into(),
+            sans: Vec::new(),
+            cluster_domain: "cluster.local".into(),
+            first_service_ip: "10.43.0.1".parse().expect("ip"),
+            node_addresses: Vec::new(),
+        };
+        let pki = crate::pki::Pki::load_or_create(dir.path(), &options).expect("pki");
+        let issuer = PkiIssuer(Arc::new(pki));
+        let ip: IpAddr = "10.0.0.5".parse().expect("ip");
+        let (cert, _) = issuer
+            .issue_node_serving_cert("node1", &[ip])
+            .expect("serving cert");
+        assert!(names_cover(&cert, "node1", &[ip]));
+        assert!(!names_cover(&cert, "node2", &[ip]));
+        assert!(!names_cover(
+            &cert,
+            "node1",
+            &["10.0.0.6".parse().expect("ip")]
+        ));
+        assert!(days_left(&cert).is_some_and(|d| d > 360));
+        let (client, _) = issuer.issue_kubelet_client_cert().expect("client cert");
+        let der = pem_certs(&client).remove(0);
+        let identity = crate::pki::client_identity(der.as_ref()).expect("identity");
+        assert_eq!(identity.user, "system:kube-apiserver-kubelet-client");
+        assert_eq!(identity.groups, vec!["system:masters".to_string()]);
     }
 }

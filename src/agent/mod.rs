@@ -6,7 +6,9 @@
 //! `skiff agent --simulate` runs this same loop over the simulated runtime, many nodes
 //! in one process if asked (`--count`).
 
+pub mod containers;
 pub mod join;
+pub mod kubelet;
 mod node;
 mod pods;
 pub mod runtime;
@@ -34,6 +36,8 @@ pub enum AgentError {
         node: String,
         source: Box<kube::Error>,
     },
+    #[error("{0}")]
+    Runtime(String),
     #[error("invalid {flag} {value:?}: {message}")]
     Invalid {
         flag: &'static str,
@@ -63,6 +67,8 @@ pub struct AgentConfig {
     pub capacity: Capacity,
     /// How often the lease is renewed.
     pub lease_interval: Duration,
+    /// The port of the agent's HTTPS API (logs, exec); 0 serves none.
+    pub kubelet_port: u16,
 }
 
 /// Parses `key=value:Effect` (or `key:Effect`) as `--node-taint` takes it.
@@ -114,6 +120,45 @@ pub fn parse_label(s: &str) -> Result<(String, String), AgentError> {
 
 /// Joins, registers the node and runs it until the process stops.
 pub async fn run(config: AgentConfig, runtime: Arc<dyn PodRuntime>) -> Result<(), AgentError> {
+    run_with_access(config, runtime, None).await
+}
+
+/// A real node: the bundled container runtime, and the kubelet API for logs and exec.
+pub async fn run_containers(
+    config: AgentConfig,
+    runtime_config: containers::RuntimeConfig,
+) -> Result<(), AgentError> {
+    let runtime = containers::ContainerRuntime::new(runtime_config)
+        .map_err(|e| AgentError::Runtime(e.to_string()))?;
+    let access: Arc<dyn kubelet::ContainerAccess> = Arc::new(runtime.clone());
+    run_with_access(config, Arc::new(runtime), Some(access)).await
+}
+
+/// The machine's CPUs and memory, and the kubelet's default of 110 pods.
+pub fn machine_capacity() -> Capacity {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_else(|| "0".into());
+    Capacity {
+        cpu: cpus.to_string(),
+        memory: format!("{memory_kib}Ki"),
+        pods: "110".into(),
+    }
+}
+
+async fn run_with_access(
+    config: AgentConfig,
+    runtime: Arc<dyn PodRuntime>,
+    access: Option<Arc<dyn kubelet::ContainerAccess>>,
+) -> Result<(), AgentError> {
     let credentials_dir = config.data_dir.join("agent").join("credentials");
     let credentials = join::node_credentials(
         &config.server,
@@ -123,6 +168,11 @@ pub async fn run(config: AgentConfig, runtime: Arc<dyn PodRuntime>) -> Result<()
     )
     .await?;
     let client = crate::client::connect(&credentials).await?;
+    if let Some(access) = access {
+        kubelet::start(&config, access)
+            .await
+            .map_err(|e| AgentError::Runtime(e.to_string()))?;
+    }
     let config = Arc::new(config);
     let node = node::register(&client, &config, runtime.as_ref()).await?;
     tracing::info!(node = %config.node_name, "node registered");

@@ -9,7 +9,8 @@ use std::time::Duration;
 use chrono::{SubsecRound, Utc};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
@@ -70,8 +71,54 @@ fn quantities(c: &super::Capacity) -> BTreeMap<String, Quantity> {
     ])
 }
 
-fn conditions(previous: Option<&NodeStatus>) -> Vec<NodeCondition> {
+/// Resource pressure on the node, with the kubelet's default hard eviction
+/// thresholds: less than 100 MiB of memory available, less than 10 % of the data
+/// directory's filesystem free, more than 90 % of the PID space in use.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pressure {
+    pub memory: bool,
+    pub disk: bool,
+    pub pids: bool,
+}
+
+impl Pressure {
+    pub fn observe(data_dir: &std::path::Path) -> Pressure {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let available_kib = meminfo
+            .lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
+        let disk = nix::sys::statvfs::statvfs(data_dir)
+            .ok()
+            .filter(|s| s.blocks() > 0)
+            .map(|s| (s.blocks_available() as f64) / (s.blocks() as f64) < 0.10);
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        let processes = std::fs::read_dir("/proc").map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
+                .count() as u64
+        });
+        Pressure {
+            memory: available_kib.is_some_and(|kib| kib < 100 * 1024),
+            disk: disk.unwrap_or(false),
+            pids: match (pid_max, processes) {
+                (Some(max), Ok(n)) => n * 10 > max * 9,
+                _ => false,
+            },
+        }
+    }
+}
+
+fn conditions(previous: Option<&NodeStatus>, pressure: Pressure) -> Vec<NodeCondition> {
     let now = Time(Utc::now().trunc_subsecs(0));
+    let flag = |on: bool| if on { "True" } else { "False" };
     let wanted = [
         (
             "Ready",
@@ -79,24 +126,51 @@ fn conditions(previous: Option<&NodeStatus>) -> Vec<NodeCondition> {
             "KubeletReady",
             "kubelet is posting ready status",
         ),
-        (
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
-        ),
-        (
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
-        ),
-        (
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available",
-        ),
+        if pressure.memory {
+            (
+                "MemoryPressure",
+                flag(true),
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            )
+        } else {
+            (
+                "MemoryPressure",
+                flag(false),
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            )
+        },
+        if pressure.disk {
+            (
+                "DiskPressure",
+                flag(true),
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+            )
+        } else {
+            (
+                "DiskPressure",
+                flag(false),
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            )
+        },
+        if pressure.pids {
+            (
+                "PIDPressure",
+                flag(true),
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            )
+        } else {
+            (
+                "PIDPressure",
+                flag(false),
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            )
+        },
     ];
     wanted
         .iter()
@@ -136,7 +210,12 @@ fn node_status(
                 address: config.node_name.clone(),
             },
         ]),
-        conditions: Some(conditions(previous)),
+        conditions: Some(conditions(previous, Pressure::observe(&config.data_dir))),
+        daemon_endpoints: (config.kubelet_port > 0).then(|| NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(config.kubelet_port),
+            }),
+        }),
         node_info: Some(NodeSystemInfo {
             architecture: crate::api::go_arch().into(),
             operating_system: "linux".into(),
@@ -256,10 +335,21 @@ async fn renew_lease(
 
 /// Whether the stored conditions are not what this agent reports (e.g. the control
 /// plane marked the node Unknown while it was away), or the heartbeat is stale.
-fn status_stale(node: &Node) -> bool {
+fn status_stale(node: &Node, pressure: Pressure) -> bool {
     let Some(conditions) = node.status.as_ref().and_then(|s| s.conditions.as_ref()) else {
         return true;
     };
+    let shows = |kind: &str, on: bool| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == kind && (c.status == "True") == on)
+    };
+    if !shows("MemoryPressure", pressure.memory)
+        || !shows("DiskPressure", pressure.disk)
+        || !shows("PIDPressure", pressure.pids)
+    {
+        return true;
+    }
     let ready = conditions.iter().find(|c| c.type_ == "Ready");
     let heartbeat_old = ready
         .and_then(|c| c.last_heartbeat_time.as_ref())
@@ -278,15 +368,15 @@ pub async fn heartbeat_forever(client: kube::Client, config: Arc<AgentConfig>, m
         }
         match api.get_opt(&config.node_name).await {
             Ok(Some(current)) => {
-                if status_stale(&current) {
+                let pressure = Pressure::observe(&config.data_dir);
+                if status_stale(&current, pressure) {
                     let runtime_version = current
                         .status
                         .as_ref()
                         .and_then(|s| s.node_info.as_ref())
                         .map(|i| i.container_runtime_version.clone())
                         .unwrap_or_default();
-                    let patch =
-                        json!({"status": {"conditions": conditions(current.status.as_ref())}});
+                    let patch = json!({"status": {"conditions": conditions(current.status.as_ref(), pressure)}});
                     if let Err(e) = api
                         .patch_status(
                             &config.node_name,
@@ -307,5 +397,38 @@ pub async fn heartbeat_forever(client: kube::Client, config: Arc<AgentConfig>, m
                 tracing::warn!(node = %config.node_name, error = %e, "reading this node failed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pressure_turns_conditions_true_and_makes_the_status_stale() {
+        let calm = conditions(None, Pressure::default());
+        let status = |cs: &[NodeCondition], kind: &str| {
+            cs.iter().find(|c| c.type_ == kind).unwrap().status.clone()
+        };
+        assert_eq!(status(&calm, "Ready"), "True");
+        assert_eq!(status(&calm, "MemoryPressure"), "False");
+        let node = Node {
+            status: Some(NodeStatus {
+                conditions: Some(calm),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(!status_stale(&node, Pressure::default()));
+        let low_disk = Pressure {
+            disk: true,
+            ..Default::default()
+        };
+        assert!(status_stale(&node, low_disk));
+        let pressed = conditions(None, low_disk);
+        assert_eq!(status(&pressed, "DiskPressure"), "True");
+        // This machine is healthy.
+        let here = Pressure::observe(std::path::Path::new("/"));
+        assert!(!here.memory && !here.pids, "{here:?}");
     }
 }

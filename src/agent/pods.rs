@@ -17,7 +17,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::runtime::PodRuntime;
+use super::runtime::{NodeEnv, PodRuntime};
 use super::status;
 use super::AgentConfig;
 use crate::api::alloc::Cidr;
@@ -53,11 +53,6 @@ impl IpPool {
     }
 }
 
-async fn pod_cidr(client: &kube::Client, node: &str) -> Option<Cidr> {
-    let node: Node = Api::all(client.clone()).get(node).await.ok()?;
-    node.spec?.pod_cidr?.parse().ok()
-}
-
 /// Runs the pod loop forever.
 pub async fn sync_forever(
     client: kube::Client,
@@ -84,28 +79,73 @@ pub async fn sync_forever(
         }
     });
     let mut pool = IpPool::default();
+    let deleting = Deleting::default();
     loop {
         tokio::select! {
             _ = changed.notified() => {}
             _ = tokio::time::sleep(RESYNC) => {}
         }
         if pool.cidr.is_none() {
-            pool.cidr = pod_cidr(&client, &config.node_name).await;
-            if pool.cidr.is_none() {
+            let Some(cidr) = pod_cidr_text(&client, &config.node_name).await else {
                 // Pods need addresses from the node's pod CIDR: wait for it.
                 continue;
+            };
+            let env = NodeEnv {
+                client: client.clone(),
+                node_name: config.node_name.clone(),
+                pod_cidr: cidr.clone(),
+                changed: changed.clone(),
+            };
+            if let Err(e) = runtime.attach(env).await {
+                tracing::warn!(error = %e, "the runtime could not set up the node; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
             }
+            pool.cidr = cidr.parse().ok();
         }
-        sync_once(&client, &config, runtime.as_ref(), &reader, &mut pool).await;
+        sync_once(&client, &config, &runtime, &reader, &mut pool, &deleting).await;
     }
+}
+
+/// Pods being stopped: each stop runs as its own task (a grace period must not hold
+/// up the other pods), at most once per pod.
+#[derive(Default, Clone)]
+struct Deleting(Arc<std::sync::Mutex<BTreeSet<String>>>);
+
+impl Deleting {
+    /// Runs `stop` for `uid` unless a stop for it is already running.
+    fn spawn<F>(&self, uid: &str, stop: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let Ok(mut set) = self.0.lock() else { return };
+        if !set.insert(uid.to_string()) {
+            return;
+        }
+        let this = self.clone();
+        let uid = uid.to_string();
+        tokio::spawn(async move {
+            stop.await;
+            if let Ok(mut set) = this.0.lock() {
+                set.remove(&uid);
+            }
+        });
+    }
+}
+
+async fn pod_cidr_text(client: &kube::Client, node: &str) -> Option<String> {
+    let node: Node = Api::all(client.clone()).get(node).await.ok()?;
+    let cidr = node.spec?.pod_cidr?;
+    cidr.parse::<Cidr>().ok().map(|_| cidr)
 }
 
 async fn sync_once(
     client: &kube::Client,
     config: &AgentConfig,
-    runtime: &dyn PodRuntime,
+    runtime: &Arc<dyn PodRuntime>,
     pods: &Store<Pod>,
     pool: &mut IpPool,
+    deleting: &Deleting,
 ) {
     let desired = pods.state();
     let known: BTreeSet<String> = desired
@@ -114,12 +154,23 @@ async fn sync_once(
         .collect();
     for uid in runtime.pods() {
         if !known.contains(&uid) {
-            let _ = runtime.kill_pod(&uid, Duration::ZERO).await;
+            let rt = runtime.clone();
+            let id = uid.clone();
+            deleting.spawn(&uid, async move {
+                let _ = rt.kill_pod(&id, Duration::ZERO).await;
+            });
             pool.release(&uid);
         }
     }
     for pod in desired {
-        if let Err(e) = sync_pod(client, config, runtime, &pod, pool).await {
+        if pod.metadata.deletion_timestamp.is_some() {
+            delete_pod(client, runtime, &pod, deleting);
+            if let Some(uid) = pod.metadata.uid.as_deref() {
+                pool.release(uid);
+            }
+            continue;
+        }
+        if let Err(e) = sync_pod(client, config, runtime.as_ref(), &pod, pool).await {
             tracing::debug!(pod = ?pod.metadata.name, error = %e, "pod sync failed; retrying");
         }
     }
@@ -152,17 +203,6 @@ async fn sync_pod(
         return Ok(());
     };
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    if pod.metadata.deletion_timestamp.is_some() {
-        let _ = runtime.kill_pod(uid, grace_period(pod)).await;
-        pool.release(uid);
-        // The containers are gone: complete the deletion.
-        let params = DeleteParams::default().grace_period(0);
-        return match api.delete(name, &params).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(e),
-        };
-    }
     if finished(pod) {
         return Ok(());
     }
@@ -186,6 +226,46 @@ async fn sync_pod(
             .await?;
     }
     Ok(())
+}
+
+/// Stops a deleted pod's containers (in its own task), then completes the deletion.
+fn delete_pod(
+    client: &kube::Client,
+    runtime: &Arc<dyn PodRuntime>,
+    pod: &Pod,
+    deleting: &Deleting,
+) {
+    let (Some(uid), Some(name), Some(ns)) = (
+        pod.metadata.uid.clone(),
+        pod.metadata.name.clone(),
+        pod.metadata.namespace.clone(),
+    ) else {
+        return;
+    };
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let runtime = runtime.clone();
+    let grace = grace_period(pod);
+    deleting.spawn(&uid.clone(), async move {
+        if let Err(e) = runtime.kill_pod(&uid, grace).await {
+            tracing::warn!(pod = %name, error = %e, "stopping the pod failed");
+            return;
+        }
+        // The containers are gone: complete the deletion (only this pod: a new pod
+        // of the same name must not be deleted).
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => tracing::debug!(pod = %name, error = %e, "completing the deletion failed"),
+        }
+    });
 }
 
 /// Succeeded and Failed pods are done: nothing more runs for them.

@@ -4,6 +4,7 @@
 //! container runtime is the other.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,10 +35,12 @@ pub enum ContainerPhase {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ContainerState {
     pub name: String,
     pub image: String,
+    /// The image actually run (`repository@digest` or `sha256:…`), once known.
+    pub image_id: String,
     pub id: String,
     pub phase: ContainerPhase,
     /// The previous run, after a restart.
@@ -46,16 +49,46 @@ pub struct ContainerState {
     pub restart_count: i32,
 }
 
+impl Default for ContainerPhase {
+    fn default() -> Self {
+        ContainerPhase::Waiting {
+            reason: "ContainerCreating".into(),
+            message: String::new(),
+        }
+    }
+}
+
 /// What the runtime observes of one pod.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodState {
     pub ip: Option<IpAddr>,
     pub started_at: DateTime<Utc>,
+    /// Init containers, in order; the app containers start once all succeeded.
+    pub init_containers: Vec<ContainerState>,
     pub containers: Vec<ContainerState>,
+    /// Set when the pod failed as a whole (an init container failed under
+    /// `restartPolicy: Never`): the pod's phase becomes Failed.
+    pub failed: bool,
+}
+
+/// What a runtime learns about its node once the node is registered.
+#[derive(Clone)]
+pub struct NodeEnv {
+    pub client: kube::Client,
+    pub node_name: String,
+    /// The node's `spec.podCIDR`.
+    pub pod_cidr: String,
+    /// Wakes the pod loop: a runtime that observes a change on its own (a container
+    /// started or exited) calls `notify_one`, so the status is reported at once.
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 #[async_trait]
 pub trait PodRuntime: Send + Sync + 'static {
+    /// Called once the node is registered and has its pod CIDR, before any pod.
+    async fn attach(&self, _env: NodeEnv) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     /// Makes the pod's containers run as its spec says (idempotent; called repeatedly).
     async fn sync_pod(&self, pod: &Pod, ip: Option<IpAddr>) -> Result<(), RuntimeError>;
     /// Stops the pod's containers (SIGTERM, then SIGKILL after `grace`) and releases

@@ -125,6 +125,7 @@ fn new_state(pod: &Pod, ip: Option<IpAddr>) -> PodState {
         .map(|c| ContainerState {
             name: c.name.clone(),
             image: c.image.clone().unwrap_or_default(),
+            image_id: String::new(),
             id: format!("skiff-sim://{uid}-{}", c.name),
             phase: ContainerPhase::Waiting {
                 reason: "ContainerCreating".into(),
@@ -138,7 +139,9 @@ fn new_state(pod: &Pod, ip: Option<IpAddr>) -> PodState {
     PodState {
         ip,
         started_at: Utc::now(),
+        init_containers: Vec::new(),
         containers,
+        failed: false,
     }
 }
 

@@ -51,7 +51,7 @@ fn container_status(c: &ContainerState) -> ContainerStatus {
     ContainerStatus {
         name: c.name.clone(),
         image: c.image.clone(),
-        image_id: String::new(),
+        image_id: c.image_id.clone(),
         container_id: Some(c.id.clone()),
         ready: c.ready,
         started: Some(running),
@@ -62,8 +62,22 @@ fn container_status(c: &ContainerState) -> ContainerStatus {
     }
 }
 
+/// Whether every init container has completed successfully.
+fn initialized(state: &PodState) -> bool {
+    state
+        .init_containers
+        .iter()
+        .all(|c| matches!(c.phase, ContainerPhase::Terminated { exit_code: 0, .. }))
+}
+
 /// Pending, Running, Succeeded or Failed, from the containers and the restart policy.
 fn phase(state: &PodState, restart_policy: &str) -> &'static str {
+    if state.failed {
+        return "Failed";
+    }
+    if !initialized(state) {
+        return "Pending";
+    }
     let terminated: Vec<i32> = state
         .containers
         .iter()
@@ -123,7 +137,7 @@ pub fn pod_status(pod: &Pod, state: &PodState, host_ip: &str, now: DateTime<Utc>
         phase: Some(phase.to_string()),
         conditions: Some(vec![
             condition(previous, "PodReadyToStartContainers", true, now),
-            condition(previous, "Initialized", true, now),
+            condition(previous, "Initialized", initialized(state), now),
             condition(
                 previous,
                 "Ready",
@@ -141,6 +155,8 @@ pub fn pod_status(pod: &Pod, state: &PodState, host_ip: &str, now: DateTime<Utc>
         pod_ips: ip.map(|ip| vec![PodIP { ip }]),
         start_time: Some(Time(state.started_at)),
         container_statuses: Some(state.containers.iter().map(container_status).collect()),
+        init_container_statuses: (!state.init_containers.is_empty())
+            .then(|| state.init_containers.iter().map(container_status).collect()),
         qos_class: previous.and_then(|p| p.qos_class.clone()),
         ..Default::default()
     }
@@ -159,12 +175,15 @@ mod tests {
         PodState {
             ip: Some("10.42.0.5".parse().unwrap()),
             started_at: Utc::now(),
+            init_containers: Vec::new(),
+            failed: false,
             containers: phases
                 .into_iter()
                 .enumerate()
                 .map(|(i, (phase, ready))| ContainerState {
                     name: format!("c{i}"),
                     image: "busybox".into(),
+                    image_id: String::new(),
                     id: format!("id{i}"),
                     phase,
                     last: None,

@@ -157,6 +157,13 @@ async fn route(state: SharedState, request: Request) -> Result<Response, ApiErro
         _ => return Err(ApiError::no_route()),
     };
     let (resource, namespace, target) = parse_target(group, version, rest)?;
+    // Logs and exec go to the pod's node, with the request as it came (upgrades).
+    if let (Target::Sub(name, sub), Some(ns)) = (&target, &namespace) {
+        if resource.group.is_empty() && resource.plural == "pods" && super::proxy::handles(sub) {
+            let (ns, name, sub) = (ns.clone(), name.clone(), sub.clone());
+            return Ok(super::proxy::serve(state, ns, name, sub, request).await);
+        }
+    }
     let method = request.method().clone();
     let identity = request.extensions().get::<Identity>().cloned();
     let headers = request.headers().clone();

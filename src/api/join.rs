@@ -2,7 +2,16 @@
 //! its token before sending any secret) and `POST /v1-skiff/node-credentials`, where a
 //! node holding the join token (or its own still-valid node certificate, to renew)
 //! gets a client certificate `CN=system:node:<name>, O=system:nodes`.
+//!
+//! A request that names `servingAddresses` also gets a serving certificate for the
+//! node's kubelet API (port 10250): a separate key pair, `CN=system:node:<name>`,
+//! server authentication only, with the node name and those addresses as subject
+//! alternative names. The API server checks it against the cluster CA when it
+//! proxies logs and exec to the node (see `proxy`), which authenticates with the
+//! kubelet-client certificate the issuer also makes
+//! (`CN=system:kube-apiserver-kubelet-client, O=system:masters`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -17,26 +26,91 @@ use super::validation::validate_dns1123_subdomain;
 use super::SharedState;
 
 pub const CREDENTIALS_PATH: &str = "/v1-skiff/node-credentials";
+/// The user the API server is when it calls a node's kubelet API.
+pub const KUBELET_CLIENT_USER: &str = "system:kube-apiserver-kubelet-client";
+/// How long issued certificates last (agents renew theirs well before).
+pub const VALIDITY_DAYS: u32 = 365;
 
-/// Issues node certificates; the server implements it over its CA.
+/// Issues node certificates; the server implements it over its CA ([`PkiIssuer`]).
 pub trait CredentialIssuer: Send + Sync {
     fn ca_pem(&self) -> String;
     /// (certificate PEM, private key PEM) for `system:node:<node>`.
     fn issue_node_credentials(&self, node: &str) -> Result<(String, String), String>;
+    /// (certificate PEM, private key PEM) serving the node's kubelet API, with the
+    /// node name and `addresses` as subject alternative names.
+    fn issue_node_serving_cert(
+        &self,
+        node: &str,
+        addresses: &[IpAddr],
+    ) -> Result<(String, String), String> {
+        let _ = (node, addresses);
+        Err("this server does not issue node serving certificates".into())
+    }
+    /// (certificate PEM, private key PEM) the API server presents to kubelet APIs:
+    /// `CN=system:kube-apiserver-kubelet-client, O=system:masters`.
+    fn issue_kubelet_client_cert(&self) -> Result<(String, String), String> {
+        Err("this server does not issue a kubelet client certificate".into())
+    }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// The issuer over the cluster PKI: what `skiff server` hands the API.
+pub struct PkiIssuer(pub Arc<crate::pki::Pki>);
+
+impl CredentialIssuer for PkiIssuer {
+    fn ca_pem(&self) -> String {
+        self.0.ca_pem().to_string()
+    }
+
+    fn issue_node_credentials(&self, node: &str) -> Result<(String, String), String> {
+        self.0
+            .issue_client_cert(
+                &format!("system:node:{node}"),
+                &["system:nodes"],
+                VALIDITY_DAYS,
+            )
+            .map_err(|e| e.to_string())
+    }
+
+    fn issue_node_serving_cert(
+        &self,
+        node: &str,
+        addresses: &[IpAddr],
+    ) -> Result<(String, String), String> {
+        let addresses: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
+        let names: Vec<&str> = std::iter::once(node)
+            .chain(addresses.iter().map(String::as_str))
+            .collect();
+        self.0
+            .issue_serving_cert(&format!("system:node:{node}"), &names, VALIDITY_DAYS)
+            .map_err(|e| e.to_string())
+    }
+
+    fn issue_kubelet_client_cert(&self) -> Result<(String, String), String> {
+        self.0
+            .issue_client_cert(KUBELET_CLIENT_USER, &["system:masters"], VALIDITY_DAYS)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsRequest {
     pub node_name: String,
+    /// Also issue a kubelet serving certificate for these addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_addresses: Option<Vec<IpAddr>>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsResponse {
     pub certificate: String,
     pub key: String,
     pub ca: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_key: Option<String>,
 }
 
 fn issuer(state: &SharedState) -> Result<&Arc<dyn CredentialIssuer>, ApiError> {
@@ -84,10 +158,21 @@ pub async fn node_credentials(
         let (certificate, key) = issuer
             .issue_node_credentials(&request.node_name)
             .map_err(ApiError::internal)?;
+        let serving = match &request.serving_addresses {
+            Some(addresses) => Some(
+                issuer
+                    .issue_node_serving_cert(&request.node_name, addresses)
+                    .map_err(ApiError::internal)?,
+            ),
+            None => None,
+        };
+        let (serving_certificate, serving_key) = serving.unzip();
         Ok(CredentialsResponse {
             certificate,
             key,
             ca: issuer.ca_pem(),
+            serving_certificate,
+            serving_key,
         })
     })();
     match result {

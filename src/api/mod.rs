@@ -19,6 +19,7 @@ pub mod object;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod proxy;
 pub mod resources;
 pub mod schema;
 pub mod selector;
@@ -63,6 +64,8 @@ pub struct ApiState {
     /// Issues node credentials to joining agents, when this server has a CA.
     pub issuer: Option<Arc<dyn join::CredentialIssuer>>,
     pub watch_cache: watchcache::WatchCache,
+    /// TLS to node kubelets, for pods' logs and exec.
+    pub kubelet_client: proxy::KubeletClient,
     ready: AtomicBool,
 }
 
@@ -79,6 +82,7 @@ impl ApiState {
             store,
             config,
             issuer,
+            kubelet_client: proxy::KubeletClient::default(),
             ready: AtomicBool::new(false),
         })
     }

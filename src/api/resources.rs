@@ -135,8 +135,14 @@ const fn core(
 pub static RESOURCES: &[Resource] = &[
     Resource {
         categories: &["all"],
-        // log, exec and portforward arrive with the node agent, which serves them.
-        subresources: &[status("Pod"), sub("binding", "Binding", &["create"])],
+        // log and exec are relayed to the node agent (`proxy`); portforward is not
+        // served yet.
+        subresources: &[
+            status("Pod"),
+            sub("binding", "Binding", &["create"]),
+            sub("log", "Pod", &["get"]),
+            sub("exec", "PodExecOptions", &["create", "get"]),
+        ],
         field_selectors: POD_FIELDS,
         has_status: true,
         ..core("pods", "pod", "Pod", true, &["po"])

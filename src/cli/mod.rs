@@ -1,6 +1,8 @@
 //! The command line: `skiff server`, `skiff --version`. The only place `anyhow` is
 //! used: errors reach the user here, worded to say what to do.
 
+mod image;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -34,9 +36,14 @@ enum Command {
     },
     /// Join a server as a node
     Agent(AgentArgs),
+    /// Manage the node's images: import archives, list, remove, pull
+    Image(image::ImageArgs),
     /// Run one container (internal: the agent's runtime starts it)
     #[command(hide = true)]
     Shim(crate::runtime::ShimArgs),
+    /// Run a process inside a running container (internal: exec and probes)
+    #[command(hide = true)]
+    Nsexec(crate::runtime::exec::ExecArgs),
 }
 
 #[derive(clap::Args)]
@@ -82,6 +89,63 @@ struct AgentArgs {
     /// Seconds between lease renewals
     #[arg(long, default_value_t = 10)]
     lease_interval_seconds: u64,
+    #[command(flatten)]
+    node: NodeFlags,
+}
+
+/// How a real node runs containers (`skiff agent`, and `skiff server`'s own agent).
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeFlags {
+    /// Port of the node's HTTPS API for logs and exec (like the kubelet's)
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
+    /// Directories searched for CNI plugins, colon-separated
+    #[arg(long, default_value = "/usr/lib/cni:/opt/cni/bin")]
+    pub cni_bin_dir: String,
+    /// A directory whose first .conflist replaces skiff's default bridge network
+    #[arg(long)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Cluster DNS server written to pods' resolv.conf
+    #[arg(long, default_value = "10.43.0.10")]
+    pub cluster_dns: std::net::IpAddr,
+    /// Cluster domain
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Service IP range, routed to a local sink on this node
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Registry mirrors, credentials and TLS (k3s's registries.yaml format)
+    #[arg(long, default_value = crate::image::DEFAULT_REGISTRIES_PATH)]
+    pub private_registry: PathBuf,
+    /// Pull only from the mirrors in the registries file, never from a mirrored
+    /// registry itself
+    #[arg(long)]
+    pub disable_default_registry_endpoint: bool,
+}
+
+impl NodeFlags {
+    pub fn runtime_config(
+        &self,
+        data_dir: &std::path::Path,
+        node_ip: std::net::IpAddr,
+    ) -> anyhow::Result<crate::agent::containers::RuntimeConfig> {
+        use crate::agent::containers::{sandbox::Dns, RuntimeConfig};
+        let mut registries = crate::image::RegistriesConfig::load(&self.private_registry)
+            .with_context(|| format!("reading {}", self.private_registry.display()))?;
+        registries.disable_default_endpoint = self.disable_default_registry_endpoint;
+        Ok(RuntimeConfig {
+            data_dir: data_dir.to_path_buf(),
+            node_ip,
+            dns: Dns {
+                server: self.cluster_dns,
+                domain: self.cluster_domain.clone(),
+            },
+            cni_bin_dirs: self.cni_bin_dir.split(':').map(PathBuf::from).collect(),
+            cni_conf_dir: self.cni_conf_dir.clone(),
+            registries,
+            service_cidr: self.service_cidr.clone(),
+        })
+    }
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -103,17 +167,13 @@ pub fn run() -> anyhow::Result<()> {
         Command::Agent(args) => run_agent(args),
         // Single-threaded by design: libcontainer clones and chdirs process-wide.
         Command::Shim(args) => std::process::exit(crate::runtime::shim_main(args)),
+        Command::Nsexec(args) => std::process::exit(crate::runtime::exec::exec_main(args)),
+        Command::Image(args) => image::run(args),
     }
 }
 
 fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     use crate::agent::{self, AgentConfig, Capacity};
-    if !args.simulate {
-        anyhow::bail!(
-            "skiff agent needs the bundled container runtime, which is not built yet; \
-             use --simulate to run simulated nodes"
-        );
-    }
     let labels = args
         .node_labels
         .iter()
@@ -133,20 +193,38 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         labels,
         taints,
         control_plane: false,
-        capacity: Capacity {
-            cpu: args.simulate_cpu,
-            memory: args.simulate_memory,
-            pods: args.simulate_pods,
+        capacity: if args.simulate {
+            Capacity {
+                cpu: args.simulate_cpu,
+                memory: args.simulate_memory,
+                pods: args.simulate_pods,
+            }
+        } else {
+            agent::machine_capacity()
         },
         lease_interval: std::time::Duration::from_secs(args.lease_interval_seconds.max(1)),
+        kubelet_port: if args.simulate {
+            0
+        } else {
+            args.node.kubelet_port
+        },
     };
     let delay = std::time::Duration::from_millis(args.simulate_start_delay_ms);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if args.simulate {
+        return runtime
+            .block_on(agent::run_simulated(config, args.count, delay))
+            .context("skiff agent failed (run with --log info for details)");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("skiff agent runs containers and must run as root (try: sudo skiff agent …)");
+    }
+    let runtime_config = args.node.runtime_config(&config.data_dir, config.node_ip)?;
     runtime
-        .block_on(agent::run_simulated(config, args.count, delay))
+        .block_on(agent::run_containers(config, runtime_config))
         .context("skiff agent failed (run with --log info for details)")
 }
 

@@ -10,7 +10,10 @@
 //!
 //! `import_dir` remembers what it imported in `import-state.json` (path, size,
 //! mtime, sha256, image names) and skips unchanged archives whose images are still
-//! stored.
+//! stored. It looks only at regular files at the top of the directory whose names end
+//! in one of [`IMPORT_EXTENSIONS`] and do not start with a dot, so it can scan the
+//! store's own root (where `content/`, `snapshots/` and the state file live): that
+//! root is the air-gap directory. Archives that disappeared are forgotten.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
@@ -555,13 +558,13 @@ pub fn import_dir(
     dir: &Path,
 ) -> Result<ImportReport, ImageError> {
     let state_path = store.root().join(STATE_FILE);
-    let mut state = load_state(&state_path)?;
+    let previous = load_state(&state_path)?;
+    let mut state = ImportState::default();
     let stored: HashSet<String> = store.images()?.into_iter().map(|i| i.name).collect();
     let mut report = ImportReport::default();
     for path in archives_in(dir)? {
         let key = path.to_string_lossy().into_owned();
-        let previous = state.archives.get(&key);
-        match import_if_changed(store, platform, &path, previous, &stored) {
+        match import_if_changed(store, platform, &path, previous.archives.get(&key), &stored) {
             Ok(Outcome::Unchanged(entry)) => {
                 state.archives.insert(key, entry);
                 report.skipped.push(path);
@@ -571,9 +574,15 @@ pub fn import_dir(
                 report.imported.push((path, images));
             }
             Err(e) => {
-                tracing::warn!(archive = %path.display(), error = %e, "image import failed");
+                tracing::debug!(archive = %path.display(), error = %e, "image import failed");
                 report.failed.push((path, e));
             }
+        }
+    }
+    // Entries of other directories are kept; those of vanished archives dropped.
+    for (key, entry) in previous.archives {
+        if Path::new(&key).parent() != Some(dir) {
+            state.archives.entry(key).or_insert(entry);
         }
     }
     save_state(&state_path, &state)?;
@@ -619,7 +628,8 @@ fn import_if_changed(
     Ok(Outcome::Imported(entry, images))
 }
 
-/// Files of `dir` with an archive extension, sorted; none when `dir` is missing.
+/// Regular files (or links to them) of `dir` with an archive extension and no
+/// leading dot, sorted; none when `dir` is missing.
 fn archives_in(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -639,12 +649,18 @@ fn archives_in(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
             .file_name()
             .map(|n| n.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
-        if IMPORT_EXTENSIONS.iter().any(|ext| name.ends_with(ext)) && path.is_file() {
+        if is_archive_name(&name) && path.is_file() {
             out.push(path);
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// A (lowercased) file name `import_dir` picks up: hidden files (editors' and
+/// copy tools' temp files) are not.
+fn is_archive_name(name: &str) -> bool {
+    !name.starts_with('.') && IMPORT_EXTENSIONS.iter().any(|ext| name.ends_with(ext))
 }
 
 fn hash_file(path: &Path) -> Result<Digest, ImageError> {
@@ -799,6 +815,53 @@ mod tests {
             .unwrap();
         let fourth = import_dir(&store, &platform(), &images).unwrap();
         assert_eq!(fourth.imported.len(), 1);
+    }
+
+    #[test]
+    fn import_dir_scans_the_stores_own_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("agent/images");
+        let store = ContentStore::open(&root).unwrap();
+        fs::write(root.join("a.tar"), docker_archive()).unwrap();
+        fs::write(root.join(".a.tar"), b"a copy tool's temp file").unwrap();
+        fs::create_dir(root.join("dir.tar")).unwrap();
+
+        let first = import_dir(&store, &platform(), &root).unwrap();
+        assert_eq!(first.imported.len(), 1, "{first:?}");
+        assert!(first.failed.is_empty(), "{first:?}");
+        assert!(root.join(STATE_FILE).is_file());
+        assert!(root.join("content").is_dir() && root.join("snapshots").is_dir());
+        let second = import_dir(&store, &platform(), &root).unwrap();
+        assert_eq!(second.skipped, vec![root.join("a.tar")]);
+        assert!(second.imported.is_empty() && second.failed.is_empty());
+    }
+
+    #[test]
+    fn import_dir_forgets_vanished_archives_only_of_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&dir.path().join("store")).unwrap();
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        for d in [&one, &two] {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join("a.tar"), docker_archive()).unwrap();
+        }
+        import_dir(&store, &platform(), &one).unwrap();
+        import_dir(&store, &platform(), &two).unwrap();
+        fs::remove_file(one.join("a.tar")).unwrap();
+        import_dir(&store, &platform(), &one).unwrap();
+        let state = load_state(&store.root().join(STATE_FILE)).unwrap();
+        let keys: Vec<&String> = state.archives.keys().collect();
+        assert_eq!(keys, [&two.join("a.tar").to_string_lossy().into_owned()]);
+    }
+
+    #[test]
+    fn archive_names() {
+        assert!(is_archive_name("busybox.tar"));
+        assert!(is_archive_name("app.tar.zst"));
+        assert!(is_archive_name("app.tgz"));
+        assert!(!is_archive_name(".app.tar"));
+        assert!(!is_archive_name("import-state.json"));
+        assert!(!is_archive_name("app.tar.part"));
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! air-gap archives, the content store, and unpacked layer snapshots.
 //!
 //! Owns: everything under the root passed to [`ImageStore::open`] (normally
-//! `<data-dir>/agent/`): content-addressed blobs, image records, snapshots and the
-//! import state; see `store.rs` for the layout.
+//! [`store_dir`]`(data_dir)`, i.e. `<data-dir>/agent/images/`): content-addressed
+//! blobs, image records, snapshots and the import state; see `store.rs` for the
+//! layout. The same directory is the air-gap directory: archives copied to its top
+//! level are imported by [`ImageStore::import_airgap`] when the agent starts (and
+//! by `skiff image import`).
 //! May call: nothing else in skiff; registries over HTTP(S), the filesystem.
 //!
 //! - [`Reference`] parses and normalises image names as Docker does.
@@ -11,7 +14,8 @@
 //!   layers) through the mirrors of `registries.yaml` ([`RegistriesConfig`]),
 //!   verifying every digest; concurrent pulls of one reference share one download.
 //! - [`ImageStore::import_archive`] / [`ImageStore::import_dir`] load docker-save and
-//!   OCI-layout tarballs (plain, gzip or zstd).
+//!   OCI-layout tarballs (plain, gzip or zstd); [`ImageStore::import_airgap`] is
+//!   `import_dir` of the store's own root, with logs, for the agent's start.
 //! - [`ImageStore::rootfs_layers`] unpacks layers once into read-only snapshots and
 //!   returns them as overlayfs lowerdirs; [`ImageStore::config`] gives the image
 //!   configuration (entrypoint, cmd, env, ...).
@@ -49,6 +53,15 @@ pub use store::{GcReport, Image, Layer};
 
 use registry::RegistryClient;
 use store::ContentStore;
+
+/// Where the node's image store (and air-gap directory) is, below a data dir.
+pub const STORE_SUBDIR: &str = "agent/images";
+
+/// The image store's root for `data_dir`: `<data-dir>/agent/images`. The agent and
+/// `skiff image` both use it.
+pub fn store_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(STORE_SUBDIR)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -307,6 +320,24 @@ impl ImageStore {
         blocking(move || archive::import_dir(&store, &platform, &dir)).await
     }
 
+    /// Imports the archives dropped at the top level of the store's root (the
+    /// air-gap directory, see [`store_dir`]): what the agent calls when it starts.
+    /// Unchanged archives imported before are skipped; a bad archive is logged and
+    /// reported, not fatal. Never fails as a whole: trouble with the directory
+    /// itself is reported as a failure of the root.
+    pub async fn import_airgap(&self) -> ImportReport {
+        let root = self.root().to_path_buf();
+        let report = match self.import_dir(&root).await {
+            Ok(report) => report,
+            Err(e) => ImportReport {
+                failed: vec![(root.clone(), e)],
+                ..ImportReport::default()
+            },
+        };
+        log_import(&root, &report);
+        report
+    }
+
     /// Every image, sorted by name.
     pub fn list(&self) -> Result<Vec<Image>, ImageError> {
         self.inner.store.images()
@@ -401,6 +432,27 @@ impl ImageStore {
     }
 }
 
+/// Logs what an air-gap import did: one line per archive, and a summary.
+fn log_import(dir: &Path, report: &ImportReport) {
+    for (archive, images) in &report.imported {
+        let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+        tracing::info!(archive = %archive.display(), images = ?names, "imported image archive");
+    }
+    for archive in &report.skipped {
+        tracing::debug!(archive = %archive.display(), "image archive unchanged since its import");
+    }
+    for (archive, error) in &report.failed {
+        tracing::warn!(archive = %archive.display(), error = %error, "image archive import failed");
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        imported = report.imported.len(),
+        skipped = report.skipped.len(),
+        failed = report.failed.len(),
+        "air-gap image import done"
+    );
+}
+
 /// What a stored record is looked up by: a normalised reference, or an id as given.
 fn lookup_key(reference: &str) -> String {
     if reference.starts_with("sha256:") {
@@ -418,4 +470,30 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ImageError::Task(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_below_the_agent_dir() {
+        assert_eq!(
+            store_dir(Path::new("/var/lib/skiff")),
+            Path::new("/var/lib/skiff/agent/images")
+        );
+    }
+
+    #[tokio::test]
+    async fn import_airgap_reports_bad_archives_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(store_dir(dir.path()), StoreOptions::default()).unwrap();
+        std::fs::write(store.root().join("broken.tar.gz"), b"not gzip").unwrap();
+        let report = store.import_airgap().await;
+        assert!(report.imported.is_empty() && report.skipped.is_empty());
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(report.failed[0].0, store.root().join("broken.tar.gz"));
+        // Not recorded: tried again next time.
+        assert_eq!(store.import_airgap().await.failed.len(), 1);
+    }
 }

@@ -36,6 +36,10 @@ pub struct RegistriesConfig {
     pub mirrors: BTreeMap<String, MirrorConfig>,
     #[serde(default)]
     pub configs: BTreeMap<String, HostConfig>,
+    /// k3s's `--disable-default-registry-endpoint`: pull only from the mirrors, never
+    /// from the registry itself (air-gapped sites). Not a key of the file.
+    #[serde(skip)]
+    pub disable_default_endpoint: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -181,7 +185,8 @@ impl RegistriesConfig {
             }
         }
         let default = default_endpoint(&reference.registry);
-        if !out.iter().any(|e| e.api_root == default.0) {
+        let skip_default = self.disable_default_endpoint && mirror.is_some();
+        if !skip_default && !out.iter().any(|e| e.api_root == default.0) {
             out.push(Endpoint {
                 api_root: default.0,
                 host: default.1,

@@ -7,6 +7,8 @@
 //! content/lock                 flock: shared while writing content, exclusive for gc
 //! snapshots/<diff_id hex>/     unpacked layers (overlay lowerdirs), read-only
 //! import-state.json            archives already imported (see archive.rs)
+//! *.tar, *.tar.gz, *.tar.zst    air-gap archives an operator copied here, imported
+//!                              at the agent's start (`ImageStore::import_airgap`)
 //! ```
 //!
 //! Blobs are written to a temp file, fsynced, checked against their digest and only

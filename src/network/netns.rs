@@ -1,6 +1,6 @@
-//! Named network namespaces as files under a directory (like `ip netns`): made by
-//! unsharing the network namespace in a short-lived thread and bind-mounting it, so
-//! no other thread of the agent ever changes namespace.
+//! Namespaces as files (like `ip netns`): made by unsharing the namespace in a
+//! short-lived thread and bind-mounting it, so no other thread of the agent ever
+//! changes namespace. Network namespaces, and a pod sandbox's IPC and UTS ones.
 
 use std::path::{Path, PathBuf};
 
@@ -23,50 +23,86 @@ pub enum NetnsError {
     },
 }
 
+/// The kinds of namespace a pod sandbox keeps as files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Net,
+    Ipc,
+    Uts,
+}
+
+impl Kind {
+    fn flag(self) -> CloneFlags {
+        match self {
+            Kind::Net => CloneFlags::CLONE_NEWNET,
+            Kind::Ipc => CloneFlags::CLONE_NEWIPC,
+            Kind::Uts => CloneFlags::CLONE_NEWUTS,
+        }
+    }
+
+    fn proc_name(self) -> &'static str {
+        match self {
+            Kind::Net => "net",
+            Kind::Ipc => "ipc",
+            Kind::Uts => "uts",
+        }
+    }
+}
+
 /// Creates the namespace file `dir/name` holding a new network namespace.
 pub fn create(dir: &Path, name: &str) -> Result<PathBuf, NetnsError> {
-    let path = dir.join(name);
     std::fs::create_dir_all(dir).map_err(|source| NetnsError::Io {
         action: "creating",
         path: dir.into(),
         source,
     })?;
-    std::fs::File::create(&path).map_err(|source| NetnsError::Io {
+    let path = dir.join(name);
+    create_kind(&path, Kind::Net, None)?;
+    Ok(path)
+}
+
+/// Creates the file `path` holding a new namespace of `kind` (a UTS namespace gets
+/// `hostname`), from a short-lived thread that unshares it and bind-mounts it there.
+pub fn create_kind(path: &Path, kind: Kind, hostname: Option<&str>) -> Result<(), NetnsError> {
+    std::fs::File::create(path).map_err(|source| NetnsError::Io {
         action: "creating",
-        path: path.clone(),
+        path: path.into(),
         source,
     })?;
-    let target = path.clone();
+    let target = path.to_path_buf();
+    let hostname = hostname.map(str::to_string);
     let made = std::thread::spawn(move || -> Result<(), NetnsError> {
         let sys = |action, errno| NetnsError::Sys {
             action,
             path: target.clone(),
             errno,
         };
-        unshare(CloneFlags::CLONE_NEWNET)
-            .map_err(|e| sys("unsharing a network namespace for", e))?;
+        unshare(kind.flag()).map_err(|e| sys("unsharing a namespace for", e))?;
+        if let Some(name) = hostname {
+            nix::unistd::sethostname(name).map_err(|e| sys("setting the hostname for", e))?;
+        }
+        let source = format!("/proc/thread-self/ns/{}", kind.proc_name());
         mount(
-            Some("/proc/thread-self/ns/net"),
+            Some(source.as_str()),
             &target,
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(|e| sys("bind-mounting the network namespace onto", e))
+        .map_err(|e| sys("bind-mounting the namespace onto", e))
     })
     .join()
     .unwrap_or_else(|_| {
         Err(NetnsError::Io {
             action: "creating",
-            path: path.clone(),
+            path: path.to_path_buf(),
             source: std::io::Error::other("namespace thread panicked"),
         })
     });
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
+    if made.is_err() {
+        let _ = std::fs::remove_file(path);
     }
-    Ok(path)
+    made
 }
 
 /// Unmounts and removes a namespace file; a missing one is fine.

@@ -291,6 +291,28 @@ impl Pki {
         Ok((leaf.cert_pem, leaf.key_pem))
     }
 
+    /// Issues a serving certificate from the cluster CA, e.g. for a node's kubelet
+    /// API: `issue_serving_cert("system:node:n1", &["n1", "10.0.0.5"], 365)`. Each
+    /// name becomes an IP or DNS subject alternative name. Returns `(certificate
+    /// PEM, PKCS#8 key PEM)`; nothing is written.
+    pub fn issue_serving_cert(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        validity_days: u32,
+    ) -> Result<(String, String), PkiError> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let spec = LeafSpec {
+            stem: "serving",
+            common_name: common_name.into(),
+            organizations: Vec::new(),
+            sans: dedup_sans(&names)?,
+            purpose: ExtendedKeyUsagePurpose::ServerAuth,
+        };
+        let leaf = issue_leaf(&self.ca, &spec, DAY * validity_days)?;
+        Ok((leaf.cert_pem, leaf.key_pem))
+    }
+
     /// Returns the cluster join token stored at `path`, creating it when
     /// absent from `given` (a bare secret or a full token for this CA) or
     /// from a random 32-hex-char secret. An existing token is reused; a

@@ -24,6 +24,7 @@
 
 pub mod cgroups;
 pub mod config;
+pub mod exec;
 pub mod host;
 pub mod logs;
 pub mod shim;

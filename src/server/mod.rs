@@ -4,7 +4,7 @@
 //!
 //! May call: store, pki, api (and later controllers, scheduler, agent).
 
-mod tls;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -80,7 +80,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
             advertise_address: SocketAddr::new(advertise, port).to_string(),
             join_secret,
         },
-        Some(Arc::new(NodeIssuer(pki.clone()))),
+        Some(Arc::new(api::join::PkiIssuer(pki.clone()))),
     );
     let router = api::router(state.clone());
     let address = SocketAddr::new(config.bind_address, port);
@@ -115,11 +115,68 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     );
 
     start_controllers(&config, &pki).await?;
+    if !config.disable_agent {
+        tokio::spawn(run_local_agent(config.clone(), advertise, token.clone()));
+    }
     tokio::spawn(compact_forever(store, config.history_revisions));
     tokio::spawn(renew_forever(pki, config));
     wait_for_stop().await;
     tracing::info!("skiff server stopping");
     Ok(())
+}
+
+/// The server's own node: the same agent `skiff agent` runs, joined over the
+/// loopback with the cluster's token, labelled as the control plane.
+async fn run_local_agent(config: ServerConfig, node_ip: IpAddr, token: String) {
+    use crate::agent::containers::{sandbox::Dns, RuntimeConfig};
+    if !nix::unistd::geteuid().is_root() {
+        tracing::error!("the server's agent needs root to run containers; it is not started (use --disable-agent to silence this)");
+        return;
+    }
+    let host = if config.bind_address.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        config.bind_address
+    };
+    let registries_path = std::path::Path::new(crate::image::DEFAULT_REGISTRIES_PATH);
+    let registries = match crate::image::RegistriesConfig::load(registries_path) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the server's agent is not started");
+            return;
+        }
+    };
+    let agent = crate::agent::AgentConfig {
+        server: format!(
+            "https://{}",
+            SocketAddr::new(host, config.https_listen_port)
+        ),
+        token,
+        node_name: hostname(),
+        node_ip,
+        data_dir: config.data_dir.clone(),
+        labels: Default::default(),
+        taints: Vec::new(),
+        control_plane: true,
+        capacity: crate::agent::machine_capacity(),
+        lease_interval: Duration::from_secs(10),
+        kubelet_port: 10250,
+    };
+    let runtime = RuntimeConfig {
+        data_dir: config.data_dir.clone(),
+        node_ip,
+        dns: Dns {
+            server: config.cluster_dns,
+            domain: config.cluster_domain.clone(),
+        },
+        cni_bin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+        cni_conf_dir: None,
+        registries,
+        service_cidr: config.service_cidr.to_string(),
+    };
+    if let Err(e) = crate::agent::run_containers(agent, runtime).await {
+        tracing::error!(error = %e, "the server's agent stopped");
+    }
 }
 
 /// The controllers and the scheduler, as API clients with their own certificate.
@@ -150,21 +207,6 @@ async fn start_controllers(config: &ServerConfig, pki: &Pki) -> Result<(), Serve
     controllers::supervise("scheduler", scheduler_ctx, crate::scheduler::run);
     controllers::start_all(client, settings);
     Ok(())
-}
-
-/// Node credentials from the cluster CA, valid for a year (agents renew them).
-struct NodeIssuer(Arc<Pki>);
-
-impl api::join::CredentialIssuer for NodeIssuer {
-    fn ca_pem(&self) -> String {
-        self.0.ca_pem().to_string()
-    }
-
-    fn issue_node_credentials(&self, node: &str) -> Result<(String, String), String> {
-        self.0
-            .issue_client_cert(&format!("system:node:{node}"), &["system:nodes"], 365)
-            .map_err(|e| e.to_string())
-    }
 }
 
 fn cert_options(config: &ServerConfig, advertise: IpAddr) -> CertOptions {

@@ -15,6 +15,20 @@ use crate::api::auth::PeerIdentity;
 use crate::pki;
 
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) {
+    serve_with(listener, tls, router, PeerIdentity).await
+}
+
+/// Accepts TLS connections and serves `router` on them (HTTP/1.1 and HTTP/2, with
+/// upgrades), attaching `wrap(identity of the client certificate)` to every request
+/// as an extension.
+pub async fn serve_with<E>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    wrap: fn(Option<pki::Identity>) -> E,
+) where
+    E: Clone + Send + Sync + 'static,
+{
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -42,8 +56,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|cert| pki::client_identity(cert.as_ref()).ok());
-            let service =
-                TowerToHyperService::new(router.layer(axum::Extension(PeerIdentity(identity))));
+            let service = TowerToHyperService::new(router.layer(axum::Extension(wrap(identity))));
             let result = Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
                 .await;

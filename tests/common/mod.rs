@@ -4,6 +4,9 @@
 //! the test fails.
 #![allow(dead_code)]
 
+pub mod images;
+pub mod node;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
