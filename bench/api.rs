@@ -64,6 +64,11 @@ fn main() -> Result<()> {
 }
 
 async fn run_all(report: &mut Report) -> Result<()> {
+    // SKIFF_BENCH_ONLY=history runs only the history-growth part.
+    if std::env::var("SKIFF_BENCH_ONLY").as_deref() == Ok("history") {
+        eprintln!("history growth (default settings)…");
+        return history::churn(report, &[], "default settings").await;
+    }
     startup::binary_size(report)?;
     eprintln!("start-up times…");
     startup::ready_times(report).await?;

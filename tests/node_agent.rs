@@ -515,10 +515,26 @@ spec:
         "{image_id} vs index {}",
         multi.digest
     );
-    let arch = node
+    // The index resolved to this node's platform.
+    let listed = images::run(
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["image", "ls", "--data-dir"])
+            .arg(node.agent().data_dir()),
+    );
+    let row = listed
+        .lines()
+        .find(|l| l.contains("team/multi"))
+        .unwrap_or_default();
+    let platform = if cfg!(target_arch = "aarch64") {
+        "linux/arm64"
+    } else {
+        "linux/amd64"
+    };
+    assert!(row.contains(platform), "{listed}");
+    let hostname = node
         .server
         .ok(&["exec", "multi", "--", "sh", "-c", "echo $HOSTNAME"]);
-    assert_eq!(arch.trim(), "multi");
+    assert_eq!(hostname.trim(), "multi");
     let missing = node.wait_pod(
         "missing",
         Duration::from_secs(60),
@@ -536,5 +552,104 @@ spec:
         "{events}"
     );
     let _ = missing;
+    node.assert_clean_after_deleting_pods();
+}
+
+#[test]
+fn pods_get_their_environment_volumes_and_init_containers() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let build = tempfile::tempdir().unwrap();
+    let archive = images::busybox_image(
+        build.path(),
+        "busybox:e2e",
+        images::ImageConfigSpec::cmd(&["sh"]).with_env("FROM_IMAGE=image"),
+    );
+    let node = Node::start(&[archive], &offline_registries());
+    let host_dir = build.path().join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("greeting"), "from the host\n").unwrap();
+    node.apply(&format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings}}
+data: {{mode: fast, "app.conf": "port=8080"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds}}
+stringData: {{password: s3cret}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: full, labels: {{tier: web}}}}
+spec:
+  initContainers:
+  - name: prepare
+    image: "busybox:e2e"
+    command: ["sh", "-c", "echo prepared > /work/ready"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: app
+    image: "busybox:e2e"
+    command: ["sh", "-c", "sleep 3600"]
+    env:
+    - {{name: MODE, valueFrom: {{configMapKeyRef: {{name: settings, key: mode}}}}}}
+    - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: TIER, valueFrom: {{fieldRef: {{fieldPath: "metadata.labels['tier']"}}}}}}
+    - {{name: COMBINED, value: "$(MODE)-$(POD_NAME)"}}
+    securityContext: {{runAsUser: 1000, runAsGroup: 1000}}
+    volumeMounts:
+    - {{name: work, mountPath: /work}}
+    - {{name: config, mountPath: /etc/app, readOnly: true}}
+    - {{name: secret, mountPath: /etc/creds}}
+    - {{name: scratch, mountPath: /scratch}}
+    - {{name: host, mountPath: /host}}
+  volumes:
+  - {{name: work, emptyDir: {{}}}}
+  - {{name: scratch, emptyDir: {{medium: Memory}}}}
+  - {{name: config, configMap: {{name: settings}}}}
+  - {{name: secret, secret: {{secretName: creds}}}}
+  - {{name: host, hostPath: {{path: "{}"}}}}
+"#,
+        host_dir.display()
+    ));
+    let pod = node.wait_pod("full", Duration::from_secs(60), "Running", |p| {
+        common::is_ready(p)
+    });
+    assert_eq!(
+        pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
+    let exec = |script: &str| node.server.ok(&["exec", "full", "--", "sh", "-c", script]);
+    assert_eq!(
+        exec("echo $MODE $PASSWORD $POD_NAME $TIER $COMBINED $FROM_IMAGE"),
+        "fast s3cret full web fast-full image\n"
+    );
+    assert_eq!(exec("cat /work/ready"), "prepared\n");
+    assert_eq!(
+        exec("cat /etc/app/app.conf; echo; cat /etc/creds/password"),
+        "port=8080\ns3cret"
+    );
+    assert_eq!(exec("cat /host/greeting"), "from the host\n");
+    assert_eq!(exec("id -u; id -g"), "1000\n1000\n");
+    assert!(exec("grep ' /scratch ' /proc/mounts").contains("tmpfs"));
+    let (ok, _, _) = node
+        .server
+        .kubectl(&["exec", "full", "--", "touch", "/etc/app/x"]);
+    assert!(!ok, "a read-only configMap mount is writable");
+    let resolv = exec("cat /etc/resolv.conf");
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("nameserver 10.43.0.10"), "{resolv}");
+    assert!(exec("cat /etc/hosts").contains("\tfull\n"));
+    node.server.ok(&["delete", "configmap", "settings"]);
+    node.server.ok(&["delete", "secret", "creds"]);
     node.assert_clean_after_deleting_pods();
 }

@@ -215,6 +215,26 @@ fn exec_enters_namespaces_cgroup_and_environment() {
     // Nothing of the helper's own environment leaks.
     assert!(!output.contains("SKIFF_EXEC_ENV"), "{output}");
 
+    // Never more privileged than the container: the same capability sets.
+    let out = run(
+        &f,
+        &target,
+        "grep -E '^(CapBnd|CapEff|CapPrm)' /proc/self/status",
+    );
+    let container = std::fs::read_to_string(format!("/proc/{}/status", handle.pid)).unwrap();
+    for line in text(&out.output).lines() {
+        assert!(
+            container.lines().any(|l| l == line),
+            "{line} differs from the container's"
+        );
+    }
+    assert_eq!(
+        text(&out.output).lines().count(),
+        3,
+        "{}",
+        text(&out.output)
+    );
+
     let mut user = target.clone();
     user.user = UserIds {
         uid: 1000,

@@ -221,6 +221,14 @@ pub fn helper_command() -> std::io::Result<ShimCommand> {
 /// Entry point of `skiff nsexec` (single-threaded process).
 pub fn exec_main(args: ExecArgs) -> i32 {
     let env = command_env(&args.env, std::env::vars_os());
+    // Read before entering: the container's /proc numbers its processes differently.
+    let privileges = match Privileges::of(args.pid) {
+        Ok(p) => p,
+        Err(message) => {
+            eprintln!("skiff nsexec: container {}: {message}", args.container_id);
+            return EXIT_SETUP_FAILED;
+        }
+    };
     if let Err(message) = enter(&args) {
         eprintln!("skiff nsexec: container {}: {message}", args.container_id);
         return EXIT_SETUP_FAILED;
@@ -228,7 +236,7 @@ pub fn exec_main(args: ExecArgs) -> i32 {
     // SAFETY: the helper is single-threaded; the child only runs its own code.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let (code, message) = become_command(&args, &env);
+            let (code, message) = become_command(&args, &env, &privileges);
             let _ = writeln!(std::io::stderr(), "{message}");
             std::process::exit(code)
         }
@@ -330,7 +338,7 @@ fn join_cgroup(root: &Path, cgroup: &Path, pid: u32) -> Result<(), String> {
 
 /// In the forked child: becomes the command. Returns only on failure, with the exit
 /// code and message.
-fn become_command(args: &ExecArgs, env: &[CString]) -> (i32, String) {
+fn become_command(args: &ExecArgs, env: &[CString], privileges: &Privileges) -> (i32, String) {
     let setup = |what: &str, e: Errno| (EXIT_SETUP_FAILED, format!("skiff nsexec: {what}: {e}"));
     if args.tty {
         if let Err(e) = nix::unistd::setsid() {
@@ -350,8 +358,14 @@ fn become_command(args: &ExecArgs, env: &[CString]) -> (i32, String) {
     if let Err(e) = nix::unistd::setgid(Gid::from_raw(args.gid)) {
         return setup("setgid", e);
     }
+    if let Err(message) = privileges.limit_bounding_set() {
+        return (EXIT_SETUP_FAILED, format!("skiff nsexec: {message}"));
+    }
     if let Err(e) = nix::unistd::setuid(Uid::from_raw(args.uid)) {
         return setup("setuid", e);
+    }
+    if let Err(message) = privileges.apply() {
+        return (EXIT_SETUP_FAILED, format!("skiff nsexec: {message}"));
     }
     // After the credential changes, which clear it.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
@@ -363,6 +377,94 @@ fn become_command(args: &ExecArgs, env: &[CString]) -> (i32, String) {
         );
     }
     exec_command(&args.argv, env)
+}
+
+/// The container process's privileges, which an exec'd process gets too (never
+/// more): its capability sets and `no_new_privs`. (Its seccomp filter is not copied:
+/// the kernel offers no way to read it back without CAP_SYS_ADMIN tricks.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Privileges {
+    bounding: u64,
+    effective: u64,
+    permitted: u64,
+    inheritable: u64,
+    no_new_privs: bool,
+}
+
+impl Privileges {
+    fn of(pid: i32) -> Result<Privileges, String> {
+        let path = format!("/proc/{pid}/status");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+        Privileges::parse(&text).ok_or_else(|| format!("no capability sets in {path}"))
+    }
+
+    fn parse(status: &str) -> Option<Privileges> {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        let mask = |name: &str| u64::from_str_radix(&field(name)?, 16).ok();
+        Some(Privileges {
+            bounding: mask("CapBnd:")?,
+            effective: mask("CapEff:")?,
+            permitted: mask("CapPrm:")?,
+            inheritable: mask("CapInh:")?,
+            no_new_privs: field("NoNewPrivs:").is_some_and(|v| v == "1"),
+        })
+    }
+
+    fn set_of(mask: u64) -> caps::CapsHashSet {
+        caps::all()
+            .into_iter()
+            .filter(|c| c.index() < 64 && mask & (1u64 << c.index()) != 0)
+            .collect()
+    }
+
+    /// Drops from the bounding set what the container lacks (needs CAP_SETPCAP, so
+    /// before the user changes).
+    fn limit_bounding_set(&self) -> Result<(), String> {
+        for cap in caps::all() {
+            if cap.index() < 64 && self.bounding & (1u64 << cap.index()) == 0 {
+                match caps::drop(None, caps::CapSet::Bounding, cap) {
+                    Ok(()) => {}
+                    // Capabilities this kernel does not know are not in any set.
+                    Err(_)
+                        if !caps::has_cap(None, caps::CapSet::Bounding, cap).unwrap_or(false) => {}
+                    Err(e) => return Err(format!("dropping {cap} from the bounding set: {e}")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the capability sets (after the user change: a non-root user has none
+    /// left to narrow) and `no_new_privs`.
+    fn apply(&self) -> Result<(), String> {
+        let _ = caps::clear(None, caps::CapSet::Ambient);
+        let permitted = caps::read(None, caps::CapSet::Permitted).unwrap_or_default();
+        let wanted = |mask| -> caps::CapsHashSet {
+            Privileges::set_of(mask)
+                .intersection(&permitted)
+                .copied()
+                .collect()
+        };
+        for (set, mask) in [
+            (caps::CapSet::Inheritable, self.inheritable),
+            (caps::CapSet::Effective, self.effective),
+            (caps::CapSet::Permitted, self.permitted),
+        ] {
+            // Effective must stay within permitted: narrow it first.
+            caps::set(None, set, &wanted(mask))
+                .map_err(|e| format!("setting capabilities: {e}"))?;
+        }
+        if self.no_new_privs {
+            nix::sys::prctl::set_no_new_privs()
+                .map_err(|e| format!("setting no_new_privs: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// `execve`s `argv[0]`, looked up in the environment's `PATH` when it has no slash.
@@ -845,6 +947,20 @@ mod tests {
         let built = command_env(&["EXTRA=2".into(), "junk".into()], vars.into_iter());
         let built: Vec<&str> = built.iter().map(|c| c.to_str().unwrap()).collect();
         assert_eq!(built, vec!["PATH=/bin", "FOO=a=b c", "LAST=1", "EXTRA=2"]);
+    }
+
+    #[test]
+    fn privileges_parse_from_proc_status() {
+        let status = "Name:\tsh\nCapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\n\
+                      CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nNoNewPrivs:\t1\n";
+        let p = Privileges::parse(status).unwrap();
+        assert_eq!(p.bounding, 0xa80425fb);
+        assert!(p.no_new_privs);
+        assert!(Privileges::set_of(p.effective).contains(&caps::Capability::CAP_CHOWN));
+        assert!(!Privileges::set_of(p.effective).contains(&caps::Capability::CAP_SYS_ADMIN));
+        assert_eq!(Privileges::parse("Name: x\n"), None);
+        let own = Privileges::of(std::process::id() as i32).unwrap();
+        assert!(own.bounding != 0);
     }
 
     #[test]

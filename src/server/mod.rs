@@ -18,6 +18,10 @@ use crate::pki::{self, CertOptions, Pki};
 use crate::store::{SqliteOptions, SqliteStore, Store};
 
 const COMPACT_EVERY: Duration = Duration::from_secs(10);
+/// History kept per byte of live data.
+const HISTORY_PER_LIVE_BYTE: u64 = 2;
+/// History kept however little is live.
+const HISTORY_MIN_BYTES: u64 = 16 * 1024;
 const RENEW_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
@@ -305,13 +309,24 @@ pub fn default_address() -> IpAddr {
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
-/// Keeps the newest `keep` revisions of history; older ones are compacted and
-/// their space reclaimed.
+/// Keeps at most the newest `keep` revisions of history, and no more history than
+/// `HISTORY_PER_LIVE_BYTE` times the live data (at least `HISTORY_MIN_BYTES`), so the
+/// database stays a small multiple of what it holds however hard one object churns;
+/// older revisions are compacted and their space reclaimed. Watchers that fall
+/// behind the compaction get 410 Gone and relist, as with etcd.
 async fn compact_forever(store: Arc<dyn Store>, keep: i64) {
     let mut ticker = tokio::time::interval(COMPACT_EVERY);
     loop {
         ticker.tick().await;
-        let target = store.current_revision() - keep;
+        let by_count = store.current_revision() - keep;
+        let by_size = match store.live_bytes().await {
+            Ok(live) => {
+                let budget = (live * HISTORY_PER_LIVE_BYTE).max(HISTORY_MIN_BYTES);
+                store.history_start_within(budget).await.unwrap_or(0)
+            }
+            Err(_) => 0,
+        };
+        let target = by_count.max(by_size);
         if target > store.compacted_revision() {
             if let Err(e) = store.compact(target).await {
                 tracing::warn!(error = %e, "compaction failed");

@@ -154,6 +154,11 @@ pub trait Store: Send + Sync + 'static {
     /// Drops history at and below `revision` (keeping each live key's newest version) and
     /// gives the freed space back to the file system.
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
+    /// Bytes of the live values (each key's newest version).
+    async fn live_bytes(&self) -> Result<u64, StoreError>;
+    /// The oldest revision from which the history (the versions written after it)
+    /// takes at most `bytes`: compacting there bounds history by size.
+    async fn history_start_within(&self, bytes: u64) -> Result<Revision, StoreError>;
 }
 
 /// The end of a prefix range: the smallest string greater than every string with `prefix`.

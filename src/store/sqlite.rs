@@ -654,6 +654,35 @@ impl Store for SqliteStore {
         done.await
             .map_err(|_| StoreError::Backend("store writer dropped the compaction".into()))?
     }
+
+    async fn live_bytes(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            let bytes: i64 = conn.query_row(
+                "SELECT COALESCE(SUM(length(value)), 0) FROM current",
+                [],
+                |row| row.get(0),
+            )?;
+            Ok(bytes.max(0) as u64)
+        })
+        .await
+    }
+
+    async fn history_start_within(&self, bytes: u64) -> Result<Revision, StoreError> {
+        let budget = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            // The newest revision whose version no longer fits, counting back from now.
+            let overflow: Option<Revision> = conn
+                .query_row(
+                    "SELECT rev FROM (SELECT rev, SUM(length(value)) OVER (ORDER BY rev DESC) AS total
+                     FROM log) WHERE total > ?1 ORDER BY rev DESC LIMIT 1",
+                    [budget],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(overflow.unwrap_or(0))
+        })
+        .await
+    }
 }
 
 type EventSender = tokio::sync::mpsc::Sender<Result<Event, StoreError>>;
@@ -887,6 +916,26 @@ mod tests {
         assert_eq!(listed.entries.len(), 1);
         let size = std::fs::metadata(store.path()).unwrap().len();
         assert!(size < 200_000, "database is {size} bytes after compaction");
+    }
+
+    #[tokio::test]
+    async fn history_can_be_bounded_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let value = "x".repeat(1000);
+        store.write(create("/k", &value)).await.unwrap();
+        store.write(create("/other", "small")).await.unwrap();
+        assert_eq!(store.live_bytes().await.unwrap(), 1005);
+        for _ in 0..100 {
+            store.write(update("/k", &value, None)).await.unwrap();
+        }
+        let rev = store.current_revision();
+        // About 10 versions of 1000 bytes fit in 10,500 bytes.
+        let start = store.history_start_within(10_500).await.unwrap();
+        assert!((rev - 11..=rev - 9).contains(&start), "{start} vs {rev}");
+        assert_eq!(store.history_start_within(u64::MAX).await.unwrap(), 0);
+        store.compact(rev - 10).await.unwrap();
+        assert!(store.watch("/", rev - 10).await.is_ok());
     }
 
     #[tokio::test]
