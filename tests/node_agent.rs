@@ -653,3 +653,74 @@ spec:
     node.server.ok(&["delete", "secret", "creds"]);
     node.assert_clean_after_deleting_pods();
 }
+
+#[test]
+fn the_server_is_a_node_too_unless_its_agent_is_disabled() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let _lock = NODE.lock().unwrap_or_else(|p| p.into_inner());
+    let build = tempfile::tempdir().unwrap();
+    let archive = images::busybox_image(
+        build.path(),
+        "busybox:e2e",
+        images::ImageConfigSpec::cmd(&["sh"]),
+    );
+    let mut server = Server::start_with_agent(
+        |data| {
+            let images_dir = data.join("agent/images");
+            std::fs::create_dir_all(&images_dir).unwrap();
+            std::fs::copy(&archive, images_dir.join("busybox.tar")).unwrap();
+        },
+        &["--advertise-address", "127.0.0.1"],
+    );
+    let data = server.data_dir();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let ready = eventually(Duration::from_secs(30), || {
+            let out = server.kubectl(&["get", "nodes", "--no-headers"]).1;
+            out.contains(" Ready ") && out.contains("control-plane")
+        });
+        assert!(
+            ready,
+            "{}\n{}",
+            server.kubectl(&["get", "nodes"]).1,
+            tail(&server.log(), 30)
+        );
+        let (ok, out, err) = server.with_stdin(
+            &["apply", "-f", "-"],
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: local}
+spec:
+  containers:
+  - {name: c, image: "busybox:e2e", imagePullPolicy: IfNotPresent, command: ["sleep", "3600"]}
+"#,
+        );
+        assert!(ok, "{out}{err}");
+        let running = eventually(Duration::from_secs(60), || {
+            common::is_ready(&server.get_json(&["pod", "local"]))
+        });
+        assert!(
+            running,
+            "{}",
+            server.kubectl(&["describe", "pod", "local"]).1
+        );
+        assert_eq!(
+            server.ok(&["exec", "local", "--", "hostname"]).trim(),
+            "local"
+        );
+        server.ok(&["delete", "pod", "local", "--timeout=60s"]);
+        let clean = eventually(Duration::from_secs(30), || leftovers(&data).is_empty());
+        assert!(clean, "{:?}", leftovers(&data));
+    }));
+    // Stop the server (and its agent) by PID, then clean, then drop its directory.
+    let _ = server.kubectl(&["delete", "pods", "--all", "--timeout=30s"]);
+    server.kill9();
+    force_clean(&data);
+    drop(server);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -80,6 +80,11 @@ pub async fn sync_forever(
     });
     let mut pool = IpPool::default();
     let deleting = Deleting::default();
+    // Nothing is judged before the first full list: an empty cache would make every
+    // pod the runtime holds look deleted.
+    if reader.wait_until_ready().await.is_err() {
+        return;
+    }
     loop {
         tokio::select! {
             _ = changed.notified() => {}

@@ -31,6 +31,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub port: u16,
     extra_args: Vec<String>,
+    /// Runs the server's own node agent (no `--disable-agent`; needs root).
+    with_agent: bool,
 }
 
 fn free_port() -> u16 {
@@ -49,6 +51,24 @@ impl Server {
         Self::start_with_config("", extra_args)
     }
 
+    /// Starts a server that is a node too (its in-process agent), with `data` laid out
+    /// by `prepare` (e.g. air-gap archives) before it starts.
+    pub fn start_with_agent(prepare: impl FnOnce(&Path), extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        std::fs::write(dir.path().join("config.yaml"), "").unwrap();
+        let mut server = Server {
+            child: None,
+            dir,
+            port: free_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            with_agent: true,
+        };
+        prepare(&server.data_dir());
+        server.launch();
+        server
+    }
+
     /// Starts with `config_yaml` as the server's config file.
     pub fn start_with_config(config_yaml: &str, extra_args: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -59,6 +79,7 @@ impl Server {
             dir,
             port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            with_agent: false,
         };
         server.launch();
         server
@@ -82,8 +103,12 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["server", "--bind-address", "127.0.0.1", "--disable-agent"])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        command.args(["server", "--bind-address", "127.0.0.1"]);
+        if !self.with_agent {
+            command.arg("--disable-agent");
+        }
+        let child = command
             .arg("--https-listen-port")
             .arg(self.port.to_string())
             .arg("--data-dir")
