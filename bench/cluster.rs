@@ -178,12 +178,20 @@ async fn wait_nodes_ready(nodes: &Api<Node>, count: usize) -> Result<Duration> {
 }
 
 /// Lists every pod page by page (as kubectl does) and returns the latency of each page.
+/// A continue token that expired (410) starts the list over, as client-go's pager does.
 async fn list_pods_timed(pods: &Api<Pod>) -> Result<Vec<f64>> {
     let mut latencies = Vec::new();
     let mut params = ListParams::default().limit(500);
     loop {
         let started = Instant::now();
-        let page = pods.list(&params).await?;
+        let page = match pods.list(&params).await {
+            Err(kube::Error::Api(e)) if e.code == 410 => {
+                eprintln!("a paged list expired (410); listing again");
+                params = ListParams::default().limit(500);
+                continue;
+            }
+            other => other?,
+        };
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),

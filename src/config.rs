@@ -77,6 +77,10 @@ pub struct ServerFlags {
     /// Revisions of history kept for watches before compaction [default: 1000]
     #[arg(long)]
     pub history_revisions: Option<i64>,
+    /// Seconds of history never compacted, so paged lists and reconnecting watches
+    /// keep working under churn [default: 60]
+    #[arg(long)]
+    pub history_min_age: Option<u64>,
 }
 
 /// The settings the server runs with.
@@ -96,6 +100,7 @@ pub struct ServerConfig {
     pub cluster_domain: String,
     pub disable_agent: bool,
     pub history_revisions: i64,
+    pub history_min_age: std::time::Duration,
 }
 
 /// Reads the config file if it exists (a missing default file is fine; a missing
@@ -208,6 +213,9 @@ pub fn merge(flags: ServerFlags, file: ServerFlags) -> Result<ServerConfig, Conf
             .unwrap_or_else(|| "cluster.local".into()),
         disable_agent: flags.disable_agent || file.disable_agent,
         history_revisions,
+        history_min_age: std::time::Duration::from_secs(
+            flags.history_min_age.or(file.history_min_age).unwrap_or(60),
+        ),
     })
 }
 

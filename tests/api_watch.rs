@@ -64,7 +64,7 @@ fn watch_resumes_from_a_resource_version() {
 
 #[test]
 fn a_compacted_resource_version_gets_410_expired() {
-    let server = Server::start_with(&["--history-revisions", "100"]);
+    let server = Server::start_with(&["--history-revisions", "100", "--history-min-age", "0"]);
     server.ok(&["create", "configmap", "early"]);
     let rv = server.get_json(&["configmap", "early"])["metadata"]["resourceVersion"]
         .as_str()

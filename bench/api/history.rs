@@ -18,9 +18,9 @@ const CONNECTIONS: usize = 1;
 /// The contention probe: this many connections patch one pod at once.
 const CONTENDERS: usize = 16;
 const PATCHES_PER_CONTENDER: usize = 100;
-/// Compaction runs every 10 s; two ticks after the last write it has certainly
-/// run on the final revision.
-const COMPACTION_WAIT: Duration = Duration::from_secs(22);
+/// Compaction runs every 10 s and leaves the last 60 s of history alone: two ticks
+/// after that it has certainly run on the final revision.
+const COMPACTION_WAIT: Duration = Duration::from_secs(82);
 
 /// Every list the live-size estimate adds up (what a fresh server stores).
 const LIVE_LISTS: &[&str] = &[

@@ -122,7 +122,11 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     if !config.disable_agent {
         tokio::spawn(run_local_agent(config.clone(), advertise, token.clone()));
     }
-    tokio::spawn(compact_forever(store, config.history_revisions));
+    tokio::spawn(compact_forever(
+        store,
+        config.history_revisions,
+        config.history_min_age,
+    ));
     tokio::spawn(renew_forever(pki, config));
     wait_for_stop().await;
     tracing::info!("skiff server stopping");
@@ -312,12 +316,25 @@ pub fn default_address() -> IpAddr {
 /// Keeps at most the newest `keep` revisions of history, and no more history than
 /// `HISTORY_PER_LIVE_BYTE` times the live data (at least `HISTORY_MIN_BYTES`), so the
 /// database stays a small multiple of what it holds however hard one object churns;
-/// older revisions are compacted and their space reclaimed. Watchers that fall
-/// behind the compaction get 410 Gone and relist, as with etcd.
-async fn compact_forever(store: Arc<dyn Store>, keep: i64) {
+/// but never compacts revisions younger than `min_age` (`--history-min-age`, 60 s), so lists paged over
+/// a busy cluster and watchers that reconnect keep working (etcd under Kubernetes
+/// keeps five minutes). Older revisions are compacted and their space reclaimed;
+/// watchers that fall further behind get 410 Gone and relist, as with etcd.
+async fn compact_forever(store: Arc<dyn Store>, keep: i64, min_age: Duration) {
     let mut ticker = tokio::time::interval(COMPACT_EVERY);
+    // (when, current revision then), oldest first: how far back is old enough.
+    let mut seen: std::collections::VecDeque<(Instant, i64)> = Default::default();
     loop {
         ticker.tick().await;
+        let now = Instant::now();
+        seen.push_back((now, store.current_revision()));
+        while seen.len() >= 2 && now.duration_since(seen[1].0) >= min_age {
+            seen.pop_front();
+        }
+        let old_enough = seen
+            .front()
+            .filter(|(at, _)| now.duration_since(*at) >= min_age)
+            .map_or(0, |(_, revision)| *revision);
         let by_count = store.current_revision() - keep;
         let by_size = match store.live_bytes().await {
             Ok(live) => {
@@ -326,7 +343,7 @@ async fn compact_forever(store: Arc<dyn Store>, keep: i64) {
             }
             Err(_) => 0,
         };
-        let target = by_count.max(by_size);
+        let target = by_count.max(by_size).min(old_enough);
         if target > store.compacted_revision() {
             if let Err(e) = store.compact(target).await {
                 tracing::warn!(error = %e, "compaction failed");
