@@ -91,3 +91,39 @@ fn deleting_a_namespace_removes_everything_inside() {
     ]);
     assert!(left.trim().is_empty(), "{left}");
 }
+
+#[test]
+fn pods_of_a_deleted_node_are_removed_and_replaced() {
+    let (server, mut agents) = cluster(2);
+    server.ok(&[
+        "create",
+        "deployment",
+        "spread",
+        "--image=busybox",
+        "--replicas=4",
+    ]);
+    server.ok(&["rollout", "status", "deployment/spread", "--timeout=60s"]);
+    let on_node0 = |server: &common::Server| {
+        pods(server, "app=spread")
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == "node-0")
+            .count()
+    };
+    assert!(
+        on_node0(&server) > 0,
+        "{}",
+        server.ok(&["get", "pods", "-o", "wide"])
+    );
+    // The node dies and an admin removes it: nobody is left to finish its pods.
+    agents[0].kill();
+    server.ok(&["delete", "node", "node-0"]);
+    let gone = eventually(Duration::from_secs(20), || on_node0(&server) == 0);
+    assert!(gone, "{}", server.ok(&["get", "pods", "-o", "wide"]));
+    let (ok, _, err) = server.kubectl(&["rollout", "status", "deployment/spread", "--timeout=60s"]);
+    assert!(ok, "{err}");
+    assert!(pods(&server, "app=spread")
+        .iter()
+        .all(|p| p["spec"]["nodeName"] == "node-1"));
+    let events = server.ok(&["get", "events", "--field-selector", "reason=NodeGone"]);
+    assert!(events.contains("Node node-0 is gone"), "{events}");
+}

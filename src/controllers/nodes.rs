@@ -5,7 +5,8 @@
 //! the eviction timeout (a pod's own NoExecute toleration wins), deletes its pods so
 //! their controllers replace them elsewhere. A node that renews its lease again loses
 //! the taints; the agent reports itself Ready and completes the deletion of its stale
-//! pods.
+//! pods. Pods bound to a node that was deleted are force-deleted (nobody else would
+//! finish them).
 //!
 //! May call: the API (nodes, nodes/status, pods, pods/status, leases, events).
 
@@ -60,8 +61,21 @@ pub async fn run(ctx: Arc<Context>) {
     let _ = nodes.wait_until_ready().await;
     let _ = leases.wait_until_ready().await;
     let mut ticker = tokio::time::interval(TICK);
+    // Pods bound to nodes that no longer exist: swept once at start, then whenever a
+    // node disappears.
+    let mut known: BTreeSet<String> = nodes.state().iter().map(|n| n.name_any()).collect();
+    if let Err(e) = collect_orphaned_pods(&ctx, &known).await {
+        tracing::debug!(error = %e, "sweeping pods of deleted nodes failed");
+    }
     loop {
         ticker.tick().await;
+        let now_known: BTreeSet<String> = nodes.state().iter().map(|n| n.name_any()).collect();
+        for gone in known.difference(&now_known) {
+            if let Err(e) = delete_pods_of_deleted_node(&ctx, gone).await {
+                tracing::debug!(node = %gone, error = %e, "deleting pods of a deleted node failed");
+            }
+        }
+        known = now_known;
         let renewals: HashMap<String, DateTime<Utc>> = leases
             .state()
             .iter()
@@ -253,6 +267,71 @@ async fn mark_unreachable(ctx: &Context, node: &Node) -> Result<(), kube::Error>
         )
         .await;
     mark_pods_not_ready(ctx, node).await
+}
+
+/// Force-deletes the pods bound to `node`, which no longer exists: no agent is left
+/// to finish their deletion (the pod garbage collector of kube-controller-manager).
+async fn delete_pods_of_deleted_node(ctx: &Context, node: &str) -> Result<(), kube::Error> {
+    let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let pods = Api::<Pod>::all(ctx.client.clone())
+        .list(&params)
+        .await?
+        .items;
+    for pod in pods {
+        force_delete(ctx, &pod, node).await?;
+    }
+    Ok(())
+}
+
+async fn force_delete(ctx: &Context, pod: &Pod, node: &str) -> Result<(), kube::Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: pod.uid().map(|uid| kube::api::Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&pod.name_any(), &params).await {
+        Ok(_) => {
+            let message = format!("Node {node} is gone: deleting pod {}", pod.name_any());
+            ctx.recorder
+                .publish(
+                    &pod.object_ref(&()),
+                    EventType::Normal,
+                    "NodeGone",
+                    &message,
+                )
+                .await;
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Pods bound to a node that is not in `nodes` (e.g. deleted while the server was down).
+async fn collect_orphaned_pods(ctx: &Context, nodes: &BTreeSet<String>) -> Result<(), kube::Error> {
+    let api = Api::<Pod>::all(ctx.client.clone());
+    let mut params = ListParams::default().fields("spec.nodeName!=").limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        for pod in &page.items {
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            if !node.is_empty() && !nodes.contains(&node) {
+                force_delete(ctx, pod, &node).await?;
+            }
+        }
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(()),
+        }
+    }
 }
 
 async fn pods_on(ctx: &Context, node: &Node) -> Result<Vec<Pod>, kube::Error> {
