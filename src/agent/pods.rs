@@ -181,7 +181,9 @@ async fn sync_once(
     }
 }
 
-fn grace_period(pod: &Pod) -> Duration {
+/// How long a pod's containers get to stop: the deletion's grace period, else the
+/// pod's `terminationGracePeriodSeconds`, else 30 s.
+pub(crate) fn grace_period(pod: &Pod) -> Duration {
     let seconds = pod
         .metadata
         .deletion_grace_period_seconds

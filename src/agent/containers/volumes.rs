@@ -42,30 +42,44 @@ pub enum VolumeError {
 /// The data of a ConfigMap or Secret, as bytes per key.
 type Data = BTreeMap<String, Vec<u8>>;
 
+/// Reads a ConfigMap or Secret (`what` names the kind in errors); `None` if absent.
+async fn fetch<K>(
+    client: &kube::Client,
+    what: &'static str,
+    namespace: &str,
+    name: &str,
+    data: impl FnOnce(K) -> Data,
+) -> Result<Option<Data>, VolumeError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let found = api.get_opt(name).await.map_err(|e| VolumeError::Api {
+        what,
+        name: name.into(),
+        namespace: namespace.into(),
+        source: Box::new(e),
+    })?;
+    Ok(found.map(data))
+}
+
 async fn config_map(
     client: &kube::Client,
     namespace: &str,
     name: &str,
 ) -> Result<Option<Data>, VolumeError> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let found = api.get_opt(name).await.map_err(|e| VolumeError::Api {
-        what: "configmap",
-        name: name.into(),
-        namespace: namespace.into(),
-        source: Box::new(e),
-    })?;
-    Ok(found.map(|cm| {
-        let mut data: Data = cm
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.into_bytes()))
-            .collect();
-        for (k, v) in cm.binary_data.unwrap_or_default() {
-            data.insert(k, v.0);
-        }
-        data
-    }))
+    fetch(client, "configmap", namespace, name, |cm: ConfigMap| {
+        let text = cm.data.unwrap_or_default().into_iter();
+        let binary = cm.binary_data.unwrap_or_default().into_iter();
+        text.map(|(k, v)| (k, v.into_bytes()))
+            .chain(binary.map(|(k, v)| (k, v.0)))
+            .collect()
+    })
+    .await
 }
 
 async fn secret(
@@ -73,25 +87,14 @@ async fn secret(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Data>, VolumeError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let found = api.get_opt(name).await.map_err(|e| VolumeError::Api {
-        what: "secret",
-        name: name.into(),
-        namespace: namespace.into(),
-        source: Box::new(e),
-    })?;
-    Ok(found.map(|s| {
-        let mut data: Data = s
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
-        for (k, v) in s.string_data.unwrap_or_default() {
-            data.insert(k, v.into_bytes());
-        }
-        data
-    }))
+    fetch(client, "secret", namespace, name, |s: Secret| {
+        let data = s.data.unwrap_or_default().into_iter();
+        let text = s.string_data.unwrap_or_default().into_iter();
+        data.map(|(k, v)| (k, v.0))
+            .chain(text.map(|(k, v)| (k, v.into_bytes())))
+            .collect()
+    })
+    .await
 }
 
 fn volume_error(volume: &str, message: impl std::fmt::Display) -> VolumeError {

@@ -810,7 +810,7 @@ impl Worker {
                 );
                 self.event(Some(&container), EventType::Normal, "Killing", &text)
                     .await;
-                let grace = self.grace();
+                let grace = crate::agent::pods::grace_period(&self.pod);
                 if let Err(e) = self.rt.runtime.stop(&container_id, grace).await {
                     tracing::warn!(id = %container_id, error = %e, "stopping an unhealthy container failed");
                 }
@@ -819,20 +819,6 @@ impl Worker {
                 self.observe_exits();
             }
         }
-    }
-
-    fn grace(&self) -> Duration {
-        let seconds = self
-            .pod
-            .metadata
-            .deletion_grace_period_seconds
-            .or(self
-                .pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds))
-            .unwrap_or(30);
-        Duration::from_secs(seconds.max(0) as u64)
     }
 
     async fn remove_run(&self, run: &Run) {
