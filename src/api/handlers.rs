@@ -19,8 +19,8 @@ use super::selector::{FieldSelector, LabelSelector};
 use super::status::{self, ApiError};
 use super::validation::{CauseReason, FieldError};
 use super::{
-    body, defaults, discovery, events, json_response, json_response_typed, object, openapi, schema,
-    table, validation, watch, SharedState,
+    body, defaults, discovery, events, json_response, json_response_typed, object, openapi,
+    rawlist, schema, table, validation, watch, SharedState,
 };
 use crate::store::{Entry, ListRequest, Revision, StoreError, WriteOp};
 
@@ -343,8 +343,23 @@ impl Filter {
         Ok(Filter { labels, fields })
     }
 
+    #[cfg(test)]
+    pub fn new(labels: LabelSelector, fields: FieldSelector) -> Self {
+        Filter { labels, fields }
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels.matches_object(obj) && self.fields.matches(obj)
+    }
+
+    /// Selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    /// The field paths (`spec.nodeName` …) the field selector reads.
+    pub fn field_paths(&self) -> impl Iterator<Item = &str> {
+        self.fields.fields()
     }
 
     /// The one name a `metadata.name=` selector pins, to read a single key.
@@ -376,18 +391,36 @@ fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
         .ok_or_else(|| ApiError::bad_request(format!("invalid continue token {token:?}")))
 }
 
-/// The objects a list returns, the revision it was read at, and where to continue.
-pub(super) struct Listed {
-    pub items: Vec<Value>,
+/// The items a list returns, the revision it was read at, and where to continue.
+pub(super) struct Listed<T = Value> {
+    pub items: Vec<T>,
     pub revision: Revision,
     pub continue_token: Option<String>,
 }
 
+/// The objects of a list, decoded, filtered and presented.
 pub(super) async fn list_objects(
     ctx: &Ctx,
     filter: &Filter,
     limit: usize,
 ) -> Result<Listed, ApiError> {
+    scan(ctx, filter, limit, |entry| {
+        let obj = object::from_entry(entry).map_err(|e| {
+            ApiError::internal(format!("stored object {} is unreadable: {e}", entry.key))
+        })?;
+        Ok(filter.matches(&obj).then(|| ctx.present(obj)))
+    })
+    .await
+}
+
+/// Walks the stored objects a list covers, page by page at one revision, and keeps
+/// what `accept` makes of them (`None`: filtered out) until `limit` items are kept.
+async fn scan<T>(
+    ctx: &Ctx,
+    filter: &Filter,
+    limit: usize,
+    mut accept: impl FnMut(&Entry) -> Result<Option<T>, ApiError>,
+) -> Result<Listed<T>, ApiError> {
     let store = &ctx.state.store;
     let (mut start_after, mut at_revision) = match ctx.param("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
@@ -397,7 +430,7 @@ pub(super) async fn list_objects(
         None => (None, exact_revision(ctx)?),
     };
     if let (Some(name), None) = (filter.exact_name(), &start_after) {
-        return list_one(ctx, filter, name, at_revision).await;
+        return scan_one(ctx, name, at_revision, accept).await;
     }
     let prefix = ctx.resource.prefix(ctx.namespace.as_deref());
     let page_size = if limit == 0 { 0 } else { limit.max(500) };
@@ -420,11 +453,8 @@ pub(super) async fn list_objects(
         at_revision = Some(page.revision);
         let count = page.entries.len();
         for (i, entry) in page.entries.iter().enumerate() {
-            let obj = object::from_entry(entry).map_err(|e| {
-                ApiError::internal(format!("stored object {} is unreadable: {e}", entry.key))
-            })?;
-            if filter.matches(&obj) {
-                items.push(ctx.present(obj));
+            if let Some(item) = accept(entry)? {
+                items.push(item);
             }
             if limit > 0 && items.len() == limit {
                 let more = i + 1 < count || page.more;
@@ -450,12 +480,12 @@ pub(super) async fn list_objects(
 }
 
 /// A list narrowed to one name by `fieldSelector=metadata.name=X` (kubectl's waits).
-async fn list_one(
+async fn scan_one<T>(
     ctx: &Ctx,
-    filter: &Filter,
     name: &str,
     at: Option<Revision>,
-) -> Result<Listed, ApiError> {
+    mut accept: impl FnMut(&Entry) -> Result<Option<T>, ApiError>,
+) -> Result<Listed<T>, ApiError> {
     let store = &ctx.state.store;
     let page = store
         .list(ListRequest {
@@ -473,9 +503,8 @@ async fn list_one(
         .iter()
         .filter(|e| e.key == key || ctx.namespace.is_none())
     {
-        let obj = object::from_entry(entry).map_err(|e| ApiError::internal(e.to_string()))?;
-        if filter.matches(&obj) {
-            items.push(ctx.present(obj));
+        if let Some(item) = accept(entry)? {
+            items.push(item);
         }
     }
     Ok(Listed {
@@ -499,20 +528,56 @@ fn exact_revision(ctx: &Ctx) -> Result<Option<Revision>, ApiError> {
 async fn list(ctx: &Ctx) -> Result<Response, ApiError> {
     let filter = Filter::from_query(ctx)?;
     let limit = ctx.param("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
-    let listed = list_objects(ctx, &filter, limit).await?;
-    let rv = listed.revision.to_string();
     if ctx.wants_table() {
+        let listed = list_objects(ctx, &filter, limit).await?;
         let now = chrono::Utc::now();
         let t = table::table(
             ctx.resource.kind,
             &listed.items,
-            &rv,
+            &listed.revision.to_string(),
             listed.continue_token.as_deref(),
             now,
         );
         return Ok(json_response(StatusCode::OK, &t));
     }
-    let mut metadata = json!({"resourceVersion": rv});
+    if ctx.resource.group == "events.k8s.io" {
+        // Converted from core/v1 Events: decoded, converted, encoded.
+        let listed = list_objects(ctx, &filter, limit).await?;
+        let items: Vec<Value> = listed.items.into_iter().map(|o| ctx.shape(o)).collect();
+        let listed = Listed {
+            items: items.iter().map(|i| i.to_string().into_bytes()).collect(),
+            revision: listed.revision,
+            continue_token: listed.continue_token,
+        };
+        return Ok(list_response(ctx, listed));
+    }
+    list_raw(ctx, &filter, limit).await
+}
+
+/// A list written from the stored bytes of its objects (see [`rawlist`]).
+async fn list_raw(ctx: &Ctx, filter: &Filter, limit: usize) -> Result<Response, ApiError> {
+    let api_version = ctx.resource.api_version();
+    let shape = if ctx.wants_metadata_only() {
+        rawlist::Shape::MetadataOnly
+    } else {
+        rawlist::Shape::Full {
+            api_version: &api_version,
+            kind: ctx.resource.kind,
+        }
+    };
+    let listed = scan(ctx, filter, limit, |entry| {
+        let mut item = Vec::with_capacity(entry.value.len() + 64);
+        let kept = rawlist::append_item(&entry.value, entry.mod_rev, filter, shape, &mut item)
+            .map_err(|e| ApiError::internal(format!("{e} (key {})", entry.key)))?;
+        Ok(kept.then_some(item))
+    })
+    .await?;
+    Ok(list_response(ctx, listed))
+}
+
+/// `{"kind": …List, "apiVersion", "metadata", "items": [...]}` around encoded items.
+fn list_response(ctx: &Ctx, listed: Listed<Vec<u8>>) -> Response {
+    let mut metadata = json!({"resourceVersion": listed.revision.to_string()});
     if let Some(token) = listed.continue_token {
         metadata["continue"] = Value::String(token);
     }
@@ -524,11 +589,35 @@ async fn list(ctx: &Ctx) -> Result<Response, ApiError> {
     } else {
         (ctx.resource.list_kind(), ctx.resource.api_version())
     };
-    let items: Vec<Value> = listed.items.into_iter().map(|o| ctx.shape(o)).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"kind": kind, "apiVersion": api_version, "metadata": metadata, "items": items}),
-    ))
+    let head = json!({"kind": kind, "apiVersion": api_version, "metadata": metadata});
+    let body = list_body(&head, &listed.items);
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `head` (an object) with `"items": [...]` added from already encoded items.
+fn list_body(head: &Value, items: &[Vec<u8>]) -> Vec<u8> {
+    let head = head.to_string();
+    let size: usize = items.iter().map(|i| i.len() + 1).sum();
+    let mut body = Vec::with_capacity(head.len() + size + 16);
+    // The head without its closing brace, then the items.
+    body.extend_from_slice(head.strip_suffix('}').unwrap_or("{").as_bytes());
+    if head.len() > 2 {
+        body.push(b',');
+    }
+    body.extend_from_slice(b"\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    body
 }
 
 /// Decodes an object body and checks its type against the endpoint.
@@ -1519,6 +1608,19 @@ mod tests {
         assert_eq!(r.plural, "deployments");
         assert!(matches!(t, Target::Sub(_, s) if s == "scale"));
         assert!(parse_target("", "v1", &["nothing"]).is_err());
+    }
+
+    #[test]
+    fn list_bodies_are_the_head_plus_items() {
+        let head = json!({"kind": "PodList", "metadata": {"resourceVersion": "3"}});
+        let items = vec![b"{\"a\":1}".to_vec(), b"{\"b\":{}}".to_vec()];
+        let body: Value = serde_json::from_slice(&list_body(&head, &items)).unwrap();
+        assert_eq!(
+            body,
+            json!({"kind": "PodList", "metadata": {"resourceVersion": "3"}, "items": [{"a": 1}, {"b": {}}]})
+        );
+        let body: Value = serde_json::from_slice(&list_body(&json!({}), &[])).unwrap();
+        assert_eq!(body, json!({"items": []}));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod proxy;
+mod rawlist;
 pub mod resources;
 pub mod schema;
 pub mod selector;

@@ -343,6 +343,19 @@ impl Resource {
     }
 }
 
+/// Every field path selectors may name for the resources stored under `root` (core
+/// and events.k8s.io Events share one).
+pub fn field_paths(root: &str) -> Vec<&'static str> {
+    let mut paths: Vec<&'static str> = RESOURCES
+        .iter()
+        .filter(|r| r.prefix(None) == root)
+        .flat_map(|r| r.supported_fields())
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    paths
+}
+
 /// The resource served at `group/version/plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES

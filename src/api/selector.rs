@@ -861,6 +861,11 @@ impl FieldSelector {
         self.terms.is_empty()
     }
 
+    /// The field paths the selector looks at.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.terms.iter().map(|t| t.field.as_str())
+    }
+
     /// The value `field` is pinned to by an `=`/`==` term, if any. Every
     /// matching object has it, so a store may narrow its scan to it.
     pub fn exact_value(&self, field: &str) -> Option<&str> {

@@ -17,6 +17,7 @@ use super::handlers::{list_objects, Ctx, Filter};
 use super::status::ApiError;
 use super::table;
 use super::watchcache::Decoded;
+use super::{rawlist, resources};
 use crate::store::{EventKind, Revision, StoreError};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -92,8 +93,11 @@ impl Emitter<'_> {
 
     /// Turns one change into what this watcher should see, if anything.
     async fn event(&mut self, event: &Decoded) -> bool {
-        let now_matches = self.filter.matches(&event.object);
-        let before = event.prev.as_ref().map(|prev| self.filter.matches(prev));
+        let now_matches = self.filter.matches(&event.view);
+        let before = event
+            .prev_view
+            .as_ref()
+            .map(|prev| self.filter.matches(prev));
         let kind = match (&event.kind, before.unwrap_or(now_matches), now_matches) {
             (EventKind::Created, _, true) => "ADDED",
             (EventKind::Deleted, _, true) => "DELETED",
@@ -102,8 +106,34 @@ impl Emitter<'_> {
             (EventKind::Updated, true, false) => "DELETED",
             _ => return true,
         };
-        self.emit(kind, self.ctx.present(event.object.clone()))
-            .await
+        if self.table || self.ctx.resource.group == "events.k8s.io" {
+            let Some(obj) = event.object() else {
+                return true;
+            };
+            return self.emit(kind, self.ctx.present(obj.clone())).await;
+        }
+        self.emit_raw(kind, event).await
+    }
+
+    /// Writes the event's object from its stored bytes (see `rawlist`).
+    async fn emit_raw(&mut self, kind: &str, event: &Decoded) -> bool {
+        let api_version = self.ctx.resource.api_version();
+        let shape = if self.ctx.wants_metadata_only() {
+            rawlist::Shape::MetadataOnly
+        } else {
+            rawlist::Shape::Full {
+                api_version: &api_version,
+                kind: self.ctx.resource.kind,
+            }
+        };
+        let mut line = Vec::with_capacity(event.raw.len() + 96);
+        line.extend_from_slice(format!("{{\"type\":\"{kind}\",\"object\":").as_bytes());
+        if let Err(error) = rawlist::append(&event.raw, event.revision, shape, &mut line) {
+            tracing::warn!(key = %event.key, %error, "skipping an unreadable stored object");
+            return true;
+        }
+        line.extend_from_slice(b"}\n");
+        self.tx.send(Ok(Bytes::from(line))).await.is_ok()
     }
 }
 
@@ -135,10 +165,11 @@ async fn stream_events(
     };
     let prefix = ctx.resource.prefix(ctx.namespace.as_deref());
     let root = ctx.resource.prefix(None);
+    let paths = resources::field_paths(&root);
     let mut events = ctx
         .state
         .watch_cache
-        .watch(&root, &prefix, start)
+        .watch(&root, &prefix, start, &paths)
         .await
         .map_err(watch_error)?;
     let bookmarks = ctx.param("allowWatchBookmarks") == Some("true");

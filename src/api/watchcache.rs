@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::{Stream, StreamExt};
 use serde_json::Value;
@@ -22,14 +22,30 @@ const RING: usize = 2048;
 /// Live events buffered per watcher before it counts as too slow.
 const FANOUT_BUFFER: usize = 8192;
 
-/// One change, decoded once and shared by every watcher.
+/// One change, shared by every watcher: the stored bytes (written to clients by
+/// splicing, see `rawlist`), the small views selectors are matched on, and the whole
+/// object decoded only if some watcher needs it (Tables, converted kinds).
 #[derive(Debug)]
 pub struct Decoded {
     pub kind: EventKind,
     pub revision: Revision,
     pub key: String,
-    pub object: Value,
-    pub prev: Option<Value>,
+    /// The object as stored (without its resourceVersion).
+    pub raw: bytes::Bytes,
+    /// Metadata and the field-selectable values of the object …
+    pub view: Value,
+    /// … and of the version it replaced, when known.
+    pub prev_view: Option<Value>,
+    object: OnceLock<Option<Value>>,
+}
+
+impl Decoded {
+    /// The whole object with its resourceVersion, decoded on first use.
+    pub fn object(&self) -> Option<&Value> {
+        self.object
+            .get_or_init(|| decode_json(&self.raw, self.revision))
+            .as_ref()
+    }
 }
 
 /// A live feed plus the backlog a new watcher replays first.
@@ -43,16 +59,16 @@ fn decode_json(bytes: &[u8], revision: Revision) -> Option<Value> {
     Some(obj)
 }
 
-fn decode(event: &Event) -> Option<Decoded> {
+fn decode(event: &Event, paths: &[&str]) -> Option<Decoded> {
+    let view = |bytes: &[u8]| super::rawlist::view(bytes, paths.iter().copied()).ok();
     Some(Decoded {
         kind: event.kind.clone(),
         revision: event.entry.mod_rev,
         key: event.entry.key.clone(),
-        object: decode_json(&event.entry.value, event.entry.mod_rev)?,
-        prev: event
-            .prev
-            .as_ref()
-            .and_then(|p| decode_json(&p.value, p.mod_rev)),
+        raw: event.entry.value.clone(),
+        view: view(&event.entry.value)?,
+        prev_view: event.prev.as_ref().and_then(|p| view(&p.value)),
+        object: OnceLock::new(),
     })
 }
 
@@ -63,6 +79,8 @@ struct Ring {
 }
 
 struct Hub {
+    /// The field paths views hold.
+    paths: Vec<&'static str>,
     live: broadcast::Sender<Arc<Decoded>>,
     ring: Mutex<Ring>,
     alive: AtomicBool,
@@ -82,7 +100,7 @@ impl WatchCache {
     }
 
     /// The hub for a resource type's storage root, started if needed.
-    async fn hub(&self, root: &str) -> Result<Arc<Hub>, StoreError> {
+    async fn hub(&self, root: &str, paths: &[&'static str]) -> Result<Arc<Hub>, StoreError> {
         if let Some(hub) = self.hubs.lock().ok().and_then(|h| h.get(root).cloned()) {
             if hub.alive.load(Ordering::SeqCst) {
                 return Ok(hub);
@@ -92,6 +110,7 @@ impl WatchCache {
         let events = self.store.watch(root, start).await?;
         let (live, _) = broadcast::channel(FANOUT_BUFFER);
         let hub = Arc::new(Hub {
+            paths: paths.to_vec(),
             live,
             ring: Mutex::new(Ring {
                 events: VecDeque::new(),
@@ -106,12 +125,14 @@ impl WatchCache {
         Ok(hub)
     }
 
-    /// Events under `prefix` (within the resource type's `root`) after `after`.
+    /// Events under `prefix` (within the resource type's `root`) after `after`, with
+    /// views holding `paths` (every field path selectors may name under `root`).
     pub async fn watch(
         &self,
         root: &str,
         prefix: &str,
         after: Revision,
+        paths: &[&'static str],
     ) -> Result<DecodedStream, StoreError> {
         // History the store has compacted away is gone for watchers too, even if the
         // ring still holds it: one rule for every client.
@@ -122,9 +143,9 @@ impl WatchCache {
                 oldest,
             });
         }
-        let hub = self.hub(root).await?;
+        let hub = self.hub(root, paths).await?;
         let Some((live, backlog)) = Self::subscribe(&hub, prefix, after)? else {
-            return self.direct(prefix, after).await;
+            return self.direct(prefix, after, hub.paths.clone()).await;
         };
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(forward(prefix.to_string(), after, backlog, live, tx));
@@ -155,13 +176,19 @@ impl WatchCache {
     }
 
     /// A watch served from the store's log, for revisions older than the ring.
-    async fn direct(&self, prefix: &str, after: Revision) -> Result<DecodedStream, StoreError> {
+    async fn direct(
+        &self,
+        prefix: &str,
+        after: Revision,
+        paths: Vec<&'static str>,
+    ) -> Result<DecodedStream, StoreError> {
         let events = self.store.watch(prefix, after).await?;
-        Ok(Box::pin(events.filter_map(|event| async move {
-            match event {
-                Ok(e) => decode(&e).map(|d| Ok(Arc::new(d))),
+        Ok(Box::pin(events.filter_map(move |event| {
+            let decoded = match event {
+                Ok(e) => decode(&e, &paths).map(|d| Ok(Arc::new(d))),
                 Err(e) => Some(Err(e)),
-            }
+            };
+            futures::future::ready(decoded)
         })))
     }
 }
@@ -169,7 +196,7 @@ impl WatchCache {
 /// Decodes the store's events for one resource type into the ring and the fan-out.
 async fn feed(hub: Arc<Hub>, mut events: crate::store::WatchStream) {
     while let Some(Ok(event)) = events.next().await {
-        let Some(decoded) = decode(&event) else {
+        let Some(decoded) = decode(&event, &hub.paths) else {
             continue;
         };
         let decoded = Arc::new(decoded);
@@ -246,10 +273,10 @@ mod tests {
         let cache = WatchCache::new(store.clone());
         let root = "/registry/core/pods/";
         let mut a = cache
-            .watch(root, "/registry/core/pods/a/", 0)
+            .watch(root, "/registry/core/pods/a/", 0, &[])
             .await
             .unwrap();
-        let mut all = cache.watch(root, root, 0).await.unwrap();
+        let mut all = cache.watch(root, root, 0, &[]).await.unwrap();
         store
             .write(create("/registry/core/pods/b/x", "x"))
             .await
@@ -259,12 +286,12 @@ mod tests {
             .await
             .unwrap();
         let first = a.next().await.unwrap().unwrap();
-        assert_eq!(first.object["metadata"]["name"], "y");
-        assert_eq!(first.object["metadata"]["resourceVersion"], "2");
+        assert_eq!(first.view["metadata"]["name"], "y");
+        assert_eq!(first.object().unwrap()["metadata"]["resourceVersion"], "2");
         let names: Vec<String> = vec![all.next().await, all.next().await]
             .into_iter()
             .map(|e| {
-                e.unwrap().unwrap().object["metadata"]["name"]
+                e.unwrap().unwrap().view["metadata"]["name"]
                     .as_str()
                     .unwrap()
                     .to_string()
@@ -272,7 +299,7 @@ mod tests {
             .collect();
         assert_eq!(names, ["x", "y"]);
         // A late watcher replays from the ring.
-        let mut late = cache.watch(root, root, 1).await.unwrap();
+        let mut late = cache.watch(root, root, 1, &[]).await.unwrap();
         assert_eq!(late.next().await.unwrap().unwrap().revision, 2);
     }
 }

@@ -4,6 +4,7 @@
 //! of adding a row; and their expiry after the TTL.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
@@ -34,13 +35,22 @@ type Seen = HashMap<(String, &'static str, String, String), (String, String, i32
 
 const MAX_REMEMBERED: usize = 4096;
 
-/// Publishes events; failures are logged, never returned: an event is never worth
-/// failing a reconcile for.
+/// Events written at once; more wait for a slot.
+const IN_FLIGHT: usize = 16;
+/// Events waiting beyond this are dropped (with a debug log), as client-go's event
+/// broadcaster drops when its queue is full: a storm of events never slows the
+/// controllers that report it.
+const MAX_QUEUED: usize = 2000;
+
+/// Publishes events in the background; failures are logged, never returned: an event
+/// is never worth failing or slowing a reconcile for.
 #[derive(Clone)]
 pub struct Recorder {
     client: kube::Client,
     component: String,
     seen: Arc<Mutex<Seen>>,
+    slots: Arc<tokio::sync::Semaphore>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Recorder {
@@ -49,9 +59,12 @@ impl Recorder {
             client,
             component: component.to_string(),
             seen: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+            queued: Arc::default(),
         }
     }
 
+    /// Queues the event and returns; it is written shortly after.
     pub async fn publish(
         &self,
         regarding: &ObjectReference,
@@ -59,9 +72,25 @@ impl Recorder {
         reason: &str,
         message: &str,
     ) {
-        if let Err(error) = self.try_publish(regarding, kind, reason, message).await {
-            tracing::debug!(%error, reason, "recording an event failed");
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            tracing::debug!(reason, "event queue full; dropping an event");
+            return;
         }
+        let recorder = self.clone();
+        let (regarding, reason, message) =
+            (regarding.clone(), reason.to_string(), message.to_string());
+        tokio::spawn(async move {
+            let slot = recorder.slots.acquire().await;
+            let result = recorder
+                .try_publish(&regarding, kind, &reason, &message)
+                .await;
+            drop(slot);
+            recorder.queued.fetch_sub(1, Ordering::SeqCst);
+            if let Err(error) = result {
+                tracing::debug!(%error, reason, "recording an event failed");
+            }
+        });
     }
 
     async fn try_publish(
@@ -148,7 +177,8 @@ pub async fn expire_forever(ctx: Arc<Context>) {
         chrono::Duration::from_std(ctx.settings.event_ttl).unwrap_or(chrono::Duration::hours(1));
     let api: Api<Event> = Api::all(ctx.client.clone());
     loop {
-        if let Ok(list) = api.list(&ListParams::default()).await {
+        let mut params = ListParams::default().limit(500);
+        while let Ok(list) = api.list(&params).await {
             let cutoff = Utc::now() - ttl;
             for event in list.items {
                 let last = event
@@ -166,6 +196,10 @@ pub async fn expire_forever(ctx: Arc<Context>) {
                             .await;
                     }
                 }
+            }
+            match list.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => break,
             }
         }
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;

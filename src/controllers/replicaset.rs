@@ -50,25 +50,101 @@ struct Expectation {
 struct State {
     ctx: Arc<Context>,
     pods: Store<Pod>,
+    index: Mutex<PodIndex>,
     expectations: Mutex<HashMap<String, Expectation>>,
+}
+
+/// Which cached pods each ReplicaSet owns, and which pods have no controller (the
+/// ones it may adopt), so a reconcile looks at its own pods instead of every pod in
+/// the cluster. A hint kept from the watch events: every key is checked against the
+/// cache when used, and keys the cache no longer has are pruned after each relist.
+#[derive(Default)]
+struct PodIndex {
+    by_owner: HashMap<String, HashSet<ObjectRef<Pod>>>,
+    orphans: HashSet<ObjectRef<Pod>>,
+    owner: HashMap<ObjectRef<Pod>, Option<String>>,
+}
+
+impl PodIndex {
+    fn note(&mut self, pod: &Pod) {
+        let key = ObjectRef::from_obj(pod);
+        let owner = controller_uid(pod).map(str::to_string);
+        if self.owner.get(&key) == Some(&owner) {
+            return;
+        }
+        self.forget(&key);
+        match &owner {
+            Some(uid) => {
+                self.by_owner
+                    .entry(uid.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            None => {
+                self.orphans.insert(key.clone());
+            }
+        }
+        self.owner.insert(key, owner);
+    }
+
+    fn forget(&mut self, key: &ObjectRef<Pod>) {
+        match self.owner.remove(key) {
+            Some(Some(uid)) => {
+                if let Some(keys) = self.by_owner.get_mut(&uid) {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        self.by_owner.remove(&uid);
+                    }
+                }
+            }
+            Some(None) => {
+                self.orphans.remove(key);
+            }
+            None => {}
+        }
+    }
+
+    /// Keeps only the keys `present` says the cache still has.
+    fn prune(&mut self, present: impl Fn(&ObjectRef<Pod>) -> bool) {
+        let gone: Vec<ObjectRef<Pod>> =
+            self.owner.keys().filter(|k| !present(k)).cloned().collect();
+        for key in gone {
+            self.forget(&key);
+        }
+    }
+
+    /// The pods a ReplicaSet owns or could adopt.
+    fn candidates(&self, rs_uid: &str) -> Vec<ObjectRef<Pod>> {
+        self.by_owner
+            .get(rs_uid)
+            .into_iter()
+            .flatten()
+            .chain(&self.orphans)
+            .cloned()
+            .collect()
+    }
 }
 
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let pods_api: Api<Pod> = Api::all(client.clone());
     let (pods, writer) = reflector::store();
-    // One pod watch feeds both the cache and the triggers: a pod event reaches the
-    // cache before it triggers its ReplicaSet, so a reconcile never reads a cache
-    // older than the change that woke it.
-    let triggers = reflector::reflector(writer, watcher(pods_api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects()
-        .filter_map(|pod| futures::future::ready(pod.ok().and_then(|p| owner_of(&p))));
     let state = Arc::new(State {
         ctx,
         pods,
+        index: Mutex::default(),
         expectations: Mutex::default(),
     });
+    // One pod watch feeds the cache, the index and the triggers: a pod event reaches
+    // the cache before it triggers its ReplicaSet, so a reconcile never reads a cache
+    // older than the change that woke it.
+    let indexer = state.clone();
+    let triggers = reflector::reflector(writer, watcher(pods_api, watcher::Config::default()))
+        .default_backoff()
+        .filter_map(move |event| {
+            let trigger = event.ok().and_then(|e| indexer.index_event(e));
+            futures::future::ready(trigger)
+        });
     Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
         .reconcile_on(triggers)
         .run(reconcile, |_, e, _| requeue_after_error(NAME, e), state)
@@ -226,6 +302,35 @@ fn labels_json(pod: &Pod) -> serde_json::Map<String, serde_json::Value> {
 }
 
 impl State {
+    /// Updates the index from one watch event; returns the ReplicaSet to wake.
+    fn index_event(&self, event: watcher::Event<Pod>) -> Option<ObjectRef<ReplicaSet>> {
+        let mut index = self.index.lock().ok()?;
+        match event {
+            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                index.note(&pod);
+                owner_of(&pod)
+            }
+            watcher::Event::Delete(pod) => {
+                index.forget(&ObjectRef::from_obj(&pod));
+                owner_of(&pod)
+            }
+            watcher::Event::InitDone => {
+                index.prune(|key| self.pods.get(key).is_some());
+                None
+            }
+            watcher::Event::Init => None,
+        }
+    }
+
+    /// The cached pods a ReplicaSet owns or could adopt.
+    fn candidates(&self, rs_uid: &str) -> Vec<Arc<Pod>> {
+        let keys = match self.index.lock() {
+            Ok(index) => index.candidates(rs_uid),
+            Err(_) => return self.pods.state(),
+        };
+        keys.iter().filter_map(|key| self.pods.get(key)).collect()
+    }
+
     /// True while pods this controller just created or deleted are not yet visible in
     /// (or gone from) the cache.
     fn awaiting_cache(&self, rs_uid: &str, owned: &[Arc<Pod>]) -> bool {
@@ -308,7 +413,7 @@ async fn claim_pods(
     let ns = rs.namespace();
     let rs_uid = uid(rs);
     let mut owned = Vec::new();
-    for pod in state.pods.state() {
+    for pod in state.candidates(&rs_uid) {
         if pod.namespace() != ns {
             continue;
         }
@@ -544,6 +649,39 @@ mod tests {
             }))
             .unwrap(),
         )
+    }
+
+    fn owned(name: &str, owner: Option<&str>) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "ns", "ownerReferences": owner.map(|uid| vec![json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": uid, "controller": true})])},
+        }))
+        .unwrap()
+    }
+
+    fn names(keys: Vec<ObjectRef<Pod>>) -> Vec<String> {
+        let mut names: Vec<String> = keys.into_iter().map(|k| k.name).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_index_follows_owners_orphans_and_deletions() {
+        let mut index = PodIndex::default();
+        index.note(&owned("a", Some("rs1")));
+        index.note(&owned("b", Some("rs2")));
+        index.note(&owned("c", None));
+        assert_eq!(names(index.candidates("rs1")), ["a", "c"]);
+        // c is adopted by rs2; a is released.
+        index.note(&owned("c", Some("rs2")));
+        index.note(&owned("a", None));
+        assert_eq!(names(index.candidates("rs1")), ["a"]);
+        assert_eq!(names(index.candidates("rs2")), ["a", "b", "c"]);
+        index.forget(&ObjectRef::from_obj(&owned("b", None)));
+        assert_eq!(names(index.candidates("rs2")), ["a", "c"]);
+        index.prune(|key| key.name != "c");
+        assert_eq!(names(index.candidates("rs2")), ["a"]);
+        assert!(index.by_owner.is_empty());
     }
 
     #[test]

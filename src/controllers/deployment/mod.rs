@@ -11,8 +11,10 @@
 //! Does not own: pods and ReplicaSet status (the ReplicaSet controller), deleting
 //! dependents of a deleted Deployment (the garbage collector).
 //!
-//! Each reconcile reads the Deployment, its namespace's ReplicaSets (and, for
-//! Recreate, its pods) fresh from the API, decides with the pure functions of
+//! Each reconcile reads the Deployment fresh from the API, its ReplicaSets from a
+//! watched cache (writes to them carry the cached resourceVersion, so a decision made
+//! on a stale cache fails with a conflict and is retried), for Recreate its pods from
+//! the API, decides with the pure functions of
 //! [`rollout`] and [`status`], and writes back through the API. Triggers: the
 //! Deployment, any ReplicaSet it controls or that it could adopt, and requeues while a
 //! rollout is under way or its progress deadline is pending.
@@ -31,8 +33,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 
 use super::events::EventType;
@@ -48,17 +50,32 @@ const ROLLING_POLL: Duration = Duration::from_secs(10);
 /// How often Recreate looks for the old pods to be gone.
 const RECREATE_POLL: Duration = Duration::from_secs(2);
 
+/// What every reconcile gets: the controllers' context and the ReplicaSet cache.
+struct Shared {
+    ctx: Arc<Context>,
+    replicasets: Store<ReplicaSet>,
+}
+
 /// Runs the controller until its watches end.
 pub async fn run(ctx: Arc<Context>) {
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
     let replicasets: Api<ReplicaSet> = Api::all(ctx.client.clone());
     let controller = Controller::new(deployments, watcher::Config::default());
     let store = controller.store();
+    // One ReplicaSet watch feeds the cache reconciles read and the triggers.
+    let (cache, writer) = reflector::store();
+    let triggers = reflector::reflector(writer, watcher(replicasets, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|rs| futures::future::ready(rs.ok()))
+        .flat_map(move |rs| futures::stream::iter(deployments_for(&store, &rs)));
+    let shared = Arc::new(Shared {
+        ctx,
+        replicasets: cache,
+    });
     controller
-        .watches(replicasets, watcher::Config::default(), move |rs| {
-            deployments_for(&store, &rs)
-        })
-        .run(reconcile, error_policy, ctx)
+        .reconcile_on(triggers)
+        .run(reconcile, error_policy, shared)
         .for_each(|result| {
             if let Err(error) = result {
                 tracing::debug!(controller = CONTROLLER, %error, "reconcile stream");
@@ -68,7 +85,14 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-fn error_policy(_d: Arc<Deployment>, error: &Error, _ctx: Arc<Context>) -> Action {
+/// Conflicts (a cache older than the object written) are retried at once; other
+/// errors after the shared delay.
+fn error_policy(_d: Arc<Deployment>, error: &Error, _shared: Arc<Shared>) -> Action {
+    if let Error::Kube(kube::Error::Api(status)) = error {
+        if status.code == 409 {
+            return Action::requeue(Duration::from_millis(200));
+        }
+    }
     super::requeue_after_error(CONTROLLER, error)
 }
 
@@ -109,7 +133,10 @@ fn selector_of(d: &Deployment) -> Option<Selector> {
     (!selector.selects_all()).then_some(selector)
 }
 
-async fn reconcile(cached: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(cached: Arc<Deployment>, shared: Arc<Shared>) -> Result<Action> {
+    let ctx = &shared.ctx;
+    // Never decide on a cache that has not been filled yet.
+    let _ = shared.replicasets.wait_until_ready().await;
     let namespace = cached.metadata.namespace.clone().unwrap_or_default();
     let name = cached.metadata.name.clone().unwrap_or_default();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -122,7 +149,8 @@ async fn reconcile(cached: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action>
         return Ok(Action::await_change());
     }
     let mut sync = Sync {
-        ctx: &ctx,
+        ctx,
+        cache: &shared.replicasets,
         deployments: api,
         replicasets: Api::namespaced(ctx.client.clone(), &namespace),
         d,
@@ -137,6 +165,8 @@ async fn reconcile(cached: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action>
 /// One reconcile of one Deployment: the latest Deployment and ReplicaSets as written.
 struct Sync<'a> {
     ctx: &'a Context,
+    /// Every ReplicaSet, as last seen by the watch.
+    cache: &'a Store<ReplicaSet>,
     deployments: Api<Deployment>,
     replicasets: Api<ReplicaSet>,
     d: Deployment,
@@ -204,9 +234,17 @@ impl Sync<'_> {
     /// its own that no longer match.
     async fn claim_replica_sets(&mut self, selector: &Selector) -> Result<()> {
         let uid = self.d.metadata.uid.clone().unwrap_or_default();
-        let list = self.replicasets.list(&ListParams::default()).await?;
+        let namespace = self.d.metadata.namespace.clone();
+        let candidates: Vec<ReplicaSet> = self
+            .cache
+            .state()
+            .iter()
+            .filter(|rs| rs.metadata.namespace == namespace)
+            .filter(|rs| controller_of(&rs.metadata).is_none_or(|o| o.uid == uid))
+            .map(|rs| rs.as_ref().clone())
+            .collect();
         let mut claimed = Vec::new();
-        for rs in list.items {
+        for rs in candidates {
             let labels = rs.metadata.labels.clone().unwrap_or_default();
             let matches = selector.matches(&labels);
             match controller_of(&rs.metadata) {
@@ -582,8 +620,19 @@ impl Sync<'_> {
         Ok(scaled)
     }
 
-    /// Merge-patches a ReplicaSet and keeps `rss` current.
+    /// Merge-patches a ReplicaSet, on the condition that it is still the version this
+    /// reconcile decided on (the cache may lag), and keeps `rss` current.
     async fn patch_rs(&mut self, name: &str, patch: &serde_json::Value) -> Result<ReplicaSet> {
+        let mut patch = patch.clone();
+        let seen = self
+            .rss
+            .iter()
+            .find(|rs| rollout::name(rs) == name)
+            .and_then(|rs| rs.metadata.resource_version.clone());
+        if let Some(version) = seen {
+            patch["metadata"]["resourceVersion"] = json!(version);
+        }
+        let patch = &patch;
         let updated = self
             .replicasets
             .patch(name, &PatchParams::default(), &Patch::Merge(patch))
