@@ -222,7 +222,9 @@ async fn watch_latency(
         api.create(&PostParams::default(), &cm).await?;
         loop {
             match tokio::time::timeout(Duration::from_secs(30), events.try_next()).await {
-                Ok(Ok(Some(watcher::Event::Apply(obj))))
+                // The watch stream is lazy: its first poll lists, so the first probe
+                // can arrive in the initial list rather than as a live event.
+                Ok(Ok(Some(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj))))
                     if obj.metadata.name.as_deref() == Some(&name) =>
                 {
                     break
@@ -351,7 +353,11 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let _ = watcher_task.await;
+    match watcher_task.await {
+        Ok(Err(e)) => eprintln!("watch latency sampling stopped: {e:#}"),
+        Err(e) => eprintln!("watch latency sampling panicked: {e}"),
+        Ok(Ok(())) => {}
+    }
     let (rss, hwm, cpu_after) = usage(server_pid);
     match done {
         Some(d) => results.add(

@@ -2,7 +2,7 @@
 //! statuses, IPs — as the kubelet reports them, so kubectl shows the familiar
 //! `Running`, `1/1`, `CrashLoopBackOff`, `Completed`.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use k8s_openapi::api::core::v1::{
     ContainerState as K8sState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
@@ -22,7 +22,7 @@ fn k8s_state(phase: &ContainerPhase) -> K8sState {
         },
         ContainerPhase::Running { started_at } => K8sState {
             running: Some(ContainerStateRunning {
-                started_at: Some(Time(*started_at)),
+                started_at: Some(seconds(*started_at)),
             }),
             ..Default::default()
         },
@@ -35,8 +35,8 @@ fn k8s_state(phase: &ContainerPhase) -> K8sState {
             terminated: Some(ContainerStateTerminated {
                 exit_code: *exit_code,
                 reason: Some(reason.clone()),
-                started_at: Some(Time(*started_at)),
-                finished_at: Some(Time(*finished_at)),
+                started_at: Some(seconds(*started_at)),
+                finished_at: Some(seconds(*finished_at)),
                 container_id: None,
                 message: None,
                 signal: None,
@@ -60,6 +60,12 @@ fn container_status(c: &ContainerState) -> ContainerStatus {
         last_state: Some(c.last.as_ref().map(k8s_state).unwrap_or_default()),
         ..Default::default()
     }
+}
+
+/// A timestamp as the API stores it (whole seconds), so a status read back compares
+/// equal to the one that was written and is not written again.
+fn seconds(time: DateTime<Utc>) -> Time {
+    Time(time.trunc_subsecs(0))
 }
 
 /// Whether every init container has completed successfully.
@@ -117,7 +123,7 @@ fn condition(
     PodCondition {
         type_: kind.to_string(),
         status: value.to_string(),
-        last_transition_time: Some(kept.unwrap_or(Time(now))),
+        last_transition_time: Some(kept.unwrap_or(seconds(now))),
         ..Default::default()
     }
 }
@@ -153,7 +159,7 @@ pub fn pod_status(pod: &Pod, state: &PodState, host_ip: &str, now: DateTime<Utc>
         }]),
         pod_ip: ip.clone(),
         pod_ips: ip.map(|ip| vec![PodIP { ip }]),
-        start_time: Some(Time(state.started_at)),
+        start_time: Some(seconds(state.started_at)),
         container_statuses: Some(state.containers.iter().map(container_status).collect()),
         init_container_statuses: (!state.init_containers.is_empty())
             .then(|| state.init_containers.iter().map(container_status).collect()),
@@ -170,6 +176,30 @@ pub fn differs(current: Option<&PodStatus>, wanted: &PodStatus) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_read_back_from_the_api_is_not_written_again() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {"containers": [{"name": "c0", "image": "busybox"}]}}))
+        .unwrap();
+        let mut running = state(vec![(
+            ContainerPhase::Running {
+                started_at: Utc::now(),
+            },
+            true,
+        )]);
+        running.started_at = Utc::now();
+        let written = pod_status(&pod, &running, "10.0.0.1", Utc::now());
+        // The API keeps whole seconds.
+        let stored: PodStatus =
+            serde_json::from_value(serde_json::to_value(&written).unwrap()).unwrap();
+        let pod = Pod {
+            status: Some(stored.clone()),
+            ..pod
+        };
+        let again = pod_status(&pod, &running, "10.0.0.1", Utc::now());
+        assert!(!differs(Some(&stored), &again), "{stored:?}\n{again:?}");
+    }
 
     fn state(phases: Vec<(ContainerPhase, bool)>) -> PodState {
         PodState {

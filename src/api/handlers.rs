@@ -128,10 +128,23 @@ enum Target {
 }
 
 pub async fn dispatch(State(state): State<SharedState>, request: Request) -> Response {
-    match route(state, request).await {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let user = request
+        .extensions()
+        .get::<Identity>()
+        .map(|i| i.user.clone())
+        .unwrap_or_default();
+    let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().clone());
+    let response = match route(state, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
+    };
+    if let Some(uri) = uri {
+        tracing::debug!(%method, %uri, %user, status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64, "request");
     }
+    response
 }
 
 async fn route(state: SharedState, request: Request) -> Result<Response, ApiError> {

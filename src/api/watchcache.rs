@@ -145,6 +145,7 @@ impl WatchCache {
         }
         let hub = self.hub(root, paths).await?;
         let Some((live, backlog)) = Self::subscribe(&hub, prefix, after)? else {
+            tracing::debug!(%prefix, after, "watch older than the ring: reading the store's log");
             return self.direct(prefix, after, hub.paths.clone()).await;
         };
         let (tx, rx) = mpsc::channel(256);
@@ -244,7 +245,10 @@ async fn forward(
             }
             Ok(_) => {}
             // Too slow, or the hub stopped: end the stream; the client resumes.
-            Err(_) => return,
+            Err(error) => {
+                tracing::debug!(%prefix, last, %error, "ending a watch that fell behind");
+                return;
+            }
         }
     }
 }

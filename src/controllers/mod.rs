@@ -98,6 +98,17 @@ where
     });
 }
 
+/// Runs a reconcile on its own task. kube-runtime polls a controller's reconciles
+/// from one task; spawned, they use every core.
+pub async fn spawned<F>(reconcile: F) -> Result<kube::runtime::controller::Action>
+where
+    F: Future<Output = Result<kube::runtime::controller::Action>> + Send + 'static,
+{
+    tokio::spawn(reconcile)
+        .await
+        .map_err(|e| Error::Invalid(format!("reconcile task failed: {e}")))?
+}
+
 /// The error policy every controller shares: log, and retry with a delay.
 pub fn requeue_after_error(name: &str, error: &Error) -> kube::runtime::controller::Action {
     tracing::debug!(controller = name, %error, "reconcile failed; retrying");

@@ -35,7 +35,9 @@ const NAME: &str = "replicaset";
 /// Most pods created or deleted in one pass (upstream's burst).
 const BURST: usize = 500;
 /// Expectations older than this are abandoned (a write the cache never showed).
-const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// (Upstream's five minutes: giving up early on a lagging cache creates duplicates,
+/// which make the cache lag more.)
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(300);
 /// Every ReplicaSet is looked at again this often even without a change (adoption of
 /// new orphans, anything a watch missed).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -138,18 +140,30 @@ pub async fn run(ctx: Arc<Context>) {
     // One pod watch feeds the cache, the index and the triggers: a pod event reaches
     // the cache before it triggers its ReplicaSet, so a reconcile never reads a cache
     // older than the change that woke it.
+    // The watch runs in its own task, so a burst of reconciles never leaves the cache
+    // behind (kube-runtime drives a controller's reconciles and its trigger streams
+    // from one task).
+    let (triggers, woken) = futures::channel::mpsc::unbounded();
     let indexer = state.clone();
-    let triggers = reflector::reflector(writer, watcher(pods_api, watcher::Config::default()))
+    let feed = reflector::reflector(writer, watcher(pods_api, watcher::Config::default()))
         .default_backoff()
-        .filter_map(move |event| {
-            let trigger = event.ok().and_then(|e| indexer.index_event(e));
-            futures::future::ready(trigger)
+        .for_each(move |event| {
+            if let Some(rs) = event.ok().and_then(|e| indexer.index_event(e)) {
+                let _ = triggers.unbounded_send(rs);
+            }
+            futures::future::ready(())
         });
+    let feed = tokio::spawn(feed);
     Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
-        .reconcile_on(triggers)
-        .run(reconcile, |_, e, _| requeue_after_error(NAME, e), state)
+        .reconcile_on(woken)
+        .run(
+            |rs, state| super::spawned(reconcile(rs, state)),
+            |_, e, _| requeue_after_error(NAME, e),
+            state,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
+    feed.abort();
 }
 
 /// The ReplicaSet controlling a pod, as a reconcile trigger.

@@ -63,19 +63,30 @@ pub async fn run(ctx: Arc<Context>) {
     let controller = Controller::new(deployments, watcher::Config::default());
     let store = controller.store();
     // One ReplicaSet watch feeds the cache reconciles read and the triggers.
+    // The watch runs in its own task (see the ReplicaSet controller).
     let (cache, writer) = reflector::store();
-    let triggers = reflector::reflector(writer, watcher(replicasets, watcher::Config::default()))
+    let (triggers, woken) = futures::channel::mpsc::unbounded();
+    let feed = reflector::reflector(writer, watcher(replicasets, watcher::Config::default()))
         .default_backoff()
         .touched_objects()
-        .filter_map(|rs| futures::future::ready(rs.ok()))
-        .flat_map(move |rs| futures::stream::iter(deployments_for(&store, &rs)));
+        .for_each(move |rs| {
+            for deployment in rs.ok().iter().flat_map(|rs| deployments_for(&store, rs)) {
+                let _ = triggers.unbounded_send(deployment);
+            }
+            futures::future::ready(())
+        });
+    let feed = tokio::spawn(feed);
     let shared = Arc::new(Shared {
         ctx,
         replicasets: cache,
     });
     controller
-        .reconcile_on(triggers)
-        .run(reconcile, error_policy, shared)
+        .reconcile_on(woken)
+        .run(
+            |d, shared| super::spawned(reconcile(d, shared)),
+            error_policy,
+            shared,
+        )
         .for_each(|result| {
             if let Err(error) = result {
                 tracing::debug!(controller = CONTROLLER, %error, "reconcile stream");
@@ -83,6 +94,7 @@ pub async fn run(ctx: Arc<Context>) {
             futures::future::ready(())
         })
         .await;
+    feed.abort();
 }
 
 /// Conflicts (a cache older than the object written) are retried at once; other
