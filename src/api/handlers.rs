@@ -339,6 +339,7 @@ async fn get(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
 }
 
 /// The label and field selectors of a list or watch.
+#[derive(Clone)]
 pub(super) struct Filter {
     labels: LabelSelector,
     fields: FieldSelector,
@@ -362,7 +363,8 @@ impl Filter {
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches_object(obj) && self.fields.matches(obj)
+        (self.labels.is_empty() || self.labels.matches_object(obj))
+            && (self.fields.is_empty() || self.fields.matches(obj))
     }
 
     /// Selects everything.

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::handlers::{list_objects, Ctx, Filter};
 use super::status::ApiError;
 use super::table;
-use super::watchcache::Decoded;
+use super::watchcache::{self, Decoded};
 use super::{rawlist, resources};
 use crate::store::{EventKind, Revision, StoreError};
 
@@ -169,7 +169,7 @@ async fn stream_events(
     let mut events = ctx
         .state
         .watch_cache
-        .watch(&root, &prefix, start, &paths)
+        .watch(&root, &prefix, start, &paths, concerns(filter))
         .await
         .map_err(watch_error)?;
     let bookmarks = ctx.param("allowWatchBookmarks") == Some("true");
@@ -199,6 +199,17 @@ async fn stream_events(
             }
         }
     }
+}
+
+/// The fan-out's pre-filter for this watcher (the Emitter decides the event type).
+fn concerns(filter: &Filter) -> watchcache::Concerns {
+    if filter.is_empty() {
+        return Box::new(|_| true);
+    }
+    let filter = filter.clone();
+    Box::new(move |event| {
+        filter.matches(&event.view) || event.prev_view.as_ref().is_some_and(|p| filter.matches(p))
+    })
 }
 
 fn watch_error(e: StoreError) -> ApiError {

@@ -53,6 +53,12 @@ type Subscription = (broadcast::Receiver<Arc<Decoded>>, Vec<Arc<Decoded>>);
 
 pub type DecodedStream = Pin<Box<dyn Stream<Item = Result<Arc<Decoded>, StoreError>> + Send>>;
 
+/// Whether an event may concern a watcher (its selectors match the object or the version
+/// it replaced). Events that cannot are dropped in the fan-out, before they wake the
+/// watcher: a thousand node agents each watching their own pods would otherwise all
+/// wake for every pod event.
+pub type Concerns = Box<dyn Fn(&Decoded) -> bool + Send + Sync>;
+
 fn decode_json(bytes: &[u8], revision: Revision) -> Option<Value> {
     let mut obj: Value = serde_json::from_slice(bytes).ok()?;
     super::object::set_resource_version(&mut obj, revision);
@@ -133,6 +139,7 @@ impl WatchCache {
         prefix: &str,
         after: Revision,
         paths: &[&'static str],
+        concerns: Concerns,
     ) -> Result<DecodedStream, StoreError> {
         // History the store has compacted away is gone for watchers too, even if the
         // ring still holds it: one rule for every client.
@@ -149,7 +156,14 @@ impl WatchCache {
             return self.direct(prefix, after, hub.paths.clone()).await;
         };
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(forward(prefix.to_string(), after, backlog, live, tx));
+        tokio::spawn(forward(
+            prefix.to_string(),
+            after,
+            backlog,
+            live,
+            tx,
+            concerns,
+        ));
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
@@ -223,6 +237,7 @@ async fn forward(
     backlog: Vec<Arc<Decoded>>,
     mut live: broadcast::Receiver<Arc<Decoded>>,
     tx: mpsc::Sender<Result<Arc<Decoded>, StoreError>>,
+    concerns: Concerns,
 ) {
     let mut last = after;
     for event in backlog {
@@ -237,7 +252,9 @@ async fn forward(
             event = live.recv() => event,
         };
         match event {
-            Ok(event) if event.revision > last && event.key.starts_with(&prefix) => {
+            Ok(event)
+                if event.revision > last && event.key.starts_with(&prefix) && concerns(&event) =>
+            {
                 last = event.revision;
                 if tx.send(Ok(event)).await.is_err() {
                     return;
@@ -277,10 +294,13 @@ mod tests {
         let cache = WatchCache::new(store.clone());
         let root = "/registry/core/pods/";
         let mut a = cache
-            .watch(root, "/registry/core/pods/a/", 0, &[])
+            .watch(root, "/registry/core/pods/a/", 0, &[], Box::new(|_| true))
             .await
             .unwrap();
-        let mut all = cache.watch(root, root, 0, &[]).await.unwrap();
+        let mut all = cache
+            .watch(root, root, 0, &[], Box::new(|_| true))
+            .await
+            .unwrap();
         store
             .write(create("/registry/core/pods/b/x", "x"))
             .await
@@ -303,7 +323,10 @@ mod tests {
             .collect();
         assert_eq!(names, ["x", "y"]);
         // A late watcher replays from the ring.
-        let mut late = cache.watch(root, root, 1, &[]).await.unwrap();
+        let mut late = cache
+            .watch(root, root, 1, &[], Box::new(|_| true))
+            .await
+            .unwrap();
         assert_eq!(late.next().await.unwrap().unwrap().revision, 2);
     }
 }
