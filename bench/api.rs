@@ -64,10 +64,18 @@ fn main() -> Result<()> {
 }
 
 async fn run_all(report: &mut Report) -> Result<()> {
-    // SKIFF_BENCH_ONLY=history runs only the history-growth part.
-    if std::env::var("SKIFF_BENCH_ONLY").as_deref() == Ok("history") {
-        eprintln!("history growth (default settings)…");
-        return history::churn(report, &[], "default settings").await;
+    // SKIFF_BENCH_ONLY=history runs only the history-growth part; =load only the
+    // server with 10,000 pods (creates, reads, lists, watch fan-out, memory).
+    match std::env::var("SKIFF_BENCH_ONLY").as_deref() {
+        Ok("history") => {
+            eprintln!("history growth (default settings)…");
+            return history::churn(report, &[], "default settings").await;
+        }
+        Ok("load") => {
+            eprintln!("10,000 pods…");
+            return loaded_server(report).await;
+        }
+        _ => {}
     }
     startup::binary_size(report)?;
     eprintln!("start-up times…");

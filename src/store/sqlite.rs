@@ -559,6 +559,11 @@ fn page(mut entries: Vec<Entry>, request: &ListRequest, revision: Revision) -> L
 }
 
 /// History under `prefix` after `after`, up to the newest revision; `Compacted` if it is gone.
+/// Events of a watcher's backlog read at once: a watcher far behind reads its
+/// backlog page by page instead of holding all of it in memory.
+const HISTORY_PAGE: usize = 1000;
+
+/// Up to `HISTORY_PAGE` events under `prefix` after `after`, oldest first.
 fn history(conn: &Connection, prefix: &str, after: Revision) -> Result<Vec<Event>, StoreError> {
     let tx = conn.unchecked_transaction()?;
     let compacted: Revision =
@@ -576,9 +581,10 @@ fn history(conn: &Connection, prefix: &str, after: Revision) -> Result<Vec<Event
             "SELECT l.key, l.rev, l.create_rev, l.value, l.deleted, l.prev_rev,
                     p.rev, p.create_rev, p.value
              FROM log AS l LEFT JOIN log AS p ON p.rev = l.prev_rev
-             WHERE l.rev > ?1 AND l.key >= ?2 AND l.key < ?3 ORDER BY l.rev",
+             WHERE l.rev > ?1 AND l.key >= ?2 AND l.key < ?3 ORDER BY l.rev LIMIT ?4",
         )?;
-        let rows = stmt.query_map(params![after, prefix, prefix_end(prefix)], |row| {
+        let page = HISTORY_PAGE as i64;
+        let rows = stmt.query_map(params![after, prefix, prefix_end(prefix), page], |row| {
             let entry = entry_from_row(row)?;
             let deleted: bool = row.get(4)?;
             let prev_rev: Option<Revision> = row.get(5)?;
@@ -698,7 +704,11 @@ async fn forward_events(
     tx: EventSender,
 ) {
     let mut last = after;
+    let full_page = backlog.len() >= HISTORY_PAGE;
     if !send_events(&tx, backlog.into_iter(), &prefix, &mut last).await {
+        return;
+    }
+    if full_page && !catch_up(&shared, &prefix, &mut last, &tx).await {
         return;
     }
     loop {
@@ -714,24 +724,41 @@ async fn forward_events(
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 live = shared.events.subscribe();
-                let (s, p, from) = (shared.clone(), prefix.clone(), last);
-                let caught_up =
-                    tokio::task::spawn_blocking(move || s.with_reader(|c| history(c, &p, from)))
-                        .await
-                        .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())));
-                match caught_up {
-                    Ok(events) => {
-                        if !send_events(&tx, events.into_iter(), &prefix, &mut last).await {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
+                if !catch_up(&shared, &prefix, &mut last, &tx).await {
+                    return;
                 }
             }
             Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Sends the log after `last`, a page at a time, until it is read to its end; false
+/// when the watcher is gone or the log can no longer be read (the error is sent).
+async fn catch_up(
+    shared: &Arc<Shared>,
+    prefix: &str,
+    last: &mut Revision,
+    tx: &EventSender,
+) -> bool {
+    loop {
+        let (s, p, from) = (shared.clone(), prefix.to_string(), *last);
+        let page = tokio::task::spawn_blocking(move || s.with_reader(|c| history(c, &p, from)))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())));
+        let events = match page {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return false;
+            }
+        };
+        let full_page = events.len() >= HISTORY_PAGE;
+        if !send_events(tx, events.into_iter(), prefix, last).await {
+            return false;
+        }
+        if !full_page {
+            return true;
         }
     }
 }
@@ -855,6 +882,23 @@ mod tests {
         assert_eq!(second.entries.len(), 1);
         assert_eq!(second.entries[0].value, "/p/c");
         assert!(!second.more);
+    }
+
+    #[tokio::test]
+    async fn a_long_backlog_is_replayed_page_by_page_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let count = HISTORY_PAGE * 2 + 17;
+        let ops = (0..count)
+            .map(|i| create(&format!("/w/{i:05}"), "1"))
+            .collect();
+        store.transaction(ops).await.unwrap();
+        let mut watch = store.watch("/w/", 0).await.unwrap();
+        store.write(create("/w/live", "1")).await.unwrap();
+        for expected in 1..=(count as Revision + 1) {
+            let event = watch.next().await.unwrap().unwrap();
+            assert_eq!(event.entry.mod_rev, expected);
+        }
     }
 
     #[tokio::test]
