@@ -69,7 +69,7 @@ async fn run_all(report: &mut Report) -> Result<()> {
     match std::env::var("SKIFF_BENCH_ONLY").as_deref() {
         Ok("history") => {
             eprintln!("history growth (default settings)…");
-            return history::churn(report, &[], "default settings").await;
+            return history::churn(report, &[], "--history-min-age 60, else defaults").await;
         }
         Ok("load") => {
             eprintln!("10,000 pods…");
@@ -85,7 +85,7 @@ async fn run_all(report: &mut Report) -> Result<()> {
     eprintln!("one pod under concurrent patches…");
     history::contention(report).await?;
     eprintln!("history growth (default settings)…");
-    history::churn(report, &[], "default settings").await?;
+    history::churn(report, &[], "--history-min-age 60, else defaults").await?;
     eprintln!("history growth (--history-revisions 10000)…");
     let ten_thousand = ["--history-revisions", "10000"];
     history::churn(report, &ten_thousand, "--history-revisions 10000").await?;

@@ -78,7 +78,7 @@ pub struct ServerFlags {
     #[arg(long)]
     pub history_revisions: Option<i64>,
     /// Seconds of history never compacted, so paged lists and reconnecting watches
-    /// keep working under churn [default: 60]
+    /// keep working under churn [default: 300, as etcd's compaction under Kubernetes]
     #[arg(long)]
     pub history_min_age: Option<u64>,
 }
@@ -214,7 +214,10 @@ pub fn merge(flags: ServerFlags, file: ServerFlags) -> Result<ServerConfig, Conf
         disable_agent: flags.disable_agent || file.disable_agent,
         history_revisions,
         history_min_age: std::time::Duration::from_secs(
-            flags.history_min_age.or(file.history_min_age).unwrap_or(60),
+            flags
+                .history_min_age
+                .or(file.history_min_age)
+                .unwrap_or(300),
         ),
     })
 }

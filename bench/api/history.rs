@@ -18,8 +18,10 @@ const CONNECTIONS: usize = 1;
 /// The contention probe: this many connections patch one pod at once.
 const CONTENDERS: usize = 16;
 const PATCHES_PER_CONTENDER: usize = 100;
-/// Compaction runs every 10 s and leaves the last 60 s of history alone: two ticks
-/// after that it has certainly run on the final revision.
+/// The churn runs with `--history-min-age 60` (the default, 300 s, would make the wait
+/// five minutes): compaction runs every 10 s and leaves the last 60 s of history alone,
+/// so two ticks after that it has certainly run on the final revision.
+const MIN_AGE_ARGS: [&str; 2] = ["--history-min-age", "60"];
 const COMPACTION_WAIT: Duration = Duration::from_secs(82);
 
 /// Every list the live-size estimate adds up (what a fresh server stores).
@@ -42,7 +44,8 @@ const LIVE_LISTS: &[&str] = &[
 /// Runs the churn on a fresh server started with `extra_args`
 /// (e.g. `--history-revisions 1000`); `label` names the setting in the table.
 pub async fn churn(report: &mut Report, extra_args: &[&str], label: &str) -> Result<()> {
-    let (server, _) = Server::start(extra_args).await?;
+    let args: Vec<&str> = MIN_AGE_ARGS.iter().chain(extra_args).copied().collect();
+    let (server, _) = Server::start(&args).await?;
     let client = server.client()?;
     let mut conn = client.connect().await?;
     conn.call(

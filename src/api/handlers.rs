@@ -377,6 +377,16 @@ impl Filter {
         self.fields.fields()
     }
 
+    /// Whether matching reads metadata (labels, or a `metadata.*` field).
+    pub fn reads_metadata(&self) -> bool {
+        !self.labels.is_empty() || self.fields.fields().any(|f| f.starts_with("metadata."))
+    }
+
+    /// The value an `=`/`==` field term pins `field` to, if any.
+    pub fn exact_field(&self, field: &str) -> Option<&str> {
+        self.fields.exact_value(field)
+    }
+
     /// The one name a `metadata.name=` selector pins, to read a single key.
     pub fn exact_name(&self) -> Option<&str> {
         self.fields.exact_value("metadata.name")
@@ -1062,7 +1072,8 @@ fn merge_part(ctx: &Ctx, part: Part, existing: &Value, input: Value) -> Result<V
 
 /// Fields of metadata clients cannot change, and the generation bump on spec changes.
 fn keep_system_metadata(ctx: &Ctx, existing: &Value, new: &mut Value) {
-    let old_meta = object::metadata(existing).cloned().unwrap_or_default();
+    let empty = serde_json::Map::new();
+    let old_meta = object::metadata(existing).unwrap_or(&empty);
     let spec_changed = object::spec_of(existing) != object::spec_of(new);
     let meta = object::metadata_mut(new);
     for field in [

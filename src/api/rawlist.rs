@@ -69,7 +69,13 @@ pub(super) fn append_item(
     out: &mut Vec<u8>,
 ) -> Result<bool, Unreadable> {
     let top: TopLevel = serde_json::from_slice(stored)?;
-    if !filter.is_empty() && !filter.matches(&view_from(&top, filter.field_paths())?) {
+    if !filter.is_empty()
+        && !filter.matches(&view_from(
+            &top,
+            filter.reads_metadata(),
+            filter.field_paths(),
+        )?)
+    {
         return Ok(false);
     }
     write_item(&top, revision, shape, out)?;
@@ -147,23 +153,26 @@ fn splice_resource_version(metadata: &str, revision: Revision, out: &mut Vec<u8>
     out.push(b'}');
 }
 
-/// The part of a stored object selectors look at: its metadata and the values at
-/// `paths` (dotted field paths such as `spec.nodeName`), each at its place.
+/// The part of a stored object selectors look at: its name, namespace and labels, and
+/// the values at `paths` (dotted field paths such as `spec.nodeName`), each at its place.
 pub(super) fn view<'p>(
     stored: &[u8],
     paths: impl Iterator<Item = &'p str>,
 ) -> Result<Value, Unreadable> {
     let top: TopLevel = serde_json::from_slice(stored)?;
-    view_from(&top, paths)
+    view_from(&top, true, paths)
 }
 
+/// The view, with the metadata only when `with_metadata` (label selectors and
+/// `metadata.*` fields read it; parsing it is most of a view's cost).
 fn view_from<'p>(
     top: &TopLevel,
+    with_metadata: bool,
     paths: impl Iterator<Item = &'p str>,
 ) -> Result<Value, Unreadable> {
     let mut view = Map::new();
-    if let Some(raw) = top.get("metadata") {
-        view.insert("metadata".into(), serde_json::from_str(raw.get())?);
+    if let Some(raw) = top.get("metadata").filter(|_| with_metadata) {
+        view.insert("metadata".into(), selectable_metadata(raw)?);
     }
     for path in paths {
         let mut segments = path.split('.');
@@ -179,6 +188,22 @@ fn view_from<'p>(
         }
     }
     Ok(Value::Object(view))
+}
+
+/// What selectors read of metadata: the name, the namespace and the labels (views are
+/// kept per event in the watch cache, so the rest of metadata is left out).
+fn selectable_metadata(raw: &RawValue) -> Result<Value, Unreadable> {
+    if !raw.get().trim_start().starts_with('{') {
+        return Ok(Value::Object(Map::new()));
+    }
+    let fields: TopLevel = serde_json::from_str(raw.get())?;
+    let mut metadata = Map::new();
+    for key in ["name", "namespace", "labels"] {
+        if let Some(value) = fields.get(key) {
+            metadata.insert(key.into(), serde_json::from_str(value.get())?);
+        }
+    }
+    Ok(Value::Object(metadata))
 }
 
 /// The value under `raw` at `path`, parsing only the objects on the way.
@@ -282,8 +307,10 @@ mod tests {
     }
 
     #[test]
-    fn views_hold_metadata_and_the_named_leaves_only() {
-        let stored = json!({"metadata": {"name": "a"}, "spec": {"nodeName": "n1", "containers": [1]},
+    fn views_hold_selectable_metadata_and_the_named_leaves_only() {
+        let stored = json!({"metadata": {"name": "a", "namespace": "ns", "labels": {"app": "web"},
+                "uid": "u", "ownerReferences": [{"uid": "o"}]},
+            "spec": {"nodeName": "n1", "containers": [1]},
             "status": {"phase": "Running", "podIP": "10.0.0.1"}, "source": {"component": "c"}});
         let bytes = serde_json::to_vec(&stored).unwrap();
         let paths = [
@@ -296,8 +323,9 @@ mod tests {
         let view = view(&bytes, paths.into_iter()).unwrap();
         assert_eq!(
             view,
-            json!({"metadata": {"name": "a"}, "spec": {"nodeName": "n1"},
-                "status": {"phase": "Running"}, "source": {"component": "c"}})
+            json!({"metadata": {"name": "a", "namespace": "ns", "labels": {"app": "web"}},
+                "spec": {"nodeName": "n1"}, "status": {"phase": "Running"},
+                "source": {"component": "c"}})
         );
     }
 

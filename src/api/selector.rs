@@ -973,7 +973,7 @@ fn escape_field_value(value: &str) -> String {
 }
 
 /// The string a field path compares as in `obj`.
-fn field_value<'a>(obj: &'a Value, path: &str) -> Cow<'a, str> {
+pub fn field_value<'a>(obj: &'a Value, path: &str) -> Cow<'a, str> {
     let found = present(path.split('.').try_fold(obj, |v, segment| v.get(segment)));
     match found {
         // core/v1 Event: the `source` field label means `source.component`.

@@ -20,7 +20,9 @@ use super::watchcache::{self, Decoded};
 use super::{rawlist, resources};
 use crate::store::{EventKind, Revision, StoreError};
 
-const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+/// Often enough that a watcher resuming from its last bookmark usually finds the
+/// watch cache still holding what follows (see `watchcache::RING_BYTES`).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 
 type Lines = mpsc::Sender<Result<Bytes, Infallible>>;
 
@@ -166,10 +168,13 @@ async fn stream_events(
     let prefix = ctx.resource.prefix(ctx.namespace.as_deref());
     let root = ctx.resource.prefix(None);
     let paths = resources::field_paths(&root);
-    let mut events = ctx
+    let watchcache::Watch {
+        mut events,
+        progress,
+    } = ctx
         .state
         .watch_cache
-        .watch(&root, &prefix, start, &paths, concerns(filter))
+        .watch(&root, &prefix, start, &paths, interest(filter))
         .await
         .map_err(watch_error)?;
     let bookmarks = ctx.param("allowWatchBookmarks") == Some("true");
@@ -180,6 +185,9 @@ async fn stream_events(
         tokio::select! {
             _ = tx.closed() => return Ok(()),
             _ = ticker.tick(), if bookmarks => {
+                // Everything this watcher could see up to the cache's last event has
+                // reached it: resuming from there skips nothing.
+                last = progress.settled().map_or(last, |settled| settled.max(last));
                 let bookmark = json!({"type": "BOOKMARK", "object": {
                     "kind": ctx.resource.kind, "apiVersion": ctx.resource.api_version(),
                     "metadata": {"resourceVersion": last.to_string()}}});
@@ -201,15 +209,22 @@ async fn stream_events(
     }
 }
 
-/// The fan-out's pre-filter for this watcher (the Emitter decides the event type).
-fn concerns(filter: &Filter) -> watchcache::Concerns {
+/// What the watch cache offers this watcher (the Emitter decides the event type).
+fn interest(filter: &Filter) -> watchcache::Interest {
     if filter.is_empty() {
-        return Box::new(|_| true);
+        return watchcache::Interest::everything();
     }
+    let pin = watchcache::INDEXED_FIELDS
+        .iter()
+        .find_map(|path| Some((*path, filter.exact_field(path)?.to_string())));
     let filter = filter.clone();
-    Box::new(move |event| {
-        filter.matches(&event.view) || event.prev_view.as_ref().is_some_and(|p| filter.matches(p))
-    })
+    watchcache::Interest {
+        pin,
+        concerns: std::sync::Arc::new(move |event| {
+            filter.matches(&event.view)
+                || event.prev_view.as_ref().is_some_and(|p| filter.matches(p))
+        }),
+    }
 }
 
 fn watch_error(e: StoreError) -> ApiError {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -145,7 +145,8 @@ pub async fn run(ctx: Arc<Context>) {
     // from one task).
     let (triggers, woken) = futures::channel::mpsc::unbounded();
     let indexer = state.clone();
-    let feed = reflector::reflector(writer, watcher(pods_api, watcher::Config::default()))
+    let pod_events = watcher(pods_api, watcher::Config::default()).modify(slim);
+    let feed = reflector::reflector(writer, pod_events)
         .default_backoff()
         .for_each(move |event| {
             if let Some(rs) = event.ok().and_then(|e| indexer.index_event(e)) {
@@ -164,6 +165,35 @@ pub async fn run(ctx: Arc<Context>) {
         .for_each(|_| futures::future::ready(()))
         .await;
     feed.abort();
+}
+
+/// Keeps what this controller reads of a pod (metadata, `spec.nodeName`, phase,
+/// conditions, restart counts): the cache holds every pod of the cluster.
+fn slim(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = PodSpec {
+            node_name: spec.node_name.take(),
+            ..PodSpec::default()
+        };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        let restarts = status.container_statuses.take().map(|statuses| {
+            statuses
+                .into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    restart_count: c.restart_count,
+                    ..ContainerStatus::default()
+                })
+                .collect()
+        });
+        status.container_statuses = restarts;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+        status.host_ips = None;
+        status.pod_ips = None;
+    }
 }
 
 /// The ReplicaSet controlling a pod, as a reconcile trigger.

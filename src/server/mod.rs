@@ -316,9 +316,9 @@ pub fn default_address() -> IpAddr {
 /// Keeps at most the newest `keep` revisions of history, and no more history than
 /// `HISTORY_PER_LIVE_BYTE` times the live data (at least `HISTORY_MIN_BYTES`), so the
 /// database stays a small multiple of what it holds however hard one object churns;
-/// but never compacts revisions younger than `min_age` (`--history-min-age`, 60 s), so lists paged over
-/// a busy cluster and watchers that reconnect keep working (etcd under Kubernetes
-/// keeps five minutes). Older revisions are compacted and their space reclaimed;
+/// but never compacts revisions younger than `min_age` (`--history-min-age`, 300 s, as etcd
+/// under Kubernetes), so lists paged over a busy cluster and watchers that reconnect
+/// keep working. Older revisions are compacted and their space reclaimed;
 /// watchers that fall further behind get 410 Gone and relist, as with etcd.
 async fn compact_forever(store: Arc<dyn Store>, keep: i64, min_age: Duration) {
     let mut ticker = tokio::time::interval(COMPACT_EVERY);
