@@ -31,6 +31,8 @@ const RING_BYTES: usize = 32 << 20;
 /// Live events buffered per watcher before it counts as too slow and catches up
 /// from the log instead.
 const WATCHER_BUFFER: usize = 8192;
+/// A dropped watcher's pending count: never settles (see `Progress::settled`).
+const DROPPED: usize = usize::MAX / 2;
 /// Field paths watchers are indexed by when their field selector pins one.
 pub const INDEXED_FIELDS: [&str; 2] = ["spec.nodeName", "metadata.name"];
 
@@ -268,8 +270,10 @@ impl Registry {
                 Err(error) => {
                     if matches!(error, mpsc::error::TrySendError::Full(_)) {
                         tracing::debug!(prefix = %subscriber.prefix, revision = event.revision,
-                            "ending a watch that fell behind");
+                            "a watcher fell behind: it catches up from the log");
                     }
+                    // It misses this event: its progress must never settle past it.
+                    subscriber.pending.store(DROPPED, Ordering::SeqCst);
                     behind.push(id);
                 }
             }
@@ -844,11 +848,13 @@ mod tests {
         };
         let cache = WatchCache::with_limits(store.clone(), limits);
         let root = "/registry/core/pods/";
-        let mut slow = cache
+        let Watch {
+            events: mut slow,
+            progress,
+        } = cache
             .watch(root, root, 0, &[], Interest::everything())
             .await
-            .unwrap()
-            .events;
+            .unwrap();
         let hub = cache.hub(root, &[]).await.unwrap();
         for i in 0..100 {
             store
@@ -857,13 +863,19 @@ mod tests {
                 .unwrap();
         }
         wait_dispatched(&hub, 100).await;
-        // It was dropped from the fan-out after 4 waiting events …
+        // It was dropped from the fan-out after 4 waiting events, and its progress
+        // does not settle past what it missed …
         assert!(hub.lock().unwrap().registry.subscribers.is_empty());
-        // … and still sees every event, in order.
-        for revision in 1..=100 {
+        for revision in 1..=4 {
             assert_eq!(slow.next().await.unwrap().unwrap().revision, revision);
         }
-        // Caught up, it is back in the fan-out.
+        assert_eq!(progress.settled(), None);
+        // … and still sees every event, in order.
+        for revision in 5..=100 {
+            assert_eq!(slow.next().await.unwrap().unwrap().revision, revision);
+        }
+        // Caught up, it is back in the fan-out, and settled.
         assert_eq!(hub.lock().unwrap().registry.subscribers.len(), 1);
+        assert_eq!(progress.settled(), Some(100));
     }
 }
