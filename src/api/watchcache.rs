@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
+use memchr::memmem;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -92,18 +93,12 @@ impl Interest {
         }
     }
 
-    /// False only when the stored bytes of the object and of the version it replaced
-    /// cannot hold the pinned value (checked before decoding, on log replays).
-    fn may_concern(&self, event: &Event) -> bool {
-        let Some(needle) = self.pinned_json() else {
-            return true;
-        };
-        let finder = memchr::memmem::Finder::new(needle.as_bytes());
-        finder.find(&event.entry.value).is_some()
-            || event
-                .prev
-                .as_ref()
-                .is_some_and(|p| finder.find(&p.value).is_some())
+    /// A search for the pinned value in stored bytes: an event whose object and
+    /// replaced version both lack it cannot concern the watcher (checked before
+    /// decoding, on log replays). None when any event may.
+    fn pinned_finder(&self) -> Option<memmem::Finder<'static>> {
+        let needle = self.pinned_json()?;
+        Some(memmem::Finder::new(needle.as_bytes()).into_owned())
     }
 
     /// The pinned value as it appears in stored JSON, when that form is certain.
@@ -425,6 +420,7 @@ impl WatchCache {
             hub,
             store: self.store.clone(),
             prefix: prefix.to_string(),
+            pinned: interest.pinned_finder(),
             interest,
             progress: progress.clone(),
             last: after,
@@ -445,6 +441,8 @@ struct Follower {
     store: Arc<dyn Store>,
     prefix: String,
     interest: Interest,
+    /// See [`Interest::pinned_finder`].
+    pinned: Option<memmem::Finder<'static>>,
     progress: Progress,
     /// The last revision handed to the watcher or skipped on its behalf.
     last: Revision,
@@ -459,7 +457,8 @@ enum Phase {
 
 /// What the next step of a follower produced.
 enum Step {
-    Event(Arc<Decoded>),
+    /// An event for the watcher, and the phase to go on in.
+    Event(Arc<Decoded>, Phase),
     Then(Phase),
     Ended,
 }
@@ -472,11 +471,11 @@ impl Follower {
                 let (mut follower, mut phase) = state?;
                 loop {
                     match follower.step(phase).await {
-                        Ok((Step::Event(event), next)) => {
+                        Ok(Step::Event(event, next)) => {
                             return Some((Ok(event), Some((follower, next))))
                         }
-                        Ok((Step::Then(next), _)) => phase = next,
-                        Ok((Step::Ended, _)) => return None,
+                        Ok(Step::Then(next)) => phase = next,
+                        Ok(Step::Ended) => return None,
                         Err(error) => return Some((Err(error), None)),
                     }
                 }
@@ -484,49 +483,61 @@ impl Follower {
         ))
     }
 
-    /// Advances by one event or one change of phase; returns the phase to go on in.
-    async fn step(&mut self, phase: Phase) -> Result<(Step, Phase), StoreError> {
+    /// Advances by one event or one change of phase.
+    async fn step(&mut self, phase: Phase) -> Result<Step, StoreError> {
         match phase {
             Phase::Start => match self.subscribe()? {
-                Some(live) => Ok((Step::Then(Phase::Live(live)), Phase::Start)),
+                Some(live) => Ok(Step::Then(Phase::Live(live))),
                 None => {
                     tracing::debug!(prefix = %self.prefix, after = self.last,
                         "watch older than the ring: reading the store's log");
                     let log = self.store.watch(&self.prefix, self.last).await?;
-                    Ok((Step::Then(Phase::Replaying(log)), Phase::Start))
+                    Ok(Step::Then(Phase::Replaying(log)))
                 }
             },
             Phase::Live(mut live) => match live.next().await {
                 Some(event) => {
                     self.last = event.revision;
-                    Ok((Step::Event(event), Phase::Live(live)))
+                    Ok(Step::Event(event, Phase::Live(live)))
                 }
                 // Dropped for falling behind (catch up from the log), or the hub
                 // stopped (end: the client's retry gets a fresh one).
-                None if self.hub.lock()?.alive => Ok((Step::Then(Phase::Start), Phase::Start)),
-                None => Ok((Step::Ended, Phase::Start)),
+                None if self.hub.lock()?.alive => Ok(Step::Then(Phase::Start)),
+                None => Ok(Step::Ended),
             },
             Phase::Replaying(mut log) => {
                 if let Some(live) = self.subscribe()? {
-                    return Ok((Step::Then(Phase::Live(live)), Phase::Start));
+                    return Ok(Step::Then(Phase::Live(live)));
                 }
                 let Some(event) = log.next().await else {
-                    return Ok((Step::Ended, Phase::Start));
+                    return Ok(Step::Ended);
                 };
                 let event = event?;
                 self.last = event.entry.mod_rev;
                 let decoded = self
-                    .interest
                     .may_concern(&event)
                     .then(|| decode(&event, &self.hub.paths))
                     .flatten()
                     .filter(|d| (self.interest.concerns)(d));
                 match decoded {
-                    Some(decoded) => Ok((Step::Event(Arc::new(decoded)), Phase::Replaying(log))),
-                    None => Ok((Step::Then(Phase::Replaying(log)), Phase::Start)),
+                    Some(decoded) => Ok(Step::Event(Arc::new(decoded), Phase::Replaying(log))),
+                    None => Ok(Step::Then(Phase::Replaying(log))),
                 }
             }
         }
+    }
+
+    /// False only when the stored bytes of the object and of the version it replaced
+    /// cannot hold the pinned value.
+    fn may_concern(&self, event: &Event) -> bool {
+        let Some(finder) = &self.pinned else {
+            return true;
+        };
+        finder.find(&event.entry.value).is_some()
+            || event
+                .prev
+                .as_ref()
+                .is_some_and(|p| finder.find(&p.value).is_some())
     }
 
     /// The ring's events after `last` followed by live ones, or None when the ring no
