@@ -1,9 +1,9 @@
 //! List items written straight from stored bytes: the stored JSON of each object is
 //! copied into the response with its `apiVersion`, `kind` and `resourceVersion`
 //! spliced in, instead of being decoded into a tree and encoded again. Selectors are
-//! matched on a small view of the object (its metadata and the top-level fields a
-//! field selector names), so a list of 30,000 pods costs about one pass over their
-//! bytes and one buffer of their size.
+//! matched on a small view of the object (its name, namespace and labels, and the
+//! values at the field paths a field selector names), so a list of 30,000 pods costs
+//! about one pass over their bytes and one buffer of their size.
 //!
 //! Owns: the raw item encoding and the filter view. May call: nothing outside the API.
 
