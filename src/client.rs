@@ -39,19 +39,27 @@ pub fn kubeconfig_yaml(credentials: &Credentials) -> String {
     )
 }
 
-/// A kube-rs client for these credentials.
-pub async fn connect(credentials: &Credentials) -> Result<kube::Client, ClientError> {
+/// A kube-rs client for these credentials that names itself `user_agent` (as
+/// Kubernetes components do: the server's logs then say which client a request or a
+/// lagging watch belongs to).
+pub async fn connect(
+    credentials: &Credentials,
+    user_agent: &str,
+) -> Result<kube::Client, ClientError> {
     let error = |message: String| ClientError::Config {
         server: credentials.server.clone(),
         message,
     };
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&kubeconfig_yaml(credentials))
         .map_err(|e| error(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(
+    let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
         &kube::config::KubeConfigOptions::default(),
     )
     .await
     .map_err(|e| error(e.to_string()))?;
+    let agent = axum::http::HeaderValue::from_str(user_agent)
+        .map_err(|e| error(format!("user agent {user_agent:?}: {e}")))?;
+    config.headers.push((axum::http::header::USER_AGENT, agent));
     kube::Client::try_from(config).map_err(|e| error(e.to_string()))
 }

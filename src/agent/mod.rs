@@ -167,7 +167,15 @@ async fn run_with_access(
         &credentials_dir,
     )
     .await?;
-    let client = crate::client::connect(&credentials).await?;
+    let client = crate::client::connect(
+        &credentials,
+        &format!(
+            "skiff/{} agent {}",
+            env!("CARGO_PKG_VERSION"),
+            config.node_name
+        ),
+    )
+    .await?;
     if let Some(access) = access {
         kubelet::start(&config, access)
             .await

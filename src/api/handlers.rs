@@ -15,7 +15,7 @@ use super::alloc::{self, Allocations};
 use super::auth::Identity;
 use super::patch::{self, apply, PatchType};
 use super::resources::{self, Resource};
-use super::selector::{FieldSelector, LabelSelector};
+use super::selector::{FieldSelector, LabelSelector, Selectable};
 use super::status::{self, ApiError};
 use super::validation::{CauseReason, FieldError};
 use super::{
@@ -46,7 +46,7 @@ impl Ctx {
         matches!(self.param(name), Some("true") | Some("1"))
     }
 
-    fn header(&self, name: header::HeaderName) -> &str {
+    pub(super) fn header(&self, name: header::HeaderName) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -362,7 +362,7 @@ impl Filter {
         Filter { labels, fields }
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
+    pub fn matches<S: Selectable + ?Sized>(&self, obj: &S) -> bool {
         (self.labels.is_empty() || self.labels.matches_object(obj))
             && (self.fields.is_empty() || self.fields.matches(obj))
     }

@@ -12,9 +12,10 @@ use std::fmt;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::handlers::Filter;
+use super::selector::{field_text, value_text, Selectable};
 use crate::store::Revision;
 
 /// An object's top-level fields, each still as its stored JSON text.
@@ -153,12 +154,54 @@ fn splice_resource_version(metadata: &str, revision: Revision, out: &mut Vec<u8>
     out.push(b'}');
 }
 
-/// The part of a stored object selectors look at: its name, namespace and labels, and
-/// the values at `paths` (dotted field paths such as `spec.nodeName`), each at its place.
+/// What selectors read of a stored object, kept small: the watch cache holds one per
+/// event and one for the version it replaced. Its name, namespace and labels, and the
+/// text at each field path (dotted, such as `spec.nodeName`) the object has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View<'p> {
+    /// (path, text) for `metadata.name`, `metadata.namespace` and each asked-for path
+    /// that is present.
+    fields: Box<[(&'p str, Box<str>)]>,
+    /// Sorted by key.
+    labels: Box<[Label]>,
+}
+
+/// A label's key and its value as text.
+type Label = (Box<str>, Box<str>);
+
+impl View<'_> {
+    /// Roughly the heap the view holds (each allocation rounded up as malloc does).
+    pub fn heap_bytes(&self) -> usize {
+        let text = |s: &str| (s.len() + 8).max(24) + 8;
+        let fields: usize = self.fields.iter().map(|(_, v)| 32 + text(v)).sum();
+        let labels: usize = self
+            .labels
+            .iter()
+            .map(|(k, v)| 32 + text(k) + text(v))
+            .sum();
+        fields + labels
+    }
+}
+
+impl Selectable for View<'_> {
+    fn label(&self, key: &str) -> Option<Cow<'_, str>> {
+        let found = self.labels.binary_search_by(|(k, _)| k.as_ref().cmp(key));
+        found.ok().map(|i| Cow::Borrowed(self.labels[i].1.as_ref()))
+    }
+
+    fn field(&self, path: &str) -> Cow<'_, str> {
+        match self.fields.iter().find(|(p, _)| *p == path) {
+            Some((_, text)) => Cow::Borrowed(text.as_ref()),
+            None => field_text(path, None),
+        }
+    }
+}
+
+/// The view of a stored object with its metadata and the values at `paths`.
 pub(super) fn view<'p>(
     stored: &[u8],
     paths: impl Iterator<Item = &'p str>,
-) -> Result<Value, Unreadable> {
+) -> Result<View<'p>, Unreadable> {
     let top: TopLevel = serde_json::from_slice(stored)?;
     view_from(&top, true, paths)
 }
@@ -169,41 +212,78 @@ fn view_from<'p>(
     top: &TopLevel,
     with_metadata: bool,
     paths: impl Iterator<Item = &'p str>,
-) -> Result<Value, Unreadable> {
-    let mut view = Map::new();
-    if let Some(raw) = top.get("metadata").filter(|_| with_metadata) {
-        view.insert("metadata".into(), selectable_metadata(raw)?);
+) -> Result<View<'p>, Unreadable> {
+    let mut fields = Vec::new();
+    let mut labels = Vec::new();
+    let metadata = match top.get("metadata").filter(|_| with_metadata) {
+        Some(raw) if raw.get().trim_start().starts_with('{') => {
+            Some(serde_json::from_str::<TopLevel>(raw.get())?)
+        }
+        _ => None,
+    };
+    if let Some(metadata) = &metadata {
+        for (path, key) in [
+            ("metadata.name", "name"),
+            ("metadata.namespace", "namespace"),
+        ] {
+            if let Some(text) = text_at(path, metadata.get(key), &[])? {
+                fields.push((path, text));
+            }
+        }
+        labels = label_texts(metadata.get("labels"))?;
     }
     for path in paths {
         let mut segments = path.split('.');
-        let Some(first) = segments.next() else {
-            continue;
-        };
-        if first == "metadata" {
-            continue;
-        }
+        let first = segments.next().unwrap_or_default();
         let rest: Vec<&str> = segments.collect();
-        if let Some(leaf) = find(top.get(first), &rest)? {
-            insert_at(&mut view, first, &rest, leaf);
+        let found = match (first, &metadata) {
+            ("metadata", Some(_)) if fields.iter().any(|(p, _)| *p == path) => continue,
+            ("metadata", Some(metadata)) => match rest.split_first() {
+                Some((key, deeper)) => text_at(path, metadata.get(key), deeper)?,
+                None => continue,
+            },
+            ("metadata", None) => continue,
+            _ => text_at(path, top.get(first), &rest)?,
+        };
+        if let Some(text) = found {
+            fields.push((path, text));
         }
     }
-    Ok(Value::Object(view))
+    Ok(View {
+        fields: fields.into_boxed_slice(),
+        labels: labels.into_boxed_slice(),
+    })
 }
 
-/// What selectors read of metadata: the name, the namespace and the labels (views are
-/// kept per event in the watch cache, so the rest of metadata is left out).
-fn selectable_metadata(raw: &RawValue) -> Result<Value, Unreadable> {
-    if !raw.get().trim_start().starts_with('{') {
-        return Ok(Value::Object(Map::new()));
-    }
-    let fields: TopLevel = serde_json::from_str(raw.get())?;
-    let mut metadata = Map::new();
-    for key in ["name", "namespace", "labels"] {
-        if let Some(value) = fields.get(key) {
-            metadata.insert(key.into(), serde_json::from_str(value.get())?);
-        }
-    }
-    Ok(Value::Object(metadata))
+/// The text `path` compares as, found under `raw` at `rest`; None when missing.
+fn text_at(
+    path: &str,
+    raw: Option<&RawValue>,
+    rest: &[&str],
+) -> Result<Option<Box<str>>, Unreadable> {
+    let leaf = find(raw, rest)?;
+    Ok(leaf
+        .as_ref()
+        .filter(|v| !v.is_null())
+        .map(|v| field_text(path, Some(v)).into()))
+}
+
+/// The labels as (key, text) pairs sorted by key.
+fn label_texts(raw: Option<&RawValue>) -> Result<Vec<Label>, Unreadable> {
+    let Some(raw) = raw.filter(|r| r.get().trim_start().starts_with('{')) else {
+        return Ok(Vec::new());
+    };
+    let pairs: TopLevel = serde_json::from_str(raw.get())?;
+    let mut labels = pairs
+        .0
+        .iter()
+        .map(|(key, value)| {
+            let value: Value = serde_json::from_str(value.get())?;
+            Ok((key.as_ref().into(), value_text(&value).into()))
+        })
+        .collect::<Result<Vec<_>, Unreadable>>()?;
+    labels.sort_unstable();
+    Ok(labels)
 }
 
 /// The value under `raw` at `path`, parsing only the objects on the way.
@@ -219,24 +299,6 @@ fn find(raw: Option<&RawValue>, path: &[&str]) -> Result<Option<Value>, Unreadab
     }
     let fields: TopLevel = serde_json::from_str(raw.get())?;
     find(fields.get(next), rest)
-}
-
-fn insert_at(view: &mut Map<String, Value>, first: &str, rest: &[&str], leaf: Value) {
-    let mut slot = view
-        .entry(first)
-        .or_insert_with(|| Value::Object(Map::new()));
-    for segment in rest {
-        if !slot.is_object() {
-            *slot = Value::Object(Map::new());
-        }
-        let Value::Object(map) = slot else {
-            return;
-        };
-        slot = map
-            .entry(*segment)
-            .or_insert_with(|| Value::Object(Map::new()));
-    }
-    *slot = leaf;
 }
 
 #[cfg(test)]
@@ -321,12 +383,20 @@ mod tests {
             "metadata.name",
         ];
         let view = view(&bytes, paths.into_iter()).unwrap();
-        assert_eq!(
-            view,
-            json!({"metadata": {"name": "a", "namespace": "ns", "labels": {"app": "web"}},
-                "spec": {"nodeName": "n1"}, "status": {"phase": "Running"},
-                "source": {"component": "c"}})
-        );
+        assert_eq!(view.fields.len(), 5, "{view:?}");
+        for (path, text) in [
+            ("metadata.name", "a"),
+            ("metadata.namespace", "ns"),
+            ("spec.nodeName", "n1"),
+            ("status.phase", "Running"),
+            ("source", "c"),
+            ("spec.missing.deeper", ""),
+            ("status.podIP", ""),
+        ] {
+            assert_eq!(view.field(path), text, "{path}");
+        }
+        assert_eq!(view.label("app").as_deref(), Some("web"));
+        assert_eq!(view.label("uid"), None);
     }
 
     #[test]

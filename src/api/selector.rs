@@ -251,7 +251,11 @@ impl Requirement {
     }
 
     fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
-        let label = labels.and_then(|m| m.get(&self.key)).map(value_text);
+        self.holds_for(labels.and_then(|m| m.get(&self.key)).map(value_text))
+    }
+
+    /// Whether the requirement holds when the label's value is `label` (None: unset).
+    fn holds_for(&self, label: Option<Cow<'_, str>>) -> bool {
         match self.op {
             Operator::Exists => label.is_some(),
             Operator::DoesNotExist => label.is_none(),
@@ -324,7 +328,7 @@ impl fmt::Display for Requirement {
 
 /// Text of a JSON scalar as selectors compare it: strings as-is, null as "",
 /// numbers and bools by their string form, objects/arrays by their JSON text.
-fn value_text(v: &Value) -> Cow<'_, str> {
+pub fn value_text(v: &Value) -> Cow<'_, str> {
     match v {
         Value::String(s) => Cow::Borrowed(s),
         Value::Null => Cow::Borrowed(""),
@@ -387,13 +391,11 @@ impl LabelSelector {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 
-    /// Matches against `metadata.labels` of a Kubernetes object.
-    pub fn matches_object(&self, obj: &Value) -> bool {
-        let labels = obj
-            .get("metadata")
-            .and_then(|m| m.get("labels"))
-            .and_then(Value::as_object);
-        self.matches(labels)
+    /// Matches against the labels of an object (or of its view).
+    pub fn matches_object<S: Selectable + ?Sized>(&self, obj: &S) -> bool {
+        self.requirements
+            .iter()
+            .all(|r| r.holds_for(obj.label(&r.key)))
     }
 
     /// True when the selector has no requirements (selects everything).
@@ -812,8 +814,8 @@ struct FieldTerm {
 }
 
 impl FieldTerm {
-    fn matches(&self, obj: &Value) -> bool {
-        (field_value(obj, &self.field) == self.value.as_str()) != self.negated
+    fn matches<S: Selectable + ?Sized>(&self, obj: &S) -> bool {
+        (obj.field(&self.field) == self.value.as_str()) != self.negated
     }
 }
 
@@ -852,7 +854,7 @@ impl FieldSelector {
     /// Looks each dotted path up in `obj` and compares it as a string
     /// (missing = "", numbers/bools by string form; events' `source` means
     /// `source.component`).
-    pub fn matches(&self, obj: &Value) -> bool {
+    pub fn matches<S: Selectable + ?Sized>(&self, obj: &S) -> bool {
         self.terms.iter().all(|t| t.matches(obj))
     }
 
@@ -972,10 +974,35 @@ fn escape_field_value(value: &str) -> String {
     escaped
 }
 
+/// What label and field selectors read of an object: a whole object (`Value`) or a
+/// smaller view of it kept for matching.
+pub trait Selectable {
+    /// The label's value as text; None when the object lacks the label.
+    fn label(&self, key: &str) -> Option<Cow<'_, str>>;
+    /// The text a dotted field path compares as (see [`field_value`]).
+    fn field(&self, path: &str) -> Cow<'_, str>;
+}
+
+impl Selectable for Value {
+    fn label(&self, key: &str) -> Option<Cow<'_, str>> {
+        let labels = self.get("metadata")?.get("labels")?.as_object()?;
+        labels.get(key).map(value_text)
+    }
+
+    fn field(&self, path: &str) -> Cow<'_, str> {
+        field_value(self, path)
+    }
+}
+
 /// The string a field path compares as in `obj`.
 pub fn field_value<'a>(obj: &'a Value, path: &str) -> Cow<'a, str> {
-    let found = present(path.split('.').try_fold(obj, |v, segment| v.get(segment)));
-    match found {
+    let found = path.split('.').try_fold(obj, |v, segment| v.get(segment));
+    field_text(path, found)
+}
+
+/// The string a field path compares as when its value is `found` (None: missing).
+pub fn field_text<'a>(path: &str, found: Option<&'a Value>) -> Cow<'a, str> {
+    match present(found) {
         // core/v1 Event: the `source` field label means `source.component`.
         Some(Value::Object(source)) if path == "source" => {
             source.get("component").map(value_text).unwrap_or_default()

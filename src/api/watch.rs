@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::handlers::{list_objects, Ctx, Filter};
 use super::status::ApiError;
@@ -40,7 +41,13 @@ pub(super) async fn serve(ctx: Ctx) -> Result<Response, ApiError> {
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs);
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
+    // Whose watch this is, for the watch cache's logs (a watcher that falls behind).
+    let span = tracing::debug_span!(
+        "watch",
+        resource = ctx.resource.kind,
+        client = ctx.header(header::USER_AGENT)
+    );
+    let watch = async move {
         let run = stream_events(&ctx, &filter, from, &tx);
         let ended = match timeout {
             Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or(Ok(())),
@@ -49,7 +56,8 @@ pub(super) async fn serve(ctx: Ctx) -> Result<Response, ApiError> {
         if let Err(error) = ended {
             let _ = send(&tx, &json!({"type": "ERROR", "object": error.to_status()})).await;
         }
-    });
+    };
+    tokio::spawn(watch.instrument(span));
     let mut response = Response::new(Body::from_stream(
         tokio_stream::wrappers::ReceiverStream::new(rx),
     ));

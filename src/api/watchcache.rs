@@ -20,15 +20,17 @@ use memchr::memmem;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::selector::field_value;
+use super::rawlist::View;
+use super::selector::Selectable;
 use crate::store::{Event, EventKind, Revision, Store, StoreError};
 
 /// Recent events kept per resource type: at least this many …
 const RING: usize = 2048;
-/// … and more while their stored bytes (new and replaced version) stay within this,
-/// so that under churn the ring still spans the bookmark interval and watchers that
-/// resume from a bookmark rarely have to read the store's log.
-const RING_BYTES: usize = 32 << 20;
+/// … and more while the memory they hold (stored bytes and views, see
+/// `Decoded::weight`) stays within this, so that under churn the ring still spans the
+/// bookmark interval and watchers that resume from a bookmark rarely have to read the
+/// store's log.
+const RING_BYTES: usize = 16 << 20;
 /// Live events buffered per watcher before it counts as too slow and catches up
 /// from the log instead.
 const WATCHER_BUFFER: usize = 8192;
@@ -47,18 +49,22 @@ pub struct Decoded {
     pub key: String,
     /// The object as stored (without its resourceVersion).
     pub raw: bytes::Bytes,
-    /// Metadata and the field-selectable values of the object …
-    pub view: Value,
+    /// What selectors read of the object …
+    pub view: View<'static>,
     /// … and of the version it replaced, when known.
-    pub prev_view: Option<Value>,
+    pub prev_view: Option<View<'static>>,
     object: OnceLock<Option<Value>>,
 }
 
 impl Decoded {
-    /// Roughly what keeping the event costs: its stored bytes, counted twice for the
-    /// views and the replaced version's view.
+    /// Roughly the memory keeping the event holds: its stored bytes, key and views.
     fn weight(&self) -> usize {
-        2 * self.raw.len()
+        const FIXED: usize = 256;
+        FIXED
+            + self.raw.len()
+            + self.key.len()
+            + self.view.heap_bytes()
+            + self.prev_view.as_ref().map_or(0, View::heap_bytes)
     }
 
     /// The whole object with its resourceVersion, decoded on first use.
@@ -156,7 +162,7 @@ fn decode_json(bytes: &[u8], revision: Revision) -> Option<Value> {
     Some(obj)
 }
 
-fn decode(event: &Event, paths: &[&str]) -> Option<Decoded> {
+fn decode(event: &Event, paths: &[&'static str]) -> Option<Decoded> {
     let view = |bytes: &[u8]| super::rawlist::view(bytes, paths.iter().copied()).ok();
     Some(Decoded {
         kind: event.kind.clone(),
@@ -235,10 +241,10 @@ impl Registry {
     fn candidates(&self, event: &Decoded) -> Vec<u64> {
         let mut ids: Vec<u64> = self.unpinned.iter().copied().collect();
         for (path, values) in &self.pinned {
-            let now = field_value(&event.view, path);
+            let now = event.view.field(path);
             ids.extend(values.get(now.as_ref()).into_iter().flatten());
             if let Some(prev) = &event.prev_view {
-                let before = field_value(prev, path);
+                let before = prev.field(path);
                 if before != now {
                     ids.extend(values.get(before.as_ref()).into_iter().flatten());
                 }
@@ -262,11 +268,7 @@ impl Registry {
                 Ok(()) => {
                     subscriber.pending.fetch_add(1, Ordering::SeqCst);
                 }
-                Err(error) => {
-                    if matches!(error, mpsc::error::TrySendError::Full(_)) {
-                        tracing::debug!(prefix = %subscriber.prefix, revision = event.revision,
-                            "a watcher fell behind: it catches up from the log");
-                    }
+                Err(_) => {
                     // It misses this event: its progress must never settle past it.
                     subscriber.pending.store(DROPPED, Ordering::SeqCst);
                     behind.push(id);
@@ -502,7 +504,11 @@ impl Follower {
                 }
                 // Dropped for falling behind (catch up from the log), or the hub
                 // stopped (end: the client's retry gets a fresh one).
-                None if self.hub.lock()?.alive => Ok(Step::Then(Phase::Start)),
+                None if self.hub.lock()?.alive => {
+                    tracing::debug!(prefix = %self.prefix, after = self.last,
+                        "a watcher fell behind: it catches up from the log");
+                    Ok(Step::Then(Phase::Start))
+                }
                 None => Ok(Step::Ended),
             },
             Phase::Replaying(mut log) => {
@@ -697,16 +703,11 @@ mod tests {
             .await
             .unwrap();
         let first = a.next().await.unwrap().unwrap();
-        assert_eq!(first.view["metadata"]["name"], "y");
+        assert_eq!(first.view.field("metadata.name"), "y");
         assert_eq!(first.object().unwrap()["metadata"]["resourceVersion"], "2");
         let names: Vec<String> = vec![all.next().await, all.next().await]
             .into_iter()
-            .map(|e| {
-                e.unwrap().unwrap().view["metadata"]["name"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
+            .map(|e| e.unwrap().unwrap().view.field("metadata.name").into_owned())
             .collect();
         assert_eq!(names, ["x", "y"]);
         // A late watcher replays from the ring.
@@ -729,10 +730,10 @@ mod tests {
         Interest {
             pin: Some(("spec.nodeName", node.clone())),
             concerns: Arc::new(move |e| {
-                field_value(&e.view, "spec.nodeName") == node.as_str()
+                e.view.field("spec.nodeName") == node.as_str()
                     || e.prev_view
                         .as_ref()
-                        .is_some_and(|p| field_value(p, "spec.nodeName") == node.as_str())
+                        .is_some_and(|p| p.field("spec.nodeName") == node.as_str())
             }),
         }
     }

@@ -68,19 +68,32 @@ pub struct Context {
     pub settings: Settings,
 }
 
-/// Starts every controller; each restarts after a pause if it ever stops.
-pub fn start_all(client: kube::Client, settings: Settings) {
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), "skiff-controller-manager"),
-        client,
-        settings,
-    });
-    supervise("replicaset", ctx.clone(), replicaset::run);
-    supervise("deployment", ctx.clone(), deployment::run);
-    supervise("endpoints", ctx.clone(), endpoints::run);
-    supervise("node-lifecycle", ctx.clone(), nodes::run);
-    supervise("garbage-collector", ctx.clone(), gc::run);
-    supervise("event-expiry", ctx, events::expire_forever);
+/// Starts every controller, each with its own client named by `user_agent(name)`;
+/// each restarts after a pause if it ever stops.
+pub async fn start_all(
+    credentials: &crate::client::Credentials,
+    settings: Settings,
+    user_agent: impl Fn(&str) -> String,
+) -> Result<(), crate::client::ClientError> {
+    type Run = fn(Arc<Context>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+    let controllers: [(&'static str, Run); 6] = [
+        ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
+        ("deployment", |ctx| Box::pin(deployment::run(ctx))),
+        ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
+        ("node-lifecycle", |ctx| Box::pin(nodes::run(ctx))),
+        ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
+        ("event-expiry", |ctx| Box::pin(events::expire_forever(ctx))),
+    ];
+    for (name, run) in controllers {
+        let client = crate::client::connect(credentials, &user_agent(name)).await?;
+        let ctx = Arc::new(Context {
+            recorder: Recorder::new(client.clone(), "skiff-controller-manager"),
+            client,
+            settings: settings.clone(),
+        });
+        supervise(name, ctx, run);
+    }
+    Ok(())
 }
 
 /// Runs `run` forever, restarting it (after a pause) when it returns.

@@ -202,19 +202,25 @@ async fn start_controllers(config: &ServerConfig, pki: &Pki) -> Result<(), Serve
         cert_pem,
         key_pem,
     };
-    let client = crate::client::connect(&credentials).await?;
     let settings = controllers::Settings {
         cluster_cidr: config.cluster_cidr,
         ..Default::default()
     };
+    let scheduler_client = crate::client::connect(&credentials, &user_agent("scheduler")).await?;
     let scheduler_ctx = std::sync::Arc::new(controllers::Context {
-        recorder: controllers::Recorder::new(client.clone(), "default-scheduler"),
-        client: client.clone(),
+        recorder: controllers::Recorder::new(scheduler_client.clone(), "default-scheduler"),
+        client: scheduler_client,
         settings: settings.clone(),
     });
     controllers::supervise("scheduler", scheduler_ctx, crate::scheduler::run);
-    controllers::start_all(client, settings);
+    controllers::start_all(&credentials, settings, user_agent).await?;
     Ok(())
+}
+
+/// How an in-server component names itself to the API (Kubernetes' controller
+/// manager says `kube-controller-manager/<version> …/<controller>`).
+fn user_agent(component: &str) -> String {
+    format!("skiff/{} {component}", env!("CARGO_PKG_VERSION"))
 }
 
 fn cert_options(config: &ServerConfig, advertise: IpAddr) -> CertOptions {

@@ -207,11 +207,8 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 
 fn get_current(conn: &Connection, key: &str) -> Result<Option<Entry>, StoreError> {
     Ok(conn
-        .query_row(
-            "SELECT key, rev, create_rev, value FROM current WHERE key = ?1",
-            [key],
-            entry_from_row,
-        )
+        .prepare_cached("SELECT key, rev, create_rev, value FROM current WHERE key = ?1")?
+        .query_row([key], entry_from_row)
         .optional()?)
 }
 
@@ -320,10 +317,8 @@ impl Writer {
                 }
             }
         }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE name = 'revision'",
-            [revision],
-        )?;
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'revision'")?
+            .execute([revision])?;
         tx.commit()?;
         self.revision = revision;
         Ok(outcomes)
@@ -412,18 +407,19 @@ fn apply_op(conn: &Connection, op: &WriteOp, rev: Revision) -> Result<Event, Sto
                 mod_rev: rev,
                 ..prev.clone()
             };
-            conn.execute("DELETE FROM current WHERE key = ?1", [key])?;
-            conn.execute(
+            conn.prepare_cached("DELETE FROM current WHERE key = ?1")?
+                .execute([key])?;
+            conn.prepare_cached(
                 "INSERT INTO log (rev, key, create_rev, prev_rev, deleted, value)
                  VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-                params![
-                    rev,
-                    key,
-                    entry.create_rev,
-                    prev.mod_rev,
-                    entry.value.as_ref()
-                ],
-            )?;
+            )?
+            .execute(params![
+                rev,
+                key,
+                entry.create_rev,
+                prev.mod_rev,
+                entry.value.as_ref()
+            ])?;
             Ok(Event {
                 kind: EventKind::Deleted,
                 entry,
@@ -450,27 +446,27 @@ fn check_expected(
 }
 
 fn put(conn: &Connection, entry: &Entry, prev_rev: Option<Revision>) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO current (key, rev, create_rev, value) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(key) DO UPDATE SET rev = excluded.rev, value = excluded.value",
-        params![
-            entry.key,
-            entry.mod_rev,
-            entry.create_rev,
-            entry.value.as_ref()
-        ],
-    )?;
-    conn.execute(
+    )?
+    .execute(params![
+        entry.key,
+        entry.mod_rev,
+        entry.create_rev,
+        entry.value.as_ref()
+    ])?;
+    conn.prepare_cached(
         "INSERT INTO log (rev, key, create_rev, prev_rev, deleted, value)
          VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-        params![
-            entry.mod_rev,
-            entry.key,
-            entry.create_rev,
-            prev_rev,
-            entry.value.as_ref()
-        ],
-    )?;
+    )?
+    .execute(params![
+        entry.mod_rev,
+        entry.key,
+        entry.create_rev,
+        prev_rev,
+        entry.value.as_ref()
+    ])?;
     Ok(())
 }
 
