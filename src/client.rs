@@ -39,6 +39,12 @@ pub fn kubeconfig_yaml(credentials: &Credentials) -> String {
     )
 }
 
+/// How a skiff component names itself to the API: `skiff/<version> <component>`
+/// (Kubernetes' controller manager says `kube-controller-manager/<version> …/<controller>`).
+pub fn user_agent(component: &str) -> String {
+    format!("skiff/{} {component}", env!("CARGO_PKG_VERSION"))
+}
+
 /// A kube-rs client for these credentials that names itself `user_agent` (as
 /// Kubernetes components do: the server's logs then say which client a request or a
 /// lagging watch belongs to).

@@ -167,15 +167,8 @@ async fn run_with_access(
         &credentials_dir,
     )
     .await?;
-    let client = crate::client::connect(
-        &credentials,
-        &format!(
-            "skiff/{} agent {}",
-            env!("CARGO_PKG_VERSION"),
-            config.node_name
-        ),
-    )
-    .await?;
+    let user_agent = crate::client::user_agent(&format!("agent {}", config.node_name));
+    let client = crate::client::connect(&credentials, &user_agent).await?;
     if let Some(access) = access {
         kubelet::start(&config, access)
             .await

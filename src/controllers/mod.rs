@@ -68,12 +68,11 @@ pub struct Context {
     pub settings: Settings,
 }
 
-/// Starts every controller, each with its own client named by `user_agent(name)`;
-/// each restarts after a pause if it ever stops.
+/// Starts every controller, each with its own client named after it (see
+/// `client::user_agent`); each restarts after a pause if it ever stops.
 pub async fn start_all(
     credentials: &crate::client::Credentials,
     settings: Settings,
-    user_agent: impl Fn(&str) -> String,
 ) -> Result<(), crate::client::ClientError> {
     type Run = fn(Arc<Context>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
     let controllers: [(&'static str, Run); 6] = [
@@ -85,7 +84,7 @@ pub async fn start_all(
         ("event-expiry", |ctx| Box::pin(events::expire_forever(ctx))),
     ];
     for (name, run) in controllers {
-        let client = crate::client::connect(credentials, &user_agent(name)).await?;
+        let client = crate::client::connect(credentials, &crate::client::user_agent(name)).await?;
         let ctx = Arc::new(Context {
             recorder: Recorder::new(client.clone(), "skiff-controller-manager"),
             client,

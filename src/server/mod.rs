@@ -206,21 +206,16 @@ async fn start_controllers(config: &ServerConfig, pki: &Pki) -> Result<(), Serve
         cluster_cidr: config.cluster_cidr,
         ..Default::default()
     };
-    let scheduler_client = crate::client::connect(&credentials, &user_agent("scheduler")).await?;
+    let scheduler_client =
+        crate::client::connect(&credentials, &crate::client::user_agent("scheduler")).await?;
     let scheduler_ctx = std::sync::Arc::new(controllers::Context {
         recorder: controllers::Recorder::new(scheduler_client.clone(), "default-scheduler"),
         client: scheduler_client,
         settings: settings.clone(),
     });
     controllers::supervise("scheduler", scheduler_ctx, crate::scheduler::run);
-    controllers::start_all(&credentials, settings, user_agent).await?;
+    controllers::start_all(&credentials, settings).await?;
     Ok(())
-}
-
-/// How an in-server component names itself to the API (Kubernetes' controller
-/// manager says `kube-controller-manager/<version> …/<controller>`).
-fn user_agent(component: &str) -> String {
-    format!("skiff/{} {component}", env!("CARGO_PKG_VERSION"))
 }
 
 fn cert_options(config: &ServerConfig, advertise: IpAddr) -> CertOptions {
