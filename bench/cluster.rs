@@ -177,13 +177,31 @@ async fn wait_nodes_ready(nodes: &Api<Node>, count: usize) -> Result<Duration> {
     bail!("nodes not ready within {RUN_LIMIT:?}")
 }
 
-/// Lists every pod page by page (as kubectl does) and returns the latency of each page.
-/// A continue token that expired (410) starts the list over, as client-go's pager does.
-/// One paged list of every pod: each page's latency, and how many pods were Running
+/// One paged list of every pod: each page's latency, and how far the pods had come
 /// (None when the list expired and the deadline passed before a complete one).
 struct Traversal {
     latencies: Vec<f64>,
-    running: Option<usize>,
+    stages: Option<Stages>,
+}
+
+/// How many pods exist, are bound to a node, and are Running: which stage lags.
+#[derive(Default, Clone, Copy)]
+struct Stages {
+    created: usize,
+    bound: usize,
+    running: usize,
+}
+
+impl Stages {
+    fn count(&mut self, pod: &Pod) {
+        self.created += 1;
+        if pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
+            self.bound += 1;
+        }
+        if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
+            self.running += 1;
+        }
+    }
 }
 
 /// Lists every pod 500 at a time, timing each page; a list whose continue token
@@ -194,7 +212,7 @@ async fn list_pods_timed(
     deadline: Instant,
 ) -> Result<Traversal> {
     let mut latencies = Vec::new();
-    let mut running = 0;
+    let mut stages = Stages::default();
     let mut params = ListParams::default().limit(500);
     loop {
         let started = Instant::now();
@@ -205,27 +223,23 @@ async fn list_pods_timed(
                 if Instant::now() > deadline {
                     return Ok(Traversal {
                         latencies,
-                        running: None,
+                        stages: None,
                     });
                 }
                 params = ListParams::default().limit(500);
-                running = 0;
+                stages = Stages::default();
                 continue;
             }
             other => other?,
         };
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-        running += page
-            .items
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count();
+        page.items.iter().for_each(|pod| stages.count(pod));
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
             _ => {
                 return Ok(Traversal {
                     latencies,
-                    running: Some(running),
+                    stages: Some(stages),
                 })
             }
         }
@@ -372,11 +386,16 @@ async fn main() -> Result<()> {
         peak_rss = peak_rss.max(rss);
         // Counted from the timed list itself: a second list of every pod per round
         // would double the load the benchmark puts on the server.
-        let Some(running) = traversal.running else {
+        let Some(Stages {
+            created,
+            bound,
+            running,
+        }) = traversal.stages
+        else {
             continue;
         };
         println!(
-            "{:>5.0} s: {running}/{total} pods Running, server RSS {:.0} MiB",
+            "{:>5.0} s: {running}/{total} pods Running ({created} created, {bound} bound), server RSS {:.0} MiB",
             started.elapsed().as_secs_f64(),
             rss as f64 / 1024.0
         );

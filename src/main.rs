@@ -1,4 +1,13 @@
-//! The `skiff` binary: everything lives in the library; this only reports errors.
+//! The `skiff` binary: everything lives in the library; this only reports errors and
+//! picks the allocator.
+
+/// mimalloc instead of the C library's malloc: under the server's load glibc spent a
+/// third of the CPU in malloc, free and its arena locks (see docs/adr/0006-scale.md).
+/// Built from source with the C compiler SQLite needs anyway; finds the page size at
+/// run time (16 KiB-page ARM kernels). Built without its transparent-huge-page advice
+/// (`no_thp`): huge pages half used put hundreds of MiB on the server's RSS.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     match skiff::cli::run() {

@@ -20,8 +20,9 @@ use serde_json::json;
 use super::runtime::PodRuntime;
 use super::{AgentConfig, AgentError};
 
-/// How often Node conditions are re-posted when nothing changed.
-const STATUS_REFRESH: Duration = Duration::from_secs(60);
+/// How often Node conditions are re-posted when nothing changed: kubelet's
+/// `nodeStatusReportFrequency`. Liveness is the Lease's job, renewed far more often.
+const STATUS_REFRESH: Duration = Duration::from_secs(300);
 pub const LEASE_SECONDS: i32 = 40;
 
 fn labels(config: &AgentConfig) -> BTreeMap<String, String> {

@@ -135,13 +135,17 @@ pub async fn dispatch(State(state): State<SharedState>, request: Request) -> Res
         .get::<Identity>()
         .map(|i| i.user.clone())
         .unwrap_or_default();
-    let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().clone());
+    let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        let agent = request.headers().get(header::USER_AGENT);
+        let agent = agent.and_then(|a| a.to_str().ok()).unwrap_or_default();
+        (request.uri().clone(), agent.to_string())
+    });
     let response = match route(state, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
-    if let Some(uri) = uri {
-        tracing::debug!(%method, %uri, %user, status = response.status().as_u16(),
+    if let Some((uri, agent)) = logged {
+        tracing::debug!(%method, %uri, %user, %agent, status = response.status().as_u16(),
             micros = started.elapsed().as_micros() as u64, "request");
     }
     response

@@ -148,25 +148,7 @@ impl NodeFlags {
     }
 }
 
-/// glibc gives every thread that allocates under contention its own heap arena (up to
-/// 8 per core) and rarely returns their free space: a long-running server that
-/// decodes many short-lived objects on many threads grows far past its live data.
-/// Two arenas keep RSS near the live data at a small cost in allocator contention
-/// (the same advice as for other long-running glibc services; `MALLOC_ARENA_MAX` in
-/// the environment still wins).
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes allocator tuning; called before any other
-        // thread exists.
-        unsafe {
-            nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
 pub fn run() -> anyhow::Result<()> {
-    limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging(&cli.log);
     match cli.command {
