@@ -214,6 +214,15 @@ fn discovery_route(state: &SharedState, path: &str, accept: &str) -> Option<Resp
         ["api", "v1"] => ok(discovery::resource_list("", "v1")?),
         ["apis", g] => ok(discovery::legacy_group(g)?),
         ["apis", g, v] => ok(discovery::resource_list(g, v)?),
+        ["openapi", "v2"] if accept.contains("protobuf") => {
+            let mut response = Response::new(axum::body::Body::from(openapi::v2_protobuf()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(openapi::V2_PROTOBUF),
+            );
+            response
+        }
+        ["openapi", "v2"] => ok(openapi::v2_json()),
         ["openapi", "v3"] => ok(openapi::root()),
         ["openapi", "v3", rest @ ..] => {
             let doc = openapi::group_version_document(&rest.join("/"))?;

@@ -3,6 +3,11 @@
 //! server (`--validate=strict`, the default). Full schemas are not served; kubectl then
 //! computes strategic merge patches from its compiled-in types, as it does for
 //! built-in kinds anyway.
+//!
+//! `/openapi/v2` is a Swagger 2.0 document without definitions. kubectl reads it for
+//! one case: a `kind: List` file (what `kubectl get -o yaml` writes), whose kind no
+//! v3 operation can carry, is validated on the client against v2 definitions; with none,
+//! each item is left to the server, which gets it with `fieldValidation=Strict`.
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -94,6 +99,45 @@ pub fn root() -> Value {
     json!({"paths": paths})
 }
 
+/// The content type of `/openapi/v2` in protobuf (gnostic's `openapi_v2.Document`).
+/// kubectl asks for `…spec.v2@v1.0+protobuf`, but Go's media-type parser rejects the
+/// `@` in a response, so the answer uses the form kube-apiserver answers with.
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+const V2_TITLE: &str = "Kubernetes";
+const V2_VERSION: &str = "v1.32.4";
+
+/// `GET /openapi/v2` as JSON.
+pub fn v2_json() -> Value {
+    json!({"swagger": "2.0", "info": {"title": V2_TITLE, "version": V2_VERSION}, "paths": {}})
+}
+
+/// `GET /openapi/v2` as protobuf: `swagger` (1), `info` (2: `title` 1, `version` 2) and
+/// an empty `paths` (8).
+pub fn v2_protobuf() -> Vec<u8> {
+    let mut info = Vec::new();
+    length_delimited(&mut info, 1, V2_TITLE.as_bytes());
+    length_delimited(&mut info, 2, V2_VERSION.as_bytes());
+    let mut doc = Vec::new();
+    length_delimited(&mut doc, 1, b"2.0");
+    length_delimited(&mut doc, 2, &info);
+    length_delimited(&mut doc, 8, &[]);
+    doc
+}
+
+fn length_delimited(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    varint(out, (u64::from(field) << 3) | 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +160,26 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("/openapi/v3/api/v1?hash="));
+    }
+
+    #[test]
+    fn v2_protobuf_is_an_empty_swagger_document() {
+        let doc = v2_protobuf();
+        // swagger = "2.0"
+        assert_eq!(&doc[..5], &[0x0a, 3, b'2', b'.', b'0']);
+        // info { title, version }, then an empty paths message
+        let info_len = 2 + V2_TITLE.len() + 2 + V2_VERSION.len();
+        assert_eq!(&doc[5..7], &[0x12, info_len as u8]);
+        assert_eq!(&doc[7..9], &[0x0a, V2_TITLE.len() as u8]);
+        assert_eq!(&doc[doc.len() - 2..], &[0x42, 0]);
+        assert_eq!(doc.len(), 5 + 2 + info_len + 2);
+        assert_eq!(v2_json()["swagger"], "2.0");
+    }
+
+    #[test]
+    fn varints_use_seven_bits_per_byte() {
+        let mut out = Vec::new();
+        varint(&mut out, 300);
+        assert_eq!(out, [0xac, 0x02]);
     }
 }
