@@ -65,8 +65,14 @@ fn main() -> Result<()> {
 
 async fn run_all(report: &mut Report) -> Result<()> {
     // SKIFF_BENCH_ONLY=history runs only the history-growth part; =load only the
-    // server with 10,000 pods (creates, reads, lists, watch fan-out, memory).
+    // server with 10,000 pods (creates, reads, lists, watch fan-out, memory);
+    // =startup only the binary size and the times to /readyz.
     match std::env::var("SKIFF_BENCH_ONLY").as_deref() {
+        Ok("startup") => {
+            startup::binary_size(report)?;
+            eprintln!("start-up times…");
+            return startup::ready_times(report).await;
+        }
         Ok("history") => {
             eprintln!("history growth (default settings)…");
             return history::churn(report, &[], "--history-min-age 60, else defaults").await;
