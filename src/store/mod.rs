@@ -10,6 +10,7 @@
 //! its newest version at or below the compaction point, so any revision after that point
 //! can still be listed or watched from.
 
+mod readers;
 mod sqlite;
 
 use std::pin::Pin;

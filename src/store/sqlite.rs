@@ -1,13 +1,13 @@
 //! The SQLite backend: one file in WAL mode, written by a single writer thread that
-//! commits queued writes in groups (one fsync per group), read through a small pool of
-//! read-only connections.
+//! commits queued writes in groups (one fsync per group), and read by a fixed set of
+//! reader threads with a connection each (`super::readers`).
 //!
 //! Tables: `log` holds every retained version (the history watches replay), `current`
 //! the newest version of each live key (what gets and lists read), `meta` the newest
 //! and the compacted revision.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{broadcast, oneshot};
 
+use super::readers::ReaderPool;
 use super::{
     prefix_end, Entry, Event, EventKind, ListRequest, ListResult, Revision, Store, StoreError,
     WatchStream, WriteOp,
@@ -63,8 +64,7 @@ struct Shared {
     current: AtomicI64,
     compacted: AtomicI64,
     events: broadcast::Sender<Arc<Vec<Event>>>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+    readers: ReaderPool,
 }
 
 pub struct SqliteStore {
@@ -83,8 +83,9 @@ impl SqliteStore {
         init_schema(&writer)?;
         let (current, compacted) = read_meta(&writer)?;
         let readers = (0..READERS)
-            .map(|_| open_connection(&options.path).map(Mutex::new))
+            .map(|_| open_connection(&options.path))
             .collect::<Result<Vec<_>, _>>()?;
+        let readers = ReaderPool::start(readers)?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {
             path: options.path.clone(),
@@ -92,7 +93,6 @@ impl SqliteStore {
             compacted: AtomicI64::new(compacted),
             events,
             readers,
-            next_reader: AtomicUsize::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
@@ -125,29 +125,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.with_reader(f))
-            .await
-            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
-    }
-}
-
-impl Shared {
-    fn with_reader<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        // Prefer an idle connection; wait on one only when all are busy.
-        for i in 0..self.readers.len() {
-            if let Ok(conn) = self.readers[(start + i) % self.readers.len()].try_lock() {
-                return f(&conn);
-            }
-        }
-        let conn = self.readers[start % self.readers.len()]
-            .lock()
-            .map_err(|_| StoreError::Backend("reader lock poisoned".into()))?;
-        f(&conn)
+        self.shared.readers.run(f).await
     }
 }
 
@@ -741,10 +719,8 @@ async fn catch_up(
     tx: &EventSender,
 ) -> bool {
     loop {
-        let (s, p, from) = (shared.clone(), prefix.to_string(), *last);
-        let page = tokio::task::spawn_blocking(move || s.with_reader(|c| history(c, &p, from)))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Backend(e.to_string())));
+        let (p, from) = (prefix.to_string(), *last);
+        let page = shared.readers.run(move |c| history(c, &p, from)).await;
         let events = match page {
             Ok(events) => events,
             Err(e) => {
