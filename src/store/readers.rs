@@ -1,4 +1,4 @@
-//! A fixed set of reader threads, each owning one read-only SQLite connection, fed
+//! A fixed set of reader threads, each owning the SQLite connection it reads with, fed
 //! from one queue.
 //!
 //! Reads used to run on tokio's blocking pool and wait there for a free connection:
