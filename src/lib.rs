@@ -1,8 +1,12 @@
 //! skiff: one binary that is a whole Kubernetes-compatible edge cluster.
 //!
-//! Modules, bottom to top: `store` (revision log) ← `api` (the HTTP API over it) ←
-//! `server` (starts components, readiness); `pki` (certificates, tokens) and `config`
-//! beside them; `cli` at the edge. See docs/adr/ for the decisions behind them.
+//! Modules, bottom to top: `store` (the revision log) ← `api` (the Kubernetes HTTP API
+//! over it) ← `controllers` and `scheduler` (reconcile loops, API clients through
+//! `client`) and `agent` (the node: join, pods, kubelet API), which runs containers
+//! through `runtime`, images through `image` and pod networking through `network`.
+//! `pki` (certificates, tokens) and `config` sit beside them; `server` starts the
+//! server's components (with its own agent) and `cli` is the edge. Decisions behind
+//! them are in docs/adr/.
 
 pub mod agent;
 pub mod api;

@@ -6,8 +6,8 @@
 //! watchers of its node, not all thousand. A watcher older than the ring first reads
 //! the store's log (skipping, before decoding, events whose bytes cannot hold its
 //! pinned value) until it reaches the ring, then joins the fan-out like any other. A
-//! watcher too slow to keep up has its stream ended and resumes from its last
-//! resourceVersion, as Kubernetes clients do.
+//! watcher too slow to keep up leaves the fan-out and catches up from the log the same
+//! way, so its client sees one unbroken stream.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
