@@ -312,7 +312,7 @@ async fn subresource(
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     if ctx.resource.subresource(sub).is_none() {
-        return Err(ApiError::unknown_subresource(ctx.resource, name));
+        return Err(ApiError::no_route());
     }
     match (sub, method) {
         ("status", Method::GET) => get(ctx, name).await,

@@ -2,9 +2,11 @@
 //! cluster (`Error from server (NotFound): deployments.apps "web" not found`), and the
 //! `Status` a successful delete answers with.
 //!
-//! Every 404 carries `details` as kube-apiserver's do (`{}` at least; name, group and
-//! kind — the plural — when a resource is known): kubectl 1.32/1.33 `debug`
-//! dereferences `details` of a NotFound and crashes without it.
+//! Every 404 carries `details` as kube-apiserver's do: name, group and kind (the
+//! plural) for a missing object; empty (`{}`) for a path nothing serves — an unknown
+//! resource or subresource. kubectl 1.32/1.33 `debug` dereferences `details` of a
+//! NotFound and crashes without it, and tells the two apart by `details.name` ("ephemeral
+//! containers are disabled for this cluster" when it is empty).
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -64,8 +66,8 @@ impl ApiError {
         .with_details(details(resource, name))
     }
 
-    /// A path that names no resource: the plain 404 kubectl expects, with the empty
-    /// `details` kube-apiserver sends.
+    /// A path that names no resource or subresource: the plain 404 kubectl expects,
+    /// with the empty `details` kube-apiserver sends.
     pub fn no_route() -> Self {
         Self::new(
             404,
@@ -73,11 +75,6 @@ impl ApiError {
             "the server could not find the requested resource",
         )
         .with_details(json!({}))
-    }
-
-    /// A subresource `resource` does not serve, on the object `name`.
-    pub fn unknown_subresource(resource: &Resource, name: &str) -> Self {
-        Self::no_route().with_details(details(resource, name))
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
@@ -229,12 +226,6 @@ mod tests {
     fn every_not_found_carries_details() {
         let pods = super::super::resources::find("", "v1", "pods").unwrap();
         assert_eq!(ApiError::no_route().to_status()["details"], json!({}));
-        let sub = ApiError::unknown_subresource(pods, "p").to_status();
-        assert_eq!(
-            sub["details"],
-            json!({"name": "p", "group": "", "kind": "pods"})
-        );
-        assert_eq!(sub["code"], 404);
         let missing = ApiError::not_found(pods, "p").to_status();
         assert_eq!(missing["details"]["name"], "p");
     }
