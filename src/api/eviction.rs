@@ -2,10 +2,11 @@
 //! policy/v1 (or v1beta1) `Eviction`, as `kubectl drain` sends it (protobuf from the
 //! typed client, or JSON).
 //!
-//! An allowed eviction deletes the pod with the Eviction's `deleteOptions` (gracefully,
-//! so the node agent stops it) and answers 201 with a bare `Status{status: Success}`,
-//! as kube-apiserver's `pkg/registry/core/pod/storage/eviction.go` does. A missing pod
-//! is a 404.
+//! An allowed eviction marks a running pod `DisruptionTarget=True`
+//! (`EvictionByEvictionAPI`), deletes it with the Eviction's `deleteOptions`
+//! (gracefully, so the node agent stops it) and answers 201 with a bare
+//! `Status{status: Success}`, as kube-apiserver's
+//! `pkg/registry/core/pod/storage/eviction.go` does. A missing pod is a 404.
 //!
 //! PodDisruptionBudgets are not served yet, so no budget can block an eviction: every
 //! eviction is allowed, and the 429 `TooManyRequests` kube-apiserver sends while a
@@ -20,7 +21,8 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::handlers::{delete_object, parse_delete_options, read, Ctx};
+use super::handlers::{delete_object, parse_delete_options, read, write_with_retries, Ctx};
+use super::object;
 use super::status::{self, ApiError};
 use super::{body, json_response};
 
@@ -37,9 +39,43 @@ pub(super) async fn evict(ctx: &Ctx, name: &str, body: &Bytes) -> Result<Respons
     }
     let options = parse_delete_options(ctx, &eviction["deleteOptions"])?;
     // A missing pod is the pod's 404, before any budget would be consulted.
-    read(ctx, name).await?;
+    let (_, pod) = read(ctx, name).await?;
+    if !is_terminal(&pod) && !options.is_dry_run() {
+        write_with_retries(ctx, name, None, |_, pod| Ok(with_disruption_target(pod))).await?;
+    }
     delete_object(ctx, name, &options).await?;
     Ok(json_response(StatusCode::CREATED, &status::bare_success()))
+}
+
+fn is_terminal(pod: &Value) -> bool {
+    matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+/// The pod with the DisruptionTarget condition an eviction sets (kept as it is when
+/// already there, or when the pod is already going).
+fn with_disruption_target(pod: &Value) -> Value {
+    let mut pod = pod.clone();
+    let mut conditions = pod["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let present = conditions
+        .iter()
+        .any(|c| c["type"] == "DisruptionTarget" && c["status"] == "True");
+    if present || object::is_deleting(&pod) {
+        return pod;
+    }
+    conditions.retain(|c| c["type"] != "DisruptionTarget");
+    conditions.push(serde_json::json!({
+        "type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+        "message": "Eviction API: evicting", "lastProbeTime": null,
+        "lastTransitionTime": object::now_rfc3339(),
+    }));
+    pod["status"]["conditions"] = Value::Array(conditions);
+    pod
 }
 
 /// The Eviction in the body, checked to be one.

@@ -1165,7 +1165,7 @@ fn respond_write(
 
 /// Read, change, write; retried when another writer got in between, unless the
 /// client pinned a resourceVersion (then a mismatch is its 409).
-async fn write_with_retries<F>(
+pub(super) async fn write_with_retries<F>(
     ctx: &Ctx,
     name: &str,
     precondition: Option<Revision>,
@@ -1377,6 +1377,12 @@ fn delete_options(ctx: &Ctx, body: &Bytes) -> Result<DeleteOptions, ApiError> {
         )));
     }
     parse_delete_options(ctx, &options)
+}
+
+impl DeleteOptions {
+    pub(super) fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
 }
 
 /// DeleteOptions from a decoded body (also an Eviction's `deleteOptions`) and the query.

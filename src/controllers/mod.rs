@@ -3,7 +3,7 @@
 //! reconciled concurrently with itself, requeue with back-off on error).
 //!
 //! Owns: ReplicaSets' pods, Deployments' ReplicaSets and rollouts, node lifecycle
-//! (leases, taints, evictions, pod CIDRs), Endpoints and EndpointSlices, garbage
+//! (leases, taints, pod CIDRs), taint eviction, Endpoints and EndpointSlices, garbage
 //! collection and namespace deletion, event expiry.
 //! May call: the API only, through a kube-rs client (`crate::client`) — the same
 //! validation, resourceVersion checks and status subresources every client gets.
