@@ -10,8 +10,10 @@
 //! for the same typed object, i.e. the body kubectl would have sent as JSON:
 //! `omitempty` zero values are dropped, non-`omitempty` ones are kept, unset pointers
 //! are omitted (or `null`), and fields come out in Go struct order. Supporting another
-//! kind means adding its message tables and one line in `KINDS`. Unknown field
-//! numbers are skipped; malformed input is an error, never a panic.
+//! kind means adding its message tables and one line in `KINDS`. `DeleteOptions`
+//! (DELETE bodies of typed clients, e.g. `kubectl drain --disable-eviction`) is
+//! accepted under any group version, as client-go tags it with the deleted resource's.
+//! Unknown field numbers are skipped; malformed input is an error, never a panic.
 //!
 //! It calls nothing else in skiff.
 

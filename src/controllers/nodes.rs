@@ -6,8 +6,8 @@
 //! (a pod's own toleration wins) the pods are deleted so their controllers replace
 //! them elsewhere. A node that renews its lease again loses the taints (which cancels
 //! pending evictions); the agent reports itself Ready and completes the deletion of
-//! its stale pods. Pods bound to a node that was deleted are force-deleted (nobody else would
-//! finish them).
+//! its stale pods. Pods bound to a node that was deleted are force-deleted (nobody
+//! else would finish them).
 //!
 //! May call: the API (nodes, nodes/status, pods, pods/status, leases, events).
 
