@@ -118,3 +118,46 @@ fn several_conflicts_are_listed_per_manager() {
         "{err}"
     );
 }
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: c
+        image: busybox
+";
+
+#[test]
+fn a_defaulted_deployment_is_shared_too() {
+    let server = Server::start();
+    let (ok, out, err) = apply_as(&server, "a", DEPLOYMENT, &[]);
+    assert!(ok, "{out}{err}");
+    // The server defaulted the containers (imagePullPolicy, …): still the same value.
+    let (ok, out, err) = apply_as(&server, "b", DEPLOYMENT, &[]);
+    assert!(
+        ok,
+        "identical Deployment by a second manager conflicted: {out}{err}"
+    );
+    let (ok, _, err) = apply_as(
+        &server,
+        "b",
+        &DEPLOYMENT.replace("replicas: 2", "replicas: 3"),
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("Apply failed with 1 conflict: conflict with \"a\": .spec.replicas"),
+        "{err}"
+    );
+}

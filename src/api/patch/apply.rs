@@ -187,7 +187,11 @@ fn check_conflicts(
         let applied = lookup(request.applied, &path);
         // Equal values are shared (both managers own the field); an applied empty
         // map sets no value of its own, so it cannot conflict either.
-        if lookup(live, &path) == applied || applied.is_some_and(Value::is_object) {
+        let same = match (applied, lookup(live, &path)) {
+            (Some(applied), Some(live)) => same_as_live(applied, live),
+            (applied, live) => applied == live,
+        };
+        if same || applied.is_some_and(Value::is_object) {
             continue;
         }
         for entry in entries.iter_mut() {
@@ -237,6 +241,20 @@ fn conflict_message(conflicts: &[(String, String)]) -> String {
         conflicts.len(),
         lines.join("\n")
     )
+}
+
+/// Whether an applied value is what live holds, up to the fields the server
+/// defaulted into live (e.g. a container's `imagePullPolicy` inside an atomic list).
+fn same_as_live(applied: &Value, live: &Value) -> bool {
+    match (applied, live) {
+        (Value::Object(a), Value::Object(l)) => a
+            .iter()
+            .all(|(k, v)| l.get(k).is_some_and(|lv| same_as_live(v, lv))),
+        (Value::Array(a), Value::Array(l)) => {
+            a.len() == l.len() && a.iter().zip(l).all(|(x, y)| same_as_live(x, y))
+        }
+        _ => applied == live,
+    }
 }
 
 fn prefixed(path: &[String]) -> Vec<String> {
@@ -346,6 +364,21 @@ mod tests {
         let entries = after["metadata"]["managedFields"].as_array().unwrap();
         let of_a = entries.iter().find(|e| e["manager"] == "a").unwrap();
         assert_eq!(of_a["fieldsV1"], json!({}));
+    }
+
+    #[test]
+    fn defaulted_lists_still_count_as_the_same_value() {
+        let applied = json!({"spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        let mut live = apply(None, &request(&applied, "a", false)).unwrap();
+        live["spec"]["containers"][0]["imagePullPolicy"] = json!("Always");
+        assert!(apply(Some(&live), &request(&applied, "b", false)).is_ok());
+        let other = json!({"spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        assert_eq!(
+            apply(Some(&live), &request(&other, "b", false))
+                .unwrap_err()
+                .code,
+            409
+        );
     }
 
     #[test]
