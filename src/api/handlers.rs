@@ -326,6 +326,7 @@ async fn subresource(
         ("scale", Method::PATCH) => patch(ctx, name, body, Some("scale")).await,
         ("binding", Method::POST) => bind(ctx, name, body).await,
         ("finalize", Method::PUT) => update(ctx, name, body, Some("finalize")).await,
+        ("eviction", Method::POST) => super::eviction::evict(ctx, name, body).await,
         (_, method) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method})"
         ))),
@@ -1164,7 +1165,7 @@ fn respond_write(
 
 /// Read, change, write; retried when another writer got in between, unless the
 /// client pinned a resourceVersion (then a mismatch is its 409).
-async fn write_with_retries<F>(
+pub(super) async fn write_with_retries<F>(
     ctx: &Ctx,
     name: &str,
     precondition: Option<Revision>,
@@ -1217,7 +1218,7 @@ async fn commit_update(
         return Ok((existing.clone(), warnings));
     }
     if object::is_deleting(&new) && finalization_done(&new) {
-        let deleted = finish_delete(ctx, name, entry, &new)
+        let deleted = finish_delete(ctx, name, entry, &new, ctx.dry_run())
             .await
             .map_err(WriteFailure::Api)?;
         return Ok((deleted, warnings));
@@ -1350,21 +1351,47 @@ async fn server_side_apply(
 }
 
 /// DeleteOptions from the body and the query.
-struct DeleteOptions {
+pub(super) struct DeleteOptions {
     propagation: Option<String>,
     grace_period: Option<i64>,
     precondition_uid: Option<String>,
     precondition_rv: Option<Revision>,
+    /// `dryRun=All` in the query or the body.
+    dry_run: bool,
+    /// `orphanDependents: false` was given: kube-apiserver then answers 202 while the
+    /// object waits for its dependents.
+    cascade_requested: bool,
 }
 
+/// DeleteOptions of a DELETE request: the body (JSON, YAML or protobuf; may be
+/// empty) and the query.
 fn delete_options(ctx: &Ctx, body: &Bytes) -> Result<DeleteOptions, ApiError> {
     let options = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
         body::decode(ctx.header(header::CONTENT_TYPE), body)?
     };
+    if let Some(kind) = options["kind"].as_str().filter(|k| *k != "DeleteOptions") {
+        return Err(ApiError::bad_request(format!(
+            "the kind of a delete request body must be DeleteOptions, not {kind}"
+        )));
+    }
+    parse_delete_options(ctx, &options)
+}
+
+impl DeleteOptions {
+    pub(super) fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+}
+
+/// DeleteOptions from a decoded body (also an Eviction's `deleteOptions`) and the query.
+pub(super) fn parse_delete_options(ctx: &Ctx, options: &Value) -> Result<DeleteOptions, ApiError> {
     let mut propagation = options["propagationPolicy"].as_str().map(String::from);
-    if propagation.is_none() && options["orphanDependents"] == json!(true) {
+    let orphan = options["orphanDependents"]
+        .as_bool()
+        .or_else(|| ctx.param("orphanDependents").map(|o| o == "true"));
+    if propagation.is_none() && orphan == Some(true) {
         propagation = Some("Orphan".into());
     }
     if let Some(p) = ctx.param("propagationPolicy") {
@@ -1388,27 +1415,67 @@ fn delete_options(ctx: &Ctx, body: &Bytes) -> Result<DeleteOptions, ApiError> {
         ),
         None => None,
     };
+    let body_dry_run = options["dryRun"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|v| v == "All"));
     Ok(DeleteOptions {
         propagation,
         grace_period,
         precondition_uid: options["preconditions"]["uid"].as_str().map(String::from),
         precondition_rv,
+        dry_run: ctx.dry_run() || body_dry_run,
+        cascade_requested: orphan == Some(false),
     })
+}
+
+/// Whether kube-apiserver answers a completed delete with the deleted object
+/// (`ReturnDeletedObject` in its registry: pods, services, namespaces,
+/// serviceaccounts) rather than a `Status`.
+fn returns_deleted_object(resource: &Resource) -> bool {
+    resource.group.is_empty()
+        && matches!(
+            resource.plural,
+            "pods" | "services" | "namespaces" | "serviceaccounts"
+        )
+}
+
+/// What a delete did.
+pub(super) enum Deleted {
+    /// The object is gone; the value is it as it was last.
+    Gone(Value),
+    /// The object waits (grace period, finalizers); the value is it, marked.
+    Marked(Value),
 }
 
 async fn delete(ctx: &Ctx, name: &str, body: &Bytes) -> Result<Response, ApiError> {
     let options = delete_options(ctx, body)?;
-    let (code, obj) = delete_object(ctx, name, &options).await?;
-    Ok(ctx.respond(code, &ctx.present(obj)))
+    match delete_object(ctx, name, &options).await? {
+        Deleted::Gone(obj) if !returns_deleted_object(ctx.resource) => {
+            let uid = object::meta_str(&obj, "uid");
+            Ok(json_response(
+                StatusCode::OK,
+                &status::success(ctx.resource, name, uid),
+            ))
+        }
+        Deleted::Gone(obj) => Ok(ctx.respond(StatusCode::OK, &ctx.present(obj))),
+        Deleted::Marked(obj) => {
+            let code = if options.cascade_requested {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            Ok(ctx.respond(code, &ctx.present(obj)))
+        }
+    }
 }
 
 /// Deletes at once, or marks for deletion when finalizers, foreground/orphan
 /// propagation or a pod's grace period must run first.
-async fn delete_object(
+pub(super) async fn delete_object(
     ctx: &Ctx,
     name: &str,
     options: &DeleteOptions,
-) -> Result<(StatusCode, Value), ApiError> {
+) -> Result<Deleted, ApiError> {
     for _ in 0..CONFLICT_RETRIES {
         let (entry, existing) = read(ctx, name).await?;
         check_preconditions(ctx, name, &entry, &existing, options)?;
@@ -1416,15 +1483,15 @@ async fn delete_object(
         if marked == existing && !object::is_deleting(&existing)
             || finalization_done(&marked) && !graceful(&marked)
         {
-            return finish_delete(ctx, name, &entry, &existing)
+            return finish_delete(ctx, name, &entry, &existing, options.dry_run)
                 .await
-                .map(|o| (StatusCode::OK, o));
+                .map(Deleted::Gone);
         }
-        if marked == existing || ctx.dry_run() {
-            return Ok((StatusCode::ACCEPTED, marked));
+        if marked == existing || options.dry_run {
+            return Ok(Deleted::Marked(marked));
         }
         match commit_update(ctx, name, &entry, &existing, marked).await {
-            Ok((stored, _)) => return Ok((StatusCode::ACCEPTED, stored)),
+            Ok((stored, _)) => return Ok(Deleted::Marked(stored)),
             Err(WriteFailure::Conflict) => continue,
             Err(WriteFailure::Api(e)) => return Err(e),
         }
@@ -1526,6 +1593,7 @@ async fn finish_delete(
     name: &str,
     entry: &Entry,
     obj: &Value,
+    dry_run: bool,
 ) -> Result<Value, ApiError> {
     let mut ops = vec![WriteOp::Delete {
         key: ctx.key(name),
@@ -1536,7 +1604,7 @@ async fn finish_delete(
         ops.extend(Allocations::default().changes_from(&Allocations::of(obj), &owner));
     }
     let mut deleted = obj.clone();
-    if ctx.dry_run() {
+    if dry_run {
         return Ok(deleted);
     }
     let entries = ctx
@@ -1565,7 +1633,7 @@ async fn delete_collection(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError
             identity: ctx.identity.clone(),
         };
         match delete_object(&ns_ctx, &name, &options).await {
-            Ok((_, obj)) => deleted.push(ctx.present(obj)),
+            Ok(Deleted::Gone(obj) | Deleted::Marked(obj)) => deleted.push(ctx.present(obj)),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

@@ -13,6 +13,7 @@ pub mod bootstrap;
 pub mod defaults;
 pub mod discovery;
 pub mod events;
+mod eviction;
 mod handlers;
 pub mod join;
 pub mod object;

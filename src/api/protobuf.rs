@@ -10,8 +10,10 @@
 //! for the same typed object, i.e. the body kubectl would have sent as JSON:
 //! `omitempty` zero values are dropped, non-`omitempty` ones are kept, unset pointers
 //! are omitted (or `null`), and fields come out in Go struct order. Supporting another
-//! kind means adding its message tables and one line in `KINDS`. Unknown field
-//! numbers are skipped; malformed input is an error, never a panic.
+//! kind means adding its message tables and one line in `KINDS`. `DeleteOptions`
+//! (DELETE bodies of typed clients, e.g. `kubectl drain --disable-eviction`) is
+//! accepted under any group version, as client-go tags it with the deleted resource's.
+//! Unknown field numbers are skipped; malformed input is an error, never a panic.
 //!
 //! It calls nothing else in skiff.
 
@@ -93,6 +95,11 @@ pub fn decode_object(body: &[u8]) -> Result<Value> {
 }
 
 fn message_for_kind(api_version: &str, kind: &str) -> Result<&'static Message> {
+    // meta/v1 DeleteOptions is registered in every group version; client-go's typed
+    // clients send it tagged with the group version of the resource they delete.
+    if kind == "DeleteOptions" && !api_version.is_empty() {
+        return Ok(&DELETE_OPTIONS);
+    }
     KINDS
         .iter()
         .find(|(v, k, _)| *v == api_version && *k == kind)
@@ -750,6 +757,7 @@ const BATCH: &str = "batch/v1";
 const RBAC: &str = "rbac.authorization.k8s.io/v1";
 const NETWORKING: &str = "networking.k8s.io/v1";
 const POLICY: &str = "policy/v1";
+const POLICY_V1BETA1: &str = "policy/v1beta1";
 const SCHEDULING: &str = "scheduling.k8s.io/v1";
 const COORDINATION: &str = "coordination.k8s.io/v1";
 const AUTHENTICATION: &str = "authentication.k8s.io/v1";
@@ -781,6 +789,7 @@ static KINDS: &[(&str, &str, &Message)] = &[
     (NETWORKING, "Ingress", &INGRESS),
     (POLICY, "PodDisruptionBudget", &POD_DISRUPTION_BUDGET),
     (POLICY, "Eviction", &EVICTION),
+    (POLICY_V1BETA1, "Eviction", &EVICTION),
     (SCHEDULING, "PriorityClass", &PRIORITY_CLASS),
     (COORDINATION, "Lease", &LEASE),
     (AUTHENTICATION, "TokenRequest", &TOKEN_REQUEST),
@@ -2416,7 +2425,7 @@ mod tests {
 
     // ---- a tiny encoder for hand-built bodies ----
 
-    #[derive(Default)]
+    #[derive(Default, Clone)]
     struct Enc(Vec<u8>);
 
     fn put_varint(out: &mut Vec<u8>, mut value: u64) {
@@ -2827,6 +2836,24 @@ mod tests {
             json!({"pod-a": "1970-01-01T00:01:00Z"})
         );
         assert_eq!(pdb["status"]["currentHealthy"], json!(0));
+    }
+
+    #[test]
+    fn delete_options_decode_in_any_group_version() {
+        let preconditions = Enc::default().str(1, "u-1");
+        let raw = Enc::default()
+            .int(1, 30)
+            .msg(2, preconditions)
+            .str(4, "Background");
+        for api_version in ["v1", "apps/v1", "meta.k8s.io/v1"] {
+            let options = decode(api_version, "DeleteOptions", raw.clone());
+            assert_eq!(options["kind"], "DeleteOptions");
+            assert_eq!(options["gracePeriodSeconds"], json!(30));
+            assert_eq!(options["preconditions"], json!({"uid": "u-1"}));
+            assert_eq!(options["propagationPolicy"], "Background");
+        }
+        let beta = decode("policy/v1beta1", "Eviction", Enc::default());
+        assert_eq!(beta["kind"], "Eviction");
     }
 
     #[test]

@@ -69,6 +69,15 @@ const SCALE: Subresource = Subresource {
     verbs: GET_PATCH_UPDATE,
 };
 
+/// `pods/eviction` (see `eviction`): kubectl drain finds it in discovery.
+const EVICTION: Subresource = Subresource {
+    name: "eviction",
+    group: "policy",
+    version: "v1",
+    kind: "Eviction",
+    verbs: &["create"],
+};
+
 const fn status(kind: &'static str) -> Subresource {
     sub("status", kind, GET_PATCH_UPDATE)
 }
@@ -142,6 +151,7 @@ pub static RESOURCES: &[Resource] = &[
             sub("binding", "Binding", &["create"]),
             sub("log", "Pod", &["get"]),
             sub("exec", "PodExecOptions", &["create", "get"]),
+            EVICTION,
         ],
         field_selectors: POD_FIELDS,
         has_status: true,

@@ -1,5 +1,12 @@
 //! Errors as Kubernetes `Status` objects, so kubectl prints them as it does for any
-//! cluster (`Error from server (NotFound): deployments.apps "web" not found`).
+//! cluster (`Error from server (NotFound): deployments.apps "web" not found`), and the
+//! `Status` a successful delete answers with.
+//!
+//! Every 404 carries `details` as kube-apiserver's do: name, group and kind (the
+//! plural) for a missing object; empty (`{}`) for a path nothing serves — an unknown
+//! resource or subresource. kubectl 1.32/1.33 `debug` dereferences `details` of a
+//! NotFound and crashes without it, and tells the two apart by `details.name` ("ephemeral
+//! containers are disabled for this cluster" when it is empty).
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -59,13 +66,15 @@ impl ApiError {
         .with_details(details(resource, name))
     }
 
-    /// A path that names no resource: the plain 404 kubectl expects.
+    /// A path that names no resource or subresource: the plain 404 kubectl expects,
+    /// with the empty `details` kube-apiserver sends.
     pub fn no_route() -> Self {
         Self::new(
             404,
             "NotFound",
             "the server could not find the requested resource",
         )
+        .with_details(json!({}))
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
@@ -182,13 +191,54 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A successful delete with nothing else to say.
+/// A successful delete with nothing else to say: kube-apiserver's answer when the
+/// object is gone and its registry does not return deleted objects. Empty detail
+/// fields are left out, as Go's `omitempty` does.
 pub fn success(resource: &Resource, name: &str, uid: Option<&str>) -> Value {
+    let mut details = serde_json::Map::new();
+    details.insert("name".into(), json!(name));
+    if !resource.group.is_empty() {
+        details.insert("group".into(), json!(resource.group));
+    }
+    details.insert("kind".into(), json!(resource.plural));
+    if let Some(uid) = uid.filter(|u| !u.is_empty()) {
+        details.insert("uid".into(), json!(uid));
+    }
     json!({
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Success",
-        "details": {"name": name, "group": resource.group, "kind": resource.plural, "uid": uid},
+        "details": details,
     })
+}
+
+/// A bare success, as subresources like binding and eviction answer.
+pub fn bare_success() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_not_found_carries_details() {
+        let pods = super::super::resources::find("", "v1", "pods").unwrap();
+        assert_eq!(ApiError::no_route().to_status()["details"], json!({}));
+        let missing = ApiError::not_found(pods, "p").to_status();
+        assert_eq!(missing["details"]["name"], "p");
+    }
+
+    #[test]
+    fn delete_success_leaves_out_empty_details() {
+        let configmaps = super::super::resources::find("", "v1", "configmaps").unwrap();
+        let status = success(configmaps, "c", Some("u-1"));
+        assert_eq!(
+            status["details"],
+            json!({"name": "c", "kind": "configmaps", "uid": "u-1"})
+        );
+        let deployments = super::super::resources::find("apps", "v1", "deployments").unwrap();
+        assert_eq!(success(deployments, "d", None)["details"]["group"], "apps");
+    }
 }

@@ -3,7 +3,7 @@
 //! reconciled concurrently with itself, requeue with back-off on error).
 //!
 //! Owns: ReplicaSets' pods, Deployments' ReplicaSets and rollouts, node lifecycle
-//! (leases, taints, evictions, pod CIDRs), Endpoints and EndpointSlices, garbage
+//! (leases, taints, pod CIDRs), taint eviction, Endpoints and EndpointSlices, garbage
 //! collection and namespace deletion, event expiry.
 //! May call: the API only, through a kube-rs client (`crate::client`) — the same
 //! validation, resourceVersion checks and status subresources every client gets.
@@ -15,6 +15,7 @@ pub mod events;
 pub mod gc;
 pub mod nodes;
 pub mod replicaset;
+pub mod taint_eviction;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,13 +76,14 @@ pub async fn start_all(
     settings: Settings,
 ) -> Result<(), crate::client::ClientError> {
     type Run = fn(Arc<Context>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-    let controllers: [(&'static str, Run); 6] = [
+    let controllers: [(&'static str, Run); 7] = [
         ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
         ("node-lifecycle", |ctx| Box::pin(nodes::run(ctx))),
         ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
         ("event-expiry", |ctx| Box::pin(events::expire_forever(ctx))),
+        ("taint-eviction", |ctx| Box::pin(taint_eviction::run(ctx))),
     ];
     for (name, run) in controllers {
         let client = crate::client::connect(credentials, &crate::client::user_agent(name)).await?;

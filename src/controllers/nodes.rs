@@ -1,12 +1,13 @@
 //! Node lifecycle: gives each node a pod CIDR from `--cluster-cidr`, watches node
 //! leases, and when a node's lease is older than the grace period marks it
 //! `Ready=Unknown`, taints it `node.kubernetes.io/unreachable` (NoSchedule and
-//! NoExecute), turns its pods `Ready=False` at once (so Services drop them) and, after
-//! the eviction timeout (a pod's own NoExecute toleration wins), deletes its pods so
-//! their controllers replace them elsewhere. A node that renews its lease again loses
-//! the taints; the agent reports itself Ready and completes the deletion of its stale
-//! pods. Pods bound to a node that was deleted are force-deleted (nobody else would
-//! finish them).
+//! NoExecute) and turns its pods `Ready=False` at once (so Services drop them). The
+//! NoExecute taint does the rest through `taint_eviction`: after the eviction timeout
+//! (a pod's own toleration wins) the pods are deleted so their controllers replace
+//! them elsewhere. A node that renews its lease again loses the taints (which cancels
+//! pending evictions); the agent reports itself Ready and completes the deletion of
+//! its stale pods. Pods bound to a node that was deleted are force-deleted (nobody
+//! else would finish them).
 //!
 //! May call: the API (nodes, nodes/status, pods, pods/status, leases, events).
 
@@ -142,9 +143,7 @@ async fn reconcile(
     let grace =
         chrono::Duration::from_std(ctx.settings.node_monitor_grace_period).unwrap_or_default();
     if silent > grace {
-        mark_unreachable(ctx, node).await?;
-        let since = unreachable_since(node).unwrap_or_else(Utc::now);
-        evict_pods(ctx, node, since).await
+        mark_unreachable(ctx, node).await
     } else if unreachable_since(node).is_some() {
         set_taints(ctx, node, without_unreachable(node)).await
     } else {
@@ -390,64 +389,6 @@ async fn mark_pods_not_ready(ctx: &Context, node: &Node) -> Result<(), kube::Err
     Ok(())
 }
 
-/// How long a pod stays on an unreachable node: its own toleration of the taint, or
-/// the eviction timeout; None = forever.
-fn stay_for(pod: &Pod, default: Duration) -> Option<Duration> {
-    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_ref());
-    let toleration = tolerations.into_iter().flatten().find(|t| {
-        let key_matches = t.key.as_deref() == Some(UNREACHABLE_TAINT)
-            || (t.key.as_deref().unwrap_or("").is_empty()
-                && t.operator.as_deref() == Some("Exists"));
-        let effect_matches = t
-            .effect
-            .as_deref()
-            .is_none_or(|e| e.is_empty() || e == "NoExecute");
-        key_matches && effect_matches
-    });
-    match toleration {
-        Some(t) => t
-            .toleration_seconds
-            .map(|s| Duration::from_secs(s.max(0) as u64)),
-        None => Some(default),
-    }
-}
-
-async fn evict_pods(ctx: &Context, node: &Node, since: DateTime<Utc>) -> Result<(), kube::Error> {
-    let elapsed = (Utc::now() - since).to_std().unwrap_or_default();
-    for pod in pods_on(ctx, node).await? {
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let due =
-            stay_for(&pod, ctx.settings.pod_eviction_timeout).is_some_and(|stay| elapsed >= stay);
-        if !due {
-            continue;
-        }
-        let api: Api<Pod> =
-            Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
-        match api.delete(&pod.name_any(), &DeleteParams::default()).await {
-            Ok(_) => {
-                let message = format!(
-                    "Marking for deletion Pod {}/{}",
-                    pod.namespace().unwrap_or_default(),
-                    pod.name_any()
-                );
-                ctx.recorder
-                    .publish(
-                        &pod.object_ref(&()),
-                        EventType::Normal,
-                        "TaintManagerEviction",
-                        &message,
-                    )
-                    .await
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,20 +404,5 @@ mod tests {
         let tiny: Cidr = "10.42.0.0/24".parse().unwrap();
         let all: BTreeSet<String> = ["10.42.0.0/24".to_string()].into();
         assert_eq!(free_cidr(&tiny, 24, &all), None);
-    }
-
-    #[test]
-    fn tolerations_decide_how_long_a_pod_stays() {
-        let pod = |tolerations: serde_json::Value| -> Pod {
-            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [], "tolerations": tolerations}})).unwrap()
-        };
-        let default = Duration::from_secs(30);
-        assert_eq!(stay_for(&pod(json!([])), default), Some(default));
-        let short = pod(
-            json!([{"key": UNREACHABLE_TAINT, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]),
-        );
-        assert_eq!(stay_for(&short, default), Some(Duration::from_secs(5)));
-        let forever = pod(json!([{"operator": "Exists"}]));
-        assert_eq!(stay_for(&forever, default), None);
     }
 }

@@ -46,7 +46,13 @@ fn field_set_at(value: &Value, top: bool) -> Value {
             continue;
         }
         let child_set = if top && key == "metadata" {
-            metadata_set(child)
+            let set = metadata_set(child);
+            // Only unowned identity fields (name, namespace): no ownership to record,
+            // as upstream's managed fields strip them too.
+            if set.as_object().is_some_and(Map::is_empty) {
+                continue;
+            }
+            set
         } else {
             field_set_at(child, false)
         };
@@ -178,7 +184,14 @@ fn check_conflicts(
     leaves(new_set, &mut Vec::new(), &mut paths);
     let mut conflicts = Vec::new();
     for path in paths {
-        if lookup(live, &path) == lookup(request.applied, &path) {
+        let applied = lookup(request.applied, &path);
+        // Equal values are shared (both managers own the field); an applied empty
+        // map sets no value of its own, so it cannot conflict either.
+        let same = match (applied, lookup(live, &path)) {
+            (Some(applied), Some(live)) => same_as_live(applied, live),
+            (applied, live) => applied == live,
+        };
+        if same || applied.is_some_and(Value::is_object) {
             continue;
         }
         for entry in entries.iter_mut() {
@@ -204,18 +217,44 @@ fn check_conflicts(
             json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{manager}\""), "field": format!(".{field}")})
         })
         .collect();
-    let listing: Vec<String> = conflicts
-        .iter()
-        .map(|(m, f)| format!("conflict with \"{m}\": .{f}"))
-        .collect();
-    let mut error = ApiError::conflict_message(format!(
-        "Apply failed with {} conflict{}: {}",
-        conflicts.len(),
-        if conflicts.len() == 1 { "" } else { "s" },
-        listing.join(", ")
-    ));
+    let mut error = ApiError::conflict_message(conflict_message(&conflicts));
     error.details = Some(json!({"causes": causes}));
     Err(error)
+}
+
+/// kube-apiserver's wording: one conflict on one line, several grouped by manager.
+fn conflict_message(conflicts: &[(String, String)]) -> String {
+    if let [(manager, field)] = conflicts {
+        return format!("Apply failed with 1 conflict: conflict with \"{manager}\": .{field}");
+    }
+    let mut by_manager: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (manager, field) in conflicts {
+        by_manager.entry(manager).or_default().push(field);
+    }
+    let mut lines = Vec::new();
+    for (manager, fields) in by_manager {
+        lines.push(format!("conflicts with \"{manager}\":"));
+        lines.extend(fields.iter().map(|f| format!("- .{f}")));
+    }
+    format!(
+        "Apply failed with {} conflicts: {}",
+        conflicts.len(),
+        lines.join("\n")
+    )
+}
+
+/// Whether an applied value is what live holds, up to the fields the server
+/// defaulted into live (e.g. a container's `imagePullPolicy` inside an atomic list).
+fn same_as_live(applied: &Value, live: &Value) -> bool {
+    match (applied, live) {
+        (Value::Object(a), Value::Object(l)) => a
+            .iter()
+            .all(|(k, v)| l.get(k).is_some_and(|lv| same_as_live(v, lv))),
+        (Value::Array(a), Value::Array(l)) => {
+            a.len() == l.len() && a.iter().zip(l).all(|(x, y)| same_as_live(x, y))
+        }
+        _ => applied == live,
+    }
 }
 
 fn prefixed(path: &[String]) -> Vec<String> {
@@ -296,5 +335,77 @@ mod tests {
         assert_eq!(forced["spec"]["replicas"], 3);
         // The same value is shared, not a conflict.
         assert!(apply(Some(&live), &request(&a, "bob", false)).is_ok());
+    }
+
+    #[test]
+    fn identical_values_are_shared_between_managers() {
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "labels": {"app": "x"}}, "data": {"a": "1"}});
+        let mut live = apply(None, &request(&config, "a", false)).unwrap();
+        // What the store adds must not make metadata look changed.
+        live["metadata"]["uid"] = json!("u-1");
+        live["metadata"]["resourceVersion"] = json!("7");
+        let shared = apply(Some(&live), &request(&config, "b", false)).unwrap();
+        let managers: Vec<&str> = shared["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].as_str().unwrap())
+            .collect();
+        assert_eq!(managers, ["a", "b"]);
+        assert_eq!(
+            shared["metadata"]["managedFields"][1]["fieldsV1"],
+            json!({"f:data": {"f:a": {}}, "f:metadata": {"f:labels": {"f:app": {}}}})
+        );
+        // a dropping the field leaves it to b.
+        let only_name = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let after = apply(Some(&shared), &request(&only_name, "a", false)).unwrap();
+        assert_eq!(after["data"], json!({"a": "1"}));
+        let entries = after["metadata"]["managedFields"].as_array().unwrap();
+        let of_a = entries.iter().find(|e| e["manager"] == "a").unwrap();
+        assert_eq!(of_a["fieldsV1"], json!({}));
+    }
+
+    #[test]
+    fn defaulted_lists_still_count_as_the_same_value() {
+        let applied = json!({"spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        let mut live = apply(None, &request(&applied, "a", false)).unwrap();
+        live["spec"]["containers"][0]["imagePullPolicy"] = json!("Always");
+        assert!(apply(Some(&live), &request(&applied, "b", false)).is_ok());
+        let other = json!({"spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        assert_eq!(
+            apply(Some(&live), &request(&other, "b", false))
+                .unwrap_err()
+                .code,
+            409
+        );
+    }
+
+    #[test]
+    fn conflicts_read_like_kube_apiserver() {
+        let a = json!({"data": {"x": "1", "y": "1"}});
+        let live = apply(None, &request(&a, "a", false)).unwrap();
+        let one = apply(
+            Some(&live),
+            &request(&json!({"data": {"x": "2"}}), "b", false),
+        )
+        .unwrap_err();
+        assert_eq!(
+            one.message,
+            "Apply failed with 1 conflict: conflict with \"a\": .data.x"
+        );
+        assert_eq!(
+            one.details.unwrap()["causes"],
+            json!([{"reason": "FieldManagerConflict", "message": "conflict with \"a\"", "field": ".data.x"}])
+        );
+        let two = apply(
+            Some(&live),
+            &request(&json!({"data": {"x": "2", "y": "2"}}), "b", false),
+        )
+        .unwrap_err();
+        assert_eq!(
+            two.message,
+            "Apply failed with 2 conflicts: conflicts with \"a\":\n- .data.x\n- .data.y"
+        );
     }
 }
