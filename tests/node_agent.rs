@@ -5,9 +5,11 @@
 //! node after pods go.
 //!
 //! Needs root and the Debian packages containernetworking-plugins, busybox-static,
-//! docker-registry, skopeo and zstd. The tests share the node's `cni0` bridge and
-//! pod CIDR, so they run one at a time; each cleans up (pods, processes by PID,
-//! mounts, links, iptables chains) even when it fails.
+//! docker-registry, skopeo and zstd (`#[ignore = "needs root"]`). Each node has its
+//! own bridge, sink and cgroup root (`common::node::NodeScope`); the tests still run
+//! one at a time because their clusters share the default pod CIDR. Each cleans up
+//! what its node made (pods, processes by PID, mounts, links, iptables chains) even
+//! when it fails, and nothing else.
 
 mod common;
 
@@ -21,12 +23,8 @@ use common::node::{force_clean, leftovers, Agent};
 use common::{eventually, Server};
 use serde_json::Value;
 
-/// One test at a time: they share cni0 and 10.42.0.0/24.
+/// One test at a time: their clusters share 10.42.0.0/16.
 static NODE: Mutex<()> = Mutex::new(());
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// A server, one real agent and a work directory; cleans the node on drop.
 struct Node {
@@ -187,11 +185,8 @@ fn pod_names(server: &Server, selector: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_seed_deployment_runs_with_limits_logs_exec_and_liveness_restarts() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let build = tempfile::tempdir().unwrap();
     let flask = images::flask_app_layout(build.path());
     let archive = images::archive_in(build.path(), &flask, ArchiveFormat::OciZstd);
@@ -297,11 +292,8 @@ fn the_seed_deployment_runs_with_limits_logs_exec_and_liveness_restarts() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn crashing_containers_back_off_and_oom_kills_are_reported() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_image(
         build.path(),
@@ -367,11 +359,8 @@ spec:
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_killed_agent_readopts_its_containers_and_reports_exits_from_its_absence() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_archive(
         build.path(),
@@ -455,11 +444,8 @@ fn container_pids(containers: &Path) -> Vec<i32> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn images_come_from_a_registry_with_auth_and_multi_arch_indexes() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let build = tempfile::tempdir().unwrap();
     let htpasswd = build.path().join("htpasswd");
     images::run(
@@ -556,11 +542,8 @@ spec:
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pods_get_their_environment_volumes_and_init_containers() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_image(
         build.path(),
@@ -655,11 +638,8 @@ spec:
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_server_is_a_node_too_unless_its_agent_is_disabled() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let _lock = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_image(
@@ -667,15 +647,28 @@ fn the_server_is_a_node_too_unless_its_agent_is_disabled() {
         "busybox:e2e",
         images::ImageConfigSpec::cmd(&["sh"]),
     );
+    let kubelet_port = images::free_port();
     let mut server = Server::start_with_agent(
         |data| {
             let images_dir = data.join("agent/images");
             std::fs::create_dir_all(&images_dir).unwrap();
             std::fs::copy(&archive, images_dir.join("busybox.tar")).unwrap();
         },
-        &["--advertise-address", "127.0.0.1"],
+        &[
+            "--advertise-address",
+            "127.0.0.1",
+            "--node-name",
+            "e2e-server",
+            "--node-label",
+            "skiff.test/role=server-node",
+            "--node-taint",
+            "skiff.test/soft=yes:PreferNoSchedule",
+            "--kubelet-port",
+            &kubelet_port.to_string(),
+        ],
     );
     let data = server.data_dir();
+    let scope = server.node_scope();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ready = eventually(Duration::from_secs(30), || {
             let out = server.kubectl(&["get", "nodes", "--no-headers"]).1;
@@ -711,6 +704,47 @@ spec:
             server.ok(&["exec", "local", "--", "hostname"]).trim(),
             "local"
         );
+        // The node flags given to `skiff server` configure its own node.
+        let labelled = server.ok(&[
+            "get",
+            "nodes",
+            "-l",
+            "skiff.test/role=server-node",
+            "-o",
+            "name",
+        ]);
+        assert_eq!(labelled.trim(), "node/e2e-server");
+        let node = server.get_json(&["node", "e2e-server"]);
+        assert_eq!(
+            node["spec"]["taints"][0]["key"], "skiff.test/soft",
+            "{node}"
+        );
+        assert_eq!(
+            node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], kubelet_port,
+            "{node}"
+        );
+        // The node's host objects carry the names its configuration gave it.
+        let pod_cgroups: Vec<_> = scope
+            .cgroup_dirs()
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+            .filter(|e| e.path().is_dir())
+            .collect();
+        assert!(
+            !pod_cgroups.is_empty(),
+            "no cgroup under {}",
+            scope.cgroup_root
+        );
+        let bridged = Command::new("ip")
+            .args(["-o", "link", "show", "master", &scope.bridge])
+            .output()
+            .unwrap();
+        assert!(!bridged.stdout.is_empty(), "no veth on {}", scope.bridge);
+        let sink = Command::new("ip")
+            .args(["link", "show", &scope.sink()])
+            .output()
+            .unwrap();
+        assert!(sink.status.success(), "no sink link {}", scope.sink());
         server.ok(&["delete", "pod", "local", "--timeout=60s"]);
         let clean = eventually(Duration::from_secs(30), || leftovers(&data).is_empty());
         assert!(clean, "{:?}", leftovers(&data));
