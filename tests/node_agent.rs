@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::images::{self, ArchiveFormat, Registry};
-use common::node::{force_clean, leftovers, Agent};
+use common::node::{force_clean, leftovers, Agent, NodeScope};
 use common::{eventually, Server};
 use serde_json::Value;
 
@@ -244,16 +244,18 @@ fn the_seed_deployment_runs_with_limits_logs_exec_and_liveness_restarts() {
         .unwrap()
         .trim_start_matches("skiff://")
         .to_string();
+    // Below this node's own cgroup root (`--cgroup-root`).
+    let root = NodeScope::for_data(&node.agent().data_dir()).cgroup_root;
     let memory = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/memory/skiff/{id}/memory.limit_in_bytes"
+        "/sys/fs/cgroup/memory{root}/{id}/memory.limit_in_bytes"
     ))
-    .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/skiff/{id}/memory.max")))
+    .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup{root}/{id}/memory.max")))
     .unwrap();
     assert_eq!(memory.trim(), (256 * 1024 * 1024).to_string());
-    let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/skiff/{id}/cpu.cfs_quota_us"))
+    let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{root}/{id}/cpu.cfs_quota_us"))
         .map(|q| q.trim().to_string())
         .or_else(|_| {
-            std::fs::read_to_string(format!("/sys/fs/cgroup/skiff/{id}/cpu.max"))
+            std::fs::read_to_string(format!("/sys/fs/cgroup{root}/{id}/cpu.max"))
                 .map(|m| m.split(' ').next().unwrap_or("").to_string())
         })
         .unwrap();

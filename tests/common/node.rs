@@ -67,20 +67,8 @@ impl NodeScope {
         let relative = self.cgroup_root.trim_start_matches('/');
         let base = Path::new("/sys/fs/cgroup");
         let mut dirs = vec![base.join(relative)];
-        for controller in [
-            "memory",
-            "cpu",
-            "cpuacct",
-            "cpu,cpuacct",
-            "pids",
-            "cpuset",
-            "devices",
-            "freezer",
-            "blkio",
-            "unified",
-            "systemd",
-        ] {
-            dirs.push(base.join(controller).join(relative));
+        for controller in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            dirs.push(controller.path().join(relative));
         }
         dirs.into_iter().filter(|d| d.is_dir()).collect()
     }
