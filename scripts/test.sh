@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need when it is missing
 # (Debian/Ubuntu packages, rustup components), then formatting, lint, unit and
-# end-to-end tests. Usage: scripts/test.sh [extra cargo test args]
+# end-to-end tests, including the root ones (`#[ignore = "needs root"]`, run with
+# --include-ignored) -- while a bystander skiff cluster (scripts/bystander.sh) runs a
+# pod on the same machine; after the suite the bystander must be untouched.
+# Usage: scripts/test.sh [extra cargo test args] [-- extra test binary args]
+# Runs as root (re-runs itself with sudo when it is not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "the end-to-end tests run real containers: re-running as root with sudo"
+  exec sudo env "PATH=$PATH" "CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}" \
+    "RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}" "$0" "$@"
+fi
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -49,4 +59,23 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked "$@"
+
+# Cargo's arguments, then the test binaries' (after `--`).
+cargo_args=()
+test_args=()
+seen_separator=false
+for arg in "$@"; do
+  if ! $seen_separator && [ "$arg" = "--" ]; then seen_separator=true; continue; fi
+  if $seen_separator; then test_args+=("$arg"); else cargo_args+=("$arg"); fi
+done
+
+# The bystander: another skiff cluster with its own node on this machine.
+cargo build --locked
+bystander_state=$(mktemp -d /tmp/skiff-bystander.XXXXXX)
+trap 'scripts/bystander.sh stop "$bystander_state"' EXIT
+scripts/bystander.sh start "${CARGO_TARGET_DIR:-target}/debug/skiff" "$bystander_state"
+
+cargo test --locked ${cargo_args[@]+"${cargo_args[@]}"} -- --include-ignored \
+  ${test_args[@]+"${test_args[@]}"}
+
+scripts/bystander.sh check "$bystander_state"

@@ -1,9 +1,21 @@
-//! Server settings: command-line flags merged over `/etc/skiff/config.yaml`
+//! Server and node settings: command-line flags merged over `/etc/skiff/config.yaml`
 //! (YAML keys are the flag names, as in k3s), then defaults. Flags win over the
 //! file, the file over defaults.
+//!
+//! A node's settings (`NodeFlags`: name, address, labels, taints, kubelet port, CNI,
+//! bridge, cgroup root, registries, lease) are defined once and flattened into both
+//! `skiff agent` and `skiff server` (whose own node takes them); `NodeConfig` turns
+//! them into the agent's and the container runtime's configuration for both.
+//! Everything a node makes on the host is named from this configuration (bridge
+//! `--cni-bridge`, sink link `<bridge>-sink`, cgroups under `--cgroup-root`, state
+//! under the data dir), so agents with different settings share a machine.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Taint;
 
 use serde::Deserialize;
 
@@ -26,11 +38,15 @@ pub enum ConfigError {
         value: String,
         message: String,
     },
+    #[error("{path}: unknown key {key:?} (the keys are the flag names without dashes in front)")]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("reading the registries file: {0}")]
+    Registries(String),
 }
 
 /// Every server setting; `None` means "not given here".
 #[derive(Debug, Default, Clone, Deserialize, clap::Args)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct ServerFlags {
     /// Where state, certificates and the token live [default: /var/lib/skiff]
     #[arg(long, short = 'd')]
@@ -83,6 +99,262 @@ pub struct ServerFlags {
     pub history_min_age: Option<u64>,
 }
 
+/// How a node runs: `skiff agent`'s node flags, and `skiff server`'s for its own
+/// node. `None` means "not given here".
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(rename_all = "kebab-case")]
+pub struct NodeFlags {
+    /// This node's name [default: the host name]
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// This node's address [default: the agent's default-route address; the server's
+    /// advertise address]
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// A label for this node, key=value (repeatable)
+    #[arg(long = "node-label")]
+    #[serde(default)]
+    pub node_label: Vec<String>,
+    /// A taint for this node, key=value:Effect (repeatable)
+    #[arg(long = "node-taint")]
+    #[serde(default)]
+    pub node_taint: Vec<String>,
+    /// Port of the node's HTTPS API for logs and exec, like the kubelet's [default: 10250]
+    #[arg(long)]
+    pub kubelet_port: Option<u16>,
+    /// Directories searched for CNI plugins, colon-separated
+    /// [default: /usr/lib/cni:/opt/cni/bin]
+    #[arg(long)]
+    pub cni_bin_dir: Option<String>,
+    /// A directory whose first .conflist replaces skiff's default bridge network
+    #[arg(long)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// The bridge of skiff's default pod network (at most 10 characters; the service
+    /// sink link is `<bridge>-sink`) [default: cni0]
+    #[arg(long)]
+    pub cni_bridge: Option<String>,
+    /// The cgroup pods' containers run under, like the kubelet's [default: /skiff]
+    #[arg(long)]
+    pub cgroup_root: Option<PathBuf>,
+    /// Registry mirrors, credentials and TLS, k3s's registries.yaml format
+    /// [default: /etc/skiff/registries.yaml]
+    #[arg(long)]
+    pub private_registry: Option<PathBuf>,
+    /// Pull only from the mirrors in the registries file, never from a mirrored
+    /// registry itself
+    #[arg(long)]
+    #[serde(default)]
+    pub disable_default_registry_endpoint: bool,
+    /// Seconds between node lease renewals [default: 10]
+    #[arg(long)]
+    pub lease_interval_seconds: Option<u64>,
+}
+
+/// The settings a node runs with (see `NodeFlags`).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_name: String,
+    /// `None`: the caller's default (the agent's route address, the server's
+    /// advertise address).
+    pub node_ip: Option<IpAddr>,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub kubelet_port: u16,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    pub cni_conf_dir: Option<PathBuf>,
+    pub cni_bridge: String,
+    pub cgroup_root: PathBuf,
+    pub private_registry: PathBuf,
+    pub disable_default_registry_endpoint: bool,
+    pub lease_interval: Duration,
+}
+
+/// The longest `--cni-bridge`: Linux link names have at most 15 bytes, and the
+/// sink link appends `-sink`.
+pub const MAX_BRIDGE_NAME: usize = 10;
+
+impl NodeFlags {
+    /// Flags over file over defaults.
+    pub fn merge(self, file: NodeFlags) -> Result<NodeConfig, ConfigError> {
+        let pick_list = |flags: Vec<String>, file: Vec<String>| {
+            if flags.is_empty() {
+                file
+            } else {
+                flags
+            }
+        };
+        let labels = pick_list(self.node_label, file.node_label)
+            .iter()
+            .map(|l| crate::agent::parse_label(l).map_err(invalid_node_flag))
+            .collect::<Result<_, _>>()?;
+        let taints = pick_list(self.node_taint, file.node_taint)
+            .iter()
+            .map(|t| crate::agent::parse_taint(t).map_err(invalid_node_flag))
+            .collect::<Result<_, _>>()?;
+        let cni_bridge = self
+            .cni_bridge
+            .or(file.cni_bridge)
+            .unwrap_or_else(|| "cni0".into());
+        validate_bridge(&cni_bridge)?;
+        let cgroup_root = self
+            .cgroup_root
+            .or(file.cgroup_root)
+            .unwrap_or_else(|| "/skiff".into());
+        validate_cgroup_root(&cgroup_root)?;
+        let node_name = self
+            .node_name
+            .or(file.node_name)
+            .unwrap_or_else(crate::server::hostname);
+        Ok(NodeConfig {
+            node_name,
+            node_ip: self.node_ip.or(file.node_ip),
+            labels,
+            taints,
+            kubelet_port: self.kubelet_port.or(file.kubelet_port).unwrap_or(10250),
+            cni_bin_dirs: self
+                .cni_bin_dir
+                .or(file.cni_bin_dir)
+                .unwrap_or_else(|| "/usr/lib/cni:/opt/cni/bin".into())
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            cni_conf_dir: self.cni_conf_dir.or(file.cni_conf_dir),
+            cni_bridge,
+            cgroup_root,
+            private_registry: self
+                .private_registry
+                .or(file.private_registry)
+                .unwrap_or_else(|| crate::image::DEFAULT_REGISTRIES_PATH.into()),
+            disable_default_registry_endpoint: self.disable_default_registry_endpoint
+                || file.disable_default_registry_endpoint,
+            lease_interval: Duration::from_secs(
+                self.lease_interval_seconds
+                    .or(file.lease_interval_seconds)
+                    .unwrap_or(10)
+                    .max(1),
+            ),
+        })
+    }
+}
+
+fn invalid_node_flag(e: crate::agent::AgentError) -> ConfigError {
+    match e {
+        crate::agent::AgentError::Invalid {
+            flag,
+            value,
+            message,
+        } => ConfigError::Invalid {
+            flag,
+            value,
+            message,
+        },
+        other => ConfigError::Invalid {
+            flag: "--node-label",
+            value: String::new(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn validate_bridge(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_BRIDGE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        flag: "--cni-bridge",
+        value: name.into(),
+        message: format!(
+            "expected 1 to {MAX_BRIDGE_NAME} letters, digits, '-', '_' or '.' (a Linux link name with room for the -sink suffix)"
+        ),
+    })
+}
+
+fn validate_cgroup_root(path: &Path) -> Result<(), ConfigError> {
+    use std::path::Component;
+    let ok = path.is_absolute()
+        && path.components().count() > 1
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        flag: "--cgroup-root",
+        value: path.display().to_string(),
+        message: "expected an absolute cgroup path below the root, such as /skiff".into(),
+    })
+}
+
+impl NodeConfig {
+    /// The link the service CIDR is routed to: named from the bridge, so each node's
+    /// configuration names its own.
+    pub fn sink_link(&self) -> String {
+        sink_link_for(&self.cni_bridge)
+    }
+
+    /// The agent loop's configuration for this node.
+    pub fn agent_config(
+        &self,
+        server: String,
+        token: String,
+        data_dir: PathBuf,
+        node_ip: IpAddr,
+        control_plane: bool,
+        capacity: crate::agent::Capacity,
+    ) -> crate::agent::AgentConfig {
+        crate::agent::AgentConfig {
+            server: server.trim_end_matches('/').to_string(),
+            token,
+            node_name: self.node_name.clone(),
+            node_ip,
+            data_dir,
+            labels: self.labels.clone(),
+            taints: self.taints.clone(),
+            control_plane,
+            capacity,
+            lease_interval: self.lease_interval,
+            kubelet_port: self.kubelet_port,
+        }
+    }
+
+    /// The container runtime's configuration for this node; reads the registries file.
+    pub fn runtime_config(
+        &self,
+        data_dir: PathBuf,
+        node_ip: IpAddr,
+        dns: crate::agent::containers::sandbox::Dns,
+        service_cidr: String,
+    ) -> Result<crate::agent::containers::RuntimeConfig, ConfigError> {
+        let mut registries = crate::image::RegistriesConfig::load(&self.private_registry)
+            .map_err(|e| ConfigError::Registries(e.to_string()))?;
+        registries.disable_default_endpoint = self.disable_default_registry_endpoint;
+        Ok(crate::agent::containers::RuntimeConfig {
+            data_dir,
+            node_ip,
+            dns,
+            cni_bin_dirs: self.cni_bin_dirs.clone(),
+            cni_conf_dir: self.cni_conf_dir.clone(),
+            cni_bridge: self.cni_bridge.clone(),
+            sink_link: self.sink_link(),
+            cgroup_root: self.cgroup_root.clone(),
+            registries,
+            service_cidr,
+        })
+    }
+}
+
+/// `<bridge>-sink`: the service sink link of the node whose bridge is `bridge`.
+pub fn sink_link_for(bridge: &str) -> String {
+    format!("{bridge}-sink")
+}
+
 /// The settings the server runs with.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -101,15 +373,32 @@ pub struct ServerConfig {
     pub disable_agent: bool,
     pub history_revisions: i64,
     pub history_min_age: std::time::Duration,
+    /// The server's own node (unless `disable_agent`).
+    pub node: NodeConfig,
+}
+
+/// A config file: the server's keys and the node's.
+#[derive(Debug, Default, Clone)]
+pub struct FileConfig {
+    pub server: ServerFlags,
+    pub node: NodeFlags,
+}
+
+/// The long flag names of a clap `Args` struct: the config file's keys.
+fn keys_of<A: clap::Args>() -> Vec<String> {
+    A::augment_args(clap::Command::new("keys"))
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect()
 }
 
 /// Reads the config file if it exists (a missing default file is fine; a missing
 /// file named with `--config` is an error).
-pub fn read_file(path: &Path, required: bool) -> Result<ServerFlags, ConfigError> {
+pub fn read_file(path: &Path, required: bool) -> Result<FileConfig, ConfigError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
-            return Ok(ServerFlags::default())
+            return Ok(FileConfig::default())
         }
         Err(source) => {
             return Err(ConfigError::Read {
@@ -119,9 +408,27 @@ pub fn read_file(path: &Path, required: bool) -> Result<ServerFlags, ConfigError
         }
     };
     if text.trim().is_empty() {
-        return Ok(ServerFlags::default());
+        return Ok(FileConfig::default());
     }
-    serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+    let keys: BTreeMap<String, serde::de::IgnoredAny> = parse(path, &text)?;
+    let known: Vec<String> = keys_of::<ServerFlags>()
+        .into_iter()
+        .chain(keys_of::<NodeFlags>())
+        .collect();
+    if let Some(key) = keys.keys().find(|k| !known.contains(k)) {
+        return Err(ConfigError::UnknownKey {
+            path: path.into(),
+            key: key.clone(),
+        });
+    }
+    Ok(FileConfig {
+        server: parse(path, &text)?,
+        node: parse(path, &text)?,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.into(),
         message: e.to_string(),
     })
@@ -153,7 +460,16 @@ fn parse_mode(value: Option<String>) -> Result<u32, ConfigError> {
 }
 
 /// Flags over file over defaults.
-pub fn merge(flags: ServerFlags, file: ServerFlags) -> Result<ServerConfig, ConfigError> {
+pub fn merge(
+    flags: ServerFlags,
+    node: NodeFlags,
+    file: FileConfig,
+) -> Result<ServerConfig, ConfigError> {
+    let FileConfig {
+        server: file,
+        node: file_node,
+    } = file;
+    let node = node.merge(file_node)?;
     let tls_san = if flags.tls_san.is_empty() {
         file.tls_san
     } else {
@@ -219,6 +535,7 @@ pub fn merge(flags: ServerFlags, file: ServerFlags) -> Result<ServerConfig, Conf
                 .or(file.history_min_age)
                 .unwrap_or(300),
         ),
+        node,
     })
 }
 
@@ -240,7 +557,7 @@ mod tests {
             https_listen_port: Some(9443),
             ..Default::default()
         };
-        let config = merge(flags, file).unwrap();
+        let config = merge(flags, NodeFlags::default(), file).unwrap();
         assert_eq!(config.https_listen_port, 9443);
         assert_eq!(config.cluster_domain, "edge.local");
         assert_eq!(config.tls_san, vec!["a.example"]);
@@ -260,6 +577,66 @@ mod tests {
             service_cidr: Some("10.43.0.0".into()),
             ..Default::default()
         };
-        assert!(merge(bad, ServerFlags::default()).is_err());
+        assert!(merge(bad, NodeFlags::default(), FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn node_keys_in_the_file_configure_the_servers_node_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            "node-label:\n  - zone=a\nkubelet-port: 11250\ncni-bridge: edge0\ncgroup-root: /edge\nhttps-listen-port: 7443\n",
+        )
+        .unwrap();
+        let file = read_file(&path, true).unwrap();
+        let flags = NodeFlags {
+            node_taint: vec!["dedicated=edge:NoSchedule".into()],
+            kubelet_port: Some(12250),
+            ..Default::default()
+        };
+        let config = merge(ServerFlags::default(), flags, file).unwrap();
+        assert_eq!(config.https_listen_port, 7443);
+        let node = &config.node;
+        assert_eq!(node.labels.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(node.taints[0].key, "dedicated");
+        assert_eq!(node.kubelet_port, 12250);
+        assert_eq!(node.cni_bridge, "edge0");
+        assert_eq!(node.sink_link(), "edge0-sink");
+        assert_eq!(node.cgroup_root, Path::new("/edge"));
+        assert_eq!(node.lease_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn node_defaults_are_cni0_and_skiff_and_bad_names_are_refused() {
+        let node = NodeFlags::default().merge(NodeFlags::default()).unwrap();
+        assert_eq!(node.cni_bridge, "cni0");
+        assert_eq!(node.sink_link(), "cni0-sink");
+        assert_eq!(node.cgroup_root, Path::new("/skiff"));
+        assert_eq!(node.kubelet_port, 10250);
+        assert_eq!(
+            node.cni_bin_dirs,
+            vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")]
+        );
+        for bridge in ["", "much-too-long", "a b"] {
+            let flags = NodeFlags {
+                cni_bridge: Some(bridge.into()),
+                ..Default::default()
+            };
+            assert!(flags.merge(NodeFlags::default()).is_err(), "{bridge:?}");
+        }
+        for root in ["skiff", "/", "/a/../b"] {
+            let flags = NodeFlags {
+                cgroup_root: Some(root.into()),
+                ..Default::default()
+            };
+            assert!(flags.merge(NodeFlags::default()).is_err(), "{root:?}");
+        }
+        let bad_label = NodeFlags {
+            node_label: vec!["nolabel".into()],
+            ..Default::default()
+        };
+        let err = bad_label.merge(NodeFlags::default()).unwrap_err();
+        assert!(err.to_string().contains("--node-label"), "{err}");
     }
 }

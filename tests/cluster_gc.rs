@@ -44,8 +44,11 @@ fn orphan_cascade_leaves_the_pods() {
         .kubectl(&["get", "deployment", "keep"])
         .2
         .contains("NotFound"));
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(pods(&server, "app=keep").len(), 2);
+    // Orphaned pods stay: watch for 3 s that none goes.
+    let lost = eventually(Duration::from_secs(3), || {
+        pods(&server, "app=keep").len() != 2
+    });
+    assert!(!lost, "orphaned pods were deleted");
     let rs = server.get_json(&["rs", "-l", "app=keep"]);
     let items = rs["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);

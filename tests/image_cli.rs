@@ -330,18 +330,11 @@ fn pull_from_a_local_registry_directly_and_through_a_mirror() {
     );
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Mounts the image's layers (read-only overlay) and runs its start script in a
 /// network namespace of its own; `GET /health` on port 5000 answers `ok`.
 #[tokio::test]
+#[ignore = "needs root"]
 async fn the_flask_app_image_serves_health_on_port_5000() {
-    if !is_root() {
-        eprintln!("skipped: needs root (overlayfs, chroot, unshare)");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let archive = flask_app_image(tmp.path());

@@ -5,8 +5,9 @@
 //! registry and skopeo helpers are shared (tests/common/images.rs); the layout with
 //! whiteouts and per-architecture base layers is this file's own.
 //!
-//! Needs root and the Debian packages docker-registry, skopeo, busybox-static,
-//! zstd and apache2-utils (htpasswd).
+//! Needs the Debian packages docker-registry, skopeo, busybox-static, zstd and
+//! apache2-utils (htpasswd); the tests that unpack layers (file owners) or mount
+//! overlays need root too (`#[ignore = "needs root"]`).
 
 mod common;
 
@@ -239,6 +240,7 @@ impl Drop for Overlay {
 // ---------------------------------------------------------------- tests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn pulls_the_platform_image_from_an_index_and_runs_its_rootfs() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = build_layout(tmp.path());
@@ -615,6 +617,7 @@ fn base64_encode(text: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn imports_docker_and_oci_archives_compressed() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = build_layout(tmp.path());
@@ -702,6 +705,7 @@ async fn imports_docker_and_oci_archives_compressed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn remove_collects_only_unshared_content() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = build_layout(tmp.path());

@@ -5,9 +5,11 @@
 //! node after pods go.
 //!
 //! Needs root and the Debian packages containernetworking-plugins, busybox-static,
-//! docker-registry, skopeo and zstd. The tests share the node's `cni0` bridge and
-//! pod CIDR, so they run one at a time; each cleans up (pods, processes by PID,
-//! mounts, links, iptables chains) even when it fails.
+//! docker-registry, skopeo and zstd (`#[ignore = "needs root"]`). Each node has its
+//! own bridge, sink and cgroup root (`common::node::NodeScope`); the tests still run
+//! one at a time because their clusters share the default pod CIDR. Each cleans up
+//! what its node made (pods, processes by PID, mounts, links, iptables chains) even
+//! when it fails, and nothing else.
 
 mod common;
 
@@ -17,16 +19,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::images::{self, ArchiveFormat, Registry};
-use common::node::{force_clean, leftovers, Agent};
+use common::node::{force_clean, leftovers, Agent, NodeScope};
 use common::{eventually, Server};
 use serde_json::Value;
 
-/// One test at a time: they share cni0 and 10.42.0.0/24.
+/// One test at a time: their clusters share 10.42.0.0/16.
 static NODE: Mutex<()> = Mutex::new(());
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// A server, one real agent and a work directory; cleans the node on drop.
 struct Node {
@@ -187,11 +185,8 @@ fn pod_names(server: &Server, selector: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_seed_deployment_runs_with_limits_logs_exec_and_liveness_restarts() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let build = tempfile::tempdir().unwrap();
     let flask = images::flask_app_layout(build.path());
     let archive = images::archive_in(build.path(), &flask, ArchiveFormat::OciZstd);
@@ -249,16 +244,18 @@ fn the_seed_deployment_runs_with_limits_logs_exec_and_liveness_restarts() {
         .unwrap()
         .trim_start_matches("skiff://")
         .to_string();
+    // Below this node's own cgroup root (`--cgroup-root`).
+    let root = NodeScope::for_data(&node.agent().data_dir()).cgroup_root;
     let memory = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/memory/skiff/{id}/memory.limit_in_bytes"
+        "/sys/fs/cgroup/memory{root}/{id}/memory.limit_in_bytes"
     ))
-    .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/skiff/{id}/memory.max")))
+    .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup{root}/{id}/memory.max")))
     .unwrap();
     assert_eq!(memory.trim(), (256 * 1024 * 1024).to_string());
-    let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/skiff/{id}/cpu.cfs_quota_us"))
+    let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{root}/{id}/cpu.cfs_quota_us"))
         .map(|q| q.trim().to_string())
         .or_else(|_| {
-            std::fs::read_to_string(format!("/sys/fs/cgroup/skiff/{id}/cpu.max"))
+            std::fs::read_to_string(format!("/sys/fs/cgroup{root}/{id}/cpu.max"))
                 .map(|m| m.split(' ').next().unwrap_or("").to_string())
         })
         .unwrap();
@@ -297,11 +294,8 @@ fn the_seed_deployment_runs_with_limits_logs_exec_and_liveness_restarts() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn crashing_containers_back_off_and_oom_kills_are_reported() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_image(
         build.path(),
@@ -367,11 +361,8 @@ spec:
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_killed_agent_readopts_its_containers_and_reports_exits_from_its_absence() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_archive(
         build.path(),
@@ -455,11 +446,8 @@ fn container_pids(containers: &Path) -> Vec<i32> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn images_come_from_a_registry_with_auth_and_multi_arch_indexes() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let build = tempfile::tempdir().unwrap();
     let htpasswd = build.path().join("htpasswd");
     images::run(
@@ -556,11 +544,8 @@ spec:
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pods_get_their_environment_volumes_and_init_containers() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_image(
         build.path(),
@@ -655,11 +640,8 @@ spec:
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_server_is_a_node_too_unless_its_agent_is_disabled() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
     let _lock = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_image(
@@ -667,15 +649,28 @@ fn the_server_is_a_node_too_unless_its_agent_is_disabled() {
         "busybox:e2e",
         images::ImageConfigSpec::cmd(&["sh"]),
     );
+    let kubelet_port = images::free_port();
     let mut server = Server::start_with_agent(
         |data| {
             let images_dir = data.join("agent/images");
             std::fs::create_dir_all(&images_dir).unwrap();
             std::fs::copy(&archive, images_dir.join("busybox.tar")).unwrap();
         },
-        &["--advertise-address", "127.0.0.1"],
+        &[
+            "--advertise-address",
+            "127.0.0.1",
+            "--node-name",
+            "e2e-server",
+            "--node-label",
+            "skiff.test/role=server-node",
+            "--node-taint",
+            "skiff.test/soft=yes:PreferNoSchedule",
+            "--kubelet-port",
+            &kubelet_port.to_string(),
+        ],
     );
     let data = server.data_dir();
+    let scope = server.node_scope();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ready = eventually(Duration::from_secs(30), || {
             let out = server.kubectl(&["get", "nodes", "--no-headers"]).1;
@@ -711,6 +706,47 @@ spec:
             server.ok(&["exec", "local", "--", "hostname"]).trim(),
             "local"
         );
+        // The node flags given to `skiff server` configure its own node.
+        let labelled = server.ok(&[
+            "get",
+            "nodes",
+            "-l",
+            "skiff.test/role=server-node",
+            "-o",
+            "name",
+        ]);
+        assert_eq!(labelled.trim(), "node/e2e-server");
+        let node = server.get_json(&["node", "e2e-server"]);
+        assert_eq!(
+            node["spec"]["taints"][0]["key"], "skiff.test/soft",
+            "{node}"
+        );
+        assert_eq!(
+            node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], kubelet_port,
+            "{node}"
+        );
+        // The node's host objects carry the names its configuration gave it.
+        let pod_cgroups: Vec<_> = scope
+            .cgroup_dirs()
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+            .filter(|e| e.path().is_dir())
+            .collect();
+        assert!(
+            !pod_cgroups.is_empty(),
+            "no cgroup under {}",
+            scope.cgroup_root
+        );
+        let bridged = Command::new("ip")
+            .args(["-o", "link", "show", "master", &scope.bridge])
+            .output()
+            .unwrap();
+        assert!(!bridged.stdout.is_empty(), "no veth on {}", scope.bridge);
+        let sink = Command::new("ip")
+            .args(["link", "show", &scope.sink()])
+            .output()
+            .unwrap();
+        assert!(sink.status.success(), "no sink link {}", scope.sink());
         server.ok(&["delete", "pod", "local", "--timeout=60s"]);
         let clean = eventually(Duration::from_secs(30), || leftovers(&data).is_empty());
         assert!(clean, "{:?}", leftovers(&data));

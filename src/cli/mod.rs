@@ -1,4 +1,4 @@
-//! The command line: `skiff server`, `skiff --version`. The only place `anyhow` is
+//! The command line: `skiff server`, `skiff agent`, `skiff image`, `skiff --version`. The only place `anyhow` is
 //! used: errors reach the user here, worded to say what to do.
 
 mod image;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, ServerFlags};
+use crate::config::{self, NodeFlags, ServerFlags};
 
 #[derive(Parser)]
 #[command(
@@ -17,7 +17,7 @@ use crate::config::{self, ServerFlags};
     about = "One binary that is a whole Kubernetes-compatible edge cluster"
 )]
 struct Cli {
-    /// Log filter, e.g. info or skiff=debug [env: SKIFF_LOG]
+    /// Log filter, e.g. info or skiff=debug
     #[arg(long, global = true, env = "SKIFF_LOG", default_value = "warn")]
     log: String,
     #[command(subcommand)]
@@ -26,13 +26,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the API server (and, later, its in-process agent)
+    /// Run the API server, the controllers and the server's own node agent
     Server {
         /// Config file (YAML keys are the flag names; flags win)
         #[arg(long, short = 'c', default_value = config::DEFAULT_CONFIG)]
         config: PathBuf,
         #[command(flatten)]
         flags: ServerFlags,
+        #[command(flatten)]
+        node: NodeFlags,
     },
     /// Join a server as a node
     Agent(AgentArgs),
@@ -54,21 +56,18 @@ struct AgentArgs {
     /// The join token (from the server's <data-dir>/server/token)
     #[arg(long, env = "SKIFF_TOKEN")]
     token: String,
-    /// This node's name [default: the host name]
-    #[arg(long)]
-    node_name: Option<String>,
-    /// This node's address [default: the address of the default route's interface]
-    #[arg(long)]
-    node_ip: Option<std::net::IpAddr>,
     /// Where the agent keeps its state
     #[arg(long, short = 'd', default_value = "/var/lib/skiff")]
     data_dir: PathBuf,
-    /// A label for this node, key=value (repeatable)
-    #[arg(long = "node-label")]
-    node_labels: Vec<String>,
-    /// A taint for this node, key=value:Effect (repeatable)
-    #[arg(long = "node-taint")]
-    node_taints: Vec<String>,
+    /// Cluster DNS server written to pods' resolv.conf
+    #[arg(long, default_value = "10.43.0.10")]
+    cluster_dns: std::net::IpAddr,
+    /// Cluster domain
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Service IP range, routed to a local sink on this node
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: String,
     /// Simulated nodes: the real agent loop with a runtime that only pretends to run
     /// containers (a test and scale tool, like Kubernetes' kubemark)
     #[arg(long)]
@@ -86,76 +85,22 @@ struct AgentArgs {
     simulate_memory: String,
     #[arg(long, default_value = "110", requires = "simulate")]
     simulate_pods: String,
-    /// Seconds between lease renewals
-    #[arg(long, default_value_t = 10)]
-    lease_interval_seconds: u64,
     #[command(flatten)]
     node: NodeFlags,
-}
-
-/// How a real node runs containers (`skiff agent`, and `skiff server`'s own agent).
-#[derive(clap::Args, Debug, Clone)]
-pub struct NodeFlags {
-    /// Port of the node's HTTPS API for logs and exec (like the kubelet's)
-    #[arg(long, default_value_t = 10250)]
-    pub kubelet_port: u16,
-    /// Directories searched for CNI plugins, colon-separated
-    #[arg(long, default_value = "/usr/lib/cni:/opt/cni/bin")]
-    pub cni_bin_dir: String,
-    /// A directory whose first .conflist replaces skiff's default bridge network
-    #[arg(long)]
-    pub cni_conf_dir: Option<PathBuf>,
-    /// Cluster DNS server written to pods' resolv.conf
-    #[arg(long, default_value = "10.43.0.10")]
-    pub cluster_dns: std::net::IpAddr,
-    /// Cluster domain
-    #[arg(long, default_value = "cluster.local")]
-    pub cluster_domain: String,
-    /// Service IP range, routed to a local sink on this node
-    #[arg(long, default_value = "10.43.0.0/16")]
-    pub service_cidr: String,
-    /// Registry mirrors, credentials and TLS (k3s's registries.yaml format)
-    #[arg(long, default_value = crate::image::DEFAULT_REGISTRIES_PATH)]
-    pub private_registry: PathBuf,
-    /// Pull only from the mirrors in the registries file, never from a mirrored
-    /// registry itself
-    #[arg(long)]
-    pub disable_default_registry_endpoint: bool,
-}
-
-impl NodeFlags {
-    pub fn runtime_config(
-        &self,
-        data_dir: &std::path::Path,
-        node_ip: std::net::IpAddr,
-    ) -> anyhow::Result<crate::agent::containers::RuntimeConfig> {
-        use crate::agent::containers::{sandbox::Dns, RuntimeConfig};
-        let mut registries = crate::image::RegistriesConfig::load(&self.private_registry)
-            .with_context(|| format!("reading {}", self.private_registry.display()))?;
-        registries.disable_default_endpoint = self.disable_default_registry_endpoint;
-        Ok(RuntimeConfig {
-            data_dir: data_dir.to_path_buf(),
-            node_ip,
-            dns: Dns {
-                server: self.cluster_dns,
-                domain: self.cluster_domain.clone(),
-            },
-            cni_bin_dirs: self.cni_bin_dir.split(':').map(PathBuf::from).collect(),
-            cni_conf_dir: self.cni_conf_dir.clone(),
-            registries,
-            service_cidr: self.service_cidr.clone(),
-        })
-    }
 }
 
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log);
     match cli.command {
-        Command::Server { config, flags } => {
+        Command::Server {
+            config,
+            flags,
+            node,
+        } => {
             let required = config != std::path::Path::new(config::DEFAULT_CONFIG);
             let file = config::read_file(&config, required)?;
-            let config = config::merge(flags, file)?;
+            let config = config::merge(flags, node, file)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -173,48 +118,33 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
-    use crate::agent::{self, AgentConfig, Capacity};
-    let labels = args
-        .node_labels
-        .iter()
-        .map(|l| agent::parse_label(l))
-        .collect::<Result<_, _>>()?;
-    let taints = args
-        .node_taints
-        .iter()
-        .map(|t| agent::parse_taint(t))
-        .collect::<Result<_, _>>()?;
-    let config = AgentConfig {
-        server: args.server.trim_end_matches('/').to_string(),
-        token: args.token,
-        node_name: args.node_name.unwrap_or_else(crate::server::hostname),
-        node_ip: args.node_ip.unwrap_or_else(crate::server::default_address),
-        data_dir: args.data_dir,
-        labels,
-        taints,
-        control_plane: false,
-        capacity: if args.simulate {
-            Capacity {
-                cpu: args.simulate_cpu,
-                memory: args.simulate_memory,
-                pods: args.simulate_pods,
-            }
-        } else {
-            agent::machine_capacity()
-        },
-        lease_interval: std::time::Duration::from_secs(args.lease_interval_seconds.max(1)),
-        kubelet_port: if args.simulate {
-            0
-        } else {
-            args.node.kubelet_port
-        },
+    use crate::agent::{self, Capacity};
+    let node = args.node.merge(NodeFlags::default())?;
+    let node_ip = node.node_ip.unwrap_or_else(crate::server::default_address);
+    let capacity = if args.simulate {
+        Capacity {
+            cpu: args.simulate_cpu,
+            memory: args.simulate_memory,
+            pods: args.simulate_pods,
+        }
+    } else {
+        agent::machine_capacity()
     };
+    let mut config = node.agent_config(
+        args.server,
+        args.token,
+        args.data_dir.clone(),
+        node_ip,
+        false,
+        capacity,
+    );
     let delay = std::time::Duration::from_millis(args.simulate_start_delay_ms);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     if args.simulate {
+        config.kubelet_port = 0;
         return runtime
             .block_on(agent::run_simulated(config, args.count, delay))
             .context("skiff agent failed (run with --log info for details)");
@@ -222,7 +152,11 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("skiff agent runs containers and must run as root (try: sudo skiff agent …)");
     }
-    let runtime_config = args.node.runtime_config(&config.data_dir, config.node_ip)?;
+    let dns = agent::containers::sandbox::Dns {
+        server: args.cluster_dns,
+        domain: args.cluster_domain,
+    };
+    let runtime_config = node.runtime_config(args.data_dir, node_ip, dns, args.service_cidr)?;
     runtime
         .block_on(agent::run_containers(config, runtime_config))
         .context("skiff agent failed (run with --log info for details)")
@@ -235,4 +169,66 @@ fn init_logging(filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_server_takes_every_node_flag_for_its_own_node() {
+        let cli = Cli::try_parse_from([
+            "skiff",
+            "server",
+            "--node-label",
+            "a=b",
+            "--node-taint",
+            "k=v:NoSchedule",
+            "--kubelet-port",
+            "11250",
+            "--cni-bridge",
+            "edge0",
+            "--cgroup-root",
+            "/edge",
+            "--node-name",
+            "n1",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Command::Server { node, .. } = cli.command else {
+            panic!("not the server command");
+        };
+        let node = node.merge(NodeFlags::default()).unwrap();
+        assert_eq!(node.labels.get("a").map(String::as_str), Some("b"));
+        assert_eq!(node.kubelet_port, 11250);
+        assert_eq!(node.cni_bridge, "edge0");
+        assert_eq!(node.node_name, "n1");
+        let agent = Cli::try_parse_from([
+            "skiff",
+            "agent",
+            "--server",
+            "https://x:6443",
+            "--token",
+            "t",
+            "--node-label",
+            "a=b",
+            "--cni-bridge",
+            "edge0",
+        ]);
+        assert!(agent.is_ok());
+    }
+
+    #[test]
+    fn help_names_the_log_variable_once_and_promises_nothing() {
+        let help = Cli::command().render_long_help().to_string();
+        assert_eq!(help.matches("SKIFF_LOG").count(), 1, "{help}");
+        let mut command = Cli::command();
+        let server = command.find_subcommand_mut("server").unwrap();
+        let server_help = server.render_long_help().to_string();
+        assert!(
+            !help.contains("later") && !server_help.contains("later"),
+            "{help}"
+        );
+        assert!(server_help.contains("--node-label"), "{server_help}");
+    }
 }

@@ -327,14 +327,15 @@ pub fn first_ipv4(result: &Value) -> Option<std::net::Ipv4Addr> {
         .find_map(|a| a.parse().ok())
 }
 
-/// skiff's default network: bridge `cni0` with host-local IPAM over the node's pod
-/// CIDR, masquerading, hairpin, and portmap for hostPorts.
-pub fn default_conflist(pod_cidr: &str, ipam_dir: &Path) -> Value {
+/// skiff's default network: the node's bridge (`--cni-bridge`, `cni0` by default)
+/// with host-local IPAM over the node's pod CIDR, masquerading, hairpin, and portmap
+/// for hostPorts.
+pub fn default_conflist(pod_cidr: &str, ipam_dir: &Path, bridge: &str) -> Value {
     json!({
         "cniVersion": "1.0.0",
         "name": "skiff",
         "plugins": [
-            {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]],
                       "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ipam_dir}},
             {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
@@ -364,7 +365,7 @@ mod tests {
 
     #[test]
     fn plugin_configs_get_name_version_prev_result_and_only_declared_capabilities() {
-        let conflist = default_conflist("10.42.0.0/24", Path::new("/tmp/ipam"));
+        let conflist = default_conflist("10.42.0.0/24", Path::new("/tmp/ipam"), "cni0");
         let invoker = Invoker::new(vec![], "/tmp/cache".into(), conflist.clone()).unwrap();
         let prev = json!({"ips": [{"address": "10.42.0.5/24"}]});
         let bridge = invoker.plugin_config(&conflist["plugins"][0], None, &attachment());

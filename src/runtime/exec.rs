@@ -1079,7 +1079,6 @@ mod tests {
     fn run_kills_on_timeout_and_ignores_lingering_children() {
         let rt = tokio();
         let helper = host_helper();
-        let started = std::time::Instant::now();
         let err = rt
             .block_on(run_with(
                 &helper,
@@ -1093,12 +1092,11 @@ mod tests {
             .block_on(run_with(
                 &helper,
                 &target(),
-                &argv("(sleep 5 &); echo done"),
+                &argv("(sleep 30 &); echo done"),
                 Duration::from_secs(10),
             ))
-            .expect("run");
+            .expect("the command returns without waiting for its orphan (else: timeout)");
         assert_eq!((out.code, out.output.as_slice()), (0, &b"done\n"[..]));
-        assert!(started.elapsed() < Duration::from_secs(4));
     }
 
     #[test]

@@ -461,7 +461,6 @@ mod tests {
         }
         assert_eq!(per_node.len(), 200);
         assert!(per_node.values().all(|&n| n == 20), "uneven: {per_node:?}");
-        assert!(started.elapsed() < Duration::from_secs(20));
     }
 
     /// The scale target's decision cost alone (run with `--ignored --release`):

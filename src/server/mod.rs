@@ -2,7 +2,8 @@
 //! default objects — signals readiness, runs background upkeep (compaction,
 //! certificate renewal) and stops cleanly on SIGINT/SIGTERM.
 //!
-//! May call: store, pki, api (and later controllers, scheduler, agent).
+//! May call: store, pki, api, controllers, scheduler, and the node agent (configured
+//! by `config.node`, the same node settings `skiff agent` takes).
 
 pub mod tls;
 
@@ -133,10 +134,10 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// The server's own node: the same agent `skiff agent` runs, joined over the
-/// loopback with the cluster's token, labelled as the control plane.
-async fn run_local_agent(config: ServerConfig, node_ip: IpAddr, token: String) {
-    use crate::agent::containers::{sandbox::Dns, RuntimeConfig};
+/// The server's own node: the same agent `skiff agent` runs, configured by the same
+/// node flags (`config.node`), joined over the loopback with the cluster's token,
+/// labelled as the control plane.
+async fn run_local_agent(config: ServerConfig, advertise: IpAddr, token: String) {
     if !nix::unistd::geteuid().is_root() {
         tracing::error!("the server's agent needs root to run containers; it is not started (use --disable-agent to silence this)");
         return;
@@ -146,41 +147,33 @@ async fn run_local_agent(config: ServerConfig, node_ip: IpAddr, token: String) {
     } else {
         config.bind_address
     };
-    let registries_path = std::path::Path::new(crate::image::DEFAULT_REGISTRIES_PATH);
-    let registries = match crate::image::RegistriesConfig::load(registries_path) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "the server's agent is not started");
-            return;
-        }
-    };
-    let agent = crate::agent::AgentConfig {
-        server: format!(
+    let node_ip = config.node.node_ip.unwrap_or(advertise);
+    let agent = config.node.agent_config(
+        format!(
             "https://{}",
             SocketAddr::new(host, config.https_listen_port)
         ),
         token,
-        node_name: hostname(),
+        config.data_dir.clone(),
         node_ip,
-        data_dir: config.data_dir.clone(),
-        labels: Default::default(),
-        taints: Vec::new(),
-        control_plane: true,
-        capacity: crate::agent::machine_capacity(),
-        lease_interval: Duration::from_secs(10),
-        kubelet_port: 10250,
+        true,
+        crate::agent::machine_capacity(),
+    );
+    let dns = crate::agent::containers::sandbox::Dns {
+        server: config.cluster_dns,
+        domain: config.cluster_domain.clone(),
     };
-    let runtime = RuntimeConfig {
-        data_dir: config.data_dir.clone(),
+    let runtime = match config.node.runtime_config(
+        config.data_dir.clone(),
         node_ip,
-        dns: Dns {
-            server: config.cluster_dns,
-            domain: config.cluster_domain.clone(),
-        },
-        cni_bin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
-        cni_conf_dir: None,
-        registries,
-        service_cidr: config.service_cidr.to_string(),
+        dns,
+        config.service_cidr.to_string(),
+    ) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "the server's agent is not started");
+            return;
+        }
     };
     if let Err(e) = crate::agent::run_containers(agent, runtime).await {
         tracing::error!(error = %e, "the server's agent stopped");

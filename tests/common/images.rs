@@ -34,7 +34,7 @@ pub const DEFAULT_APPLETS: &[&str] = &[
 /// `PATH` of an image whose spec sets none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The image `/work/shared/fixtures/deployment.yaml` runs, as imported (its short
+/// The image `tests/fixtures/deployment.yaml` runs, as imported (its short
 /// name `my-flask-app:latest` normalises to this).
 pub const FLASK_APP_IMAGE: &str = "docker.io/library/my-flask-app:latest";
 /// The name the fixture uses.

@@ -15,15 +15,13 @@ use std::time::{Duration, Instant};
 
 pub const KUBECTL: &str = "/usr/bin/kubectl";
 
+/// A file under `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in ["../shared/fixtures", "shared/fixtures"] {
-        let path = root.join(dir).join(name);
-        if path.exists() {
-            return path;
-        }
-    }
-    panic!("fixture {name} not found next to the repository (../shared/fixtures)");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    assert!(path.exists(), "fixture {} is missing", path.display());
+    path
 }
 
 pub struct Server {
@@ -93,6 +91,20 @@ impl Server {
         self.dir.path().join("kubeconfig.yaml")
     }
 
+    /// With the server's own node: its bridge, sink and cgroup root, named from the
+    /// data dir (`node::NodeScope`) so it touches no other node's.
+    pub fn node_scope(&self) -> node::NodeScope {
+        node::NodeScope::for_data(&self.data_dir())
+    }
+
+    fn node_args(&self) -> Vec<String> {
+        if self.with_agent {
+            self.node_scope().args()
+        } else {
+            Vec::new()
+        }
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.data_dir().join("server/db/state.db")
     }
@@ -117,6 +129,7 @@ impl Server {
             .arg(self.kubeconfig())
             .arg("--config")
             .arg(self.dir.path().join("config.yaml"))
+            .args(self.node_args())
             .args(&self.extra_args)
             .env("SKIFF_LOG", "info")
             .stdout(Stdio::null())

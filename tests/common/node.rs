@@ -2,6 +2,12 @@
 //! what pods may leave behind on the node, and a forced clean-up of everything a node
 //! makes (processes by their recorded PIDs, mounts, cgroups, links, CNI chains) for
 //! when a test fails half-way. Needs root.
+//!
+//! Scoped: every node a test starts gets its own host names (`NodeScope`, derived from
+//! its data dir: bridge `e2e<id>`, sink `e2e<id>-sink`, cgroup root `/skiff-e2e-<id>`),
+//! and the leftover check and the clean-up look only at what that node could have
+//! made. Other skiff nodes on the machine (a real cluster, another test) are never
+//! touched.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -17,7 +23,93 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// A real `skiff agent` process named `e2e-node`, on 127.0.0.1.
+/// The host names one node owns, derived from its data dir so that a test (and the
+/// clean-up after a failed test) finds them from the data dir alone.
+#[derive(Debug, Clone)]
+pub struct NodeScope {
+    pub data: PathBuf,
+    /// `--cni-bridge`: at most 10 characters, so the sink name fits Linux's 15.
+    pub bridge: String,
+    /// `--cgroup-root`.
+    pub cgroup_root: String,
+}
+
+impl NodeScope {
+    pub fn for_data(data: &Path) -> NodeScope {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        data.hash(&mut hasher);
+        let id = format!("{:06x}", hasher.finish() & 0xff_ffff);
+        NodeScope {
+            data: data.to_path_buf(),
+            bridge: format!("e2e{id}"),
+            cgroup_root: format!("/skiff-e2e-{id}"),
+        }
+    }
+
+    /// The service sink link (skiff names it `<bridge>-sink`).
+    pub fn sink(&self) -> String {
+        format!("{}-sink", self.bridge)
+    }
+
+    /// The node flags that give an agent (or a server's node) these names.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--cni-bridge".into(),
+            self.bridge.clone(),
+            "--cgroup-root".into(),
+            self.cgroup_root.clone(),
+        ]
+    }
+
+    /// The cgroup root's directories, on cgroup v1 (one per controller) or v2.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let relative = self.cgroup_root.trim_start_matches('/');
+        let base = Path::new("/sys/fs/cgroup");
+        let mut dirs = vec![base.join(relative)];
+        for controller in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            dirs.push(controller.path().join(relative));
+        }
+        dirs.into_iter().filter(|d| d.is_dir()).collect()
+    }
+
+    /// The bridge's subnet (`10.42.0.1/24` → network and prefix) while it exists.
+    fn bridge_subnet(&self) -> Option<(u32, u32)> {
+        let out = Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "dev", &self.bridge])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let cidr = text
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)?
+            .to_string();
+        parse_cidr(&cidr)
+    }
+}
+
+/// `a.b.c.d/n` → (address, prefix length).
+fn parse_cidr(cidr: &str) -> Option<(u32, u32)> {
+    let (ip, len) = cidr.split_once('/').unwrap_or((cidr, "32"));
+    let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+    Some((u32::from(ip), len.parse().ok()?))
+}
+
+fn in_subnet(cidr: &str, subnet: (u32, u32)) -> bool {
+    let Some((ip, _)) = parse_cidr(cidr) else {
+        return false;
+    };
+    let mask = if subnet.1 == 0 {
+        0
+    } else {
+        u32::MAX << (32 - subnet.1)
+    };
+    ip & mask == subnet.0 & mask
+}
+
+/// A real `skiff agent` process named `e2e-node`, on 127.0.0.1, with its own bridge,
+/// sink and cgroup root (`NodeScope::for_data` of its data dir).
 pub struct Agent {
     skiff: PathBuf,
     child: Option<Child>,
@@ -74,6 +166,7 @@ impl Agent {
             .arg(self.kubelet_port.to_string())
             .arg("--private-registry")
             .arg(self.dir.join("registries.yaml"))
+            .args(NodeScope::for_data(&self.data_dir()).args())
             .args([
                 "--lease-interval-seconds",
                 "2",
@@ -116,9 +209,16 @@ impl Drop for Agent {
     }
 }
 
-/// What pods left on the node: container state, pod directories, mounts, cgroups,
-/// network namespaces, veths on cni0, IP allocations.
+/// What pods left on the node whose data dir is `data`: container state, pod
+/// directories, mounts, cgroups under its cgroup root, veths on its bridge, its CNI
+/// masquerading rules, IP allocations. Looks at nothing another node owns.
 pub fn leftovers(data: &Path) -> Vec<String> {
+    leftovers_in(&NodeScope::for_data(data))
+}
+
+/// `leftovers` for an explicit scope.
+pub fn leftovers_in(scope: &NodeScope) -> Vec<String> {
+    let data = scope.data.as_path();
     let mut found = Vec::new();
     let entries = |dir: PathBuf| -> Vec<String> {
         std::fs::read_dir(&dir)
@@ -141,16 +241,16 @@ pub fn leftovers(data: &Path) -> Vec<String> {
             .filter(|p| p.starts_with(&prefix))
             .map(|p| format!("mount {p}")),
     );
-    for controller in ["memory", "cpu", "pids", "unified"] {
+    for root in scope.cgroup_dirs() {
         found.extend(
-            entries(PathBuf::from(format!("/sys/fs/cgroup/{controller}/skiff")))
+            entries(root)
                 .into_iter()
                 .filter(|p| Path::new(p).is_dir())
                 .map(|p| format!("cgroup {p}")),
         );
     }
     let veths = Command::new("ip")
-        .args(["-o", "link", "show", "master", "cni0"])
+        .args(["-o", "link", "show", "master", &scope.bridge])
         .output();
     if let Ok(out) = veths {
         found.extend(
@@ -159,12 +259,10 @@ pub fn leftovers(data: &Path) -> Vec<String> {
                 .map(|l| format!("link {l}")),
         );
     }
-    let chains = Command::new("iptables").args(["-t", "nat", "-S"]).output();
-    if let Ok(out) = chains {
+    if let Some(subnet) = scope.bridge_subnet() {
         found.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.starts_with("-A POSTROUTING") && l.contains("-j CNI-"))
+            masquerade_rules(subnet)
+                .into_iter()
                 .map(|l| format!("iptables {l}")),
         );
     }
@@ -182,9 +280,35 @@ pub fn leftovers(data: &Path) -> Vec<String> {
     found
 }
 
-/// Removes whatever the agent did not: processes by their recorded PIDs, mounts,
-/// cgroups, the bridge, the sink link, CNI iptables chains.
+/// The nat POSTROUTING rules CNI's bridge plugin made for pod addresses in `subnet`.
+fn masquerade_rules(subnet: (u32, u32)) -> Vec<String> {
+    let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A POSTROUTING") && l.contains("-j CNI-"))
+        .filter(|l| rule_source(l).is_some_and(|s| in_subnet(s, subnet)))
+        .map(str::to_string)
+        .collect()
+}
+
+fn rule_source(rule: &str) -> Option<&str> {
+    let mut words = rule.split_whitespace();
+    words.find(|w| *w == "-s")?;
+    words.next()
+}
+
+/// Removes whatever the node whose data dir is `data` did not: processes by their
+/// recorded PIDs, mounts under the data dir, cgroups under its cgroup root, its
+/// bridge and sink link, the CNI chains for its pod addresses.
 pub fn force_clean(data: &Path) {
+    force_clean_in(&NodeScope::for_data(data))
+}
+
+/// `force_clean` for an explicit scope.
+pub fn force_clean_in(scope: &NodeScope) {
+    let data = scope.data.as_path();
     let containers = data.join("agent/containers");
     for entry in std::fs::read_dir(&containers)
         .into_iter()
@@ -218,45 +342,63 @@ pub fn force_clean(data: &Path) {
     for point in points {
         let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
     }
-    for controller in [
-        "memory", "cpu", "cpuacct", "pids", "cpuset", "devices", "freezer", "blkio", "unified",
-    ] {
-        let root = PathBuf::from(format!("/sys/fs/cgroup/{controller}/skiff"));
+    for root in scope.cgroup_dirs() {
         for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             let _ = std::fs::remove_dir(entry.path());
         }
         let _ = std::fs::remove_dir(&root);
     }
-    for link in ["cni0", "skiff-sink"] {
-        let _ = Command::new("ip").args(["link", "del", link]).output();
+    if let Some(subnet) = scope.bridge_subnet() {
+        remove_cni_chains(subnet);
     }
-    remove_cni_chains();
+    for link in [scope.bridge.clone(), scope.sink()] {
+        let _ = Command::new("ip").args(["link", "del", &link]).output();
+    }
 }
 
-/// Deletes the nat-table chains CNI plugins made (`CNI-…`) and the rules that jump
-/// to them.
-fn remove_cni_chains() {
+/// Deletes the nat-table rules CNI plugins made for pod addresses in `subnet`
+/// (masquerading from them, hostPort DNAT to them) and the `CNI-…` chains those
+/// rules jump to. Chains of other nodes' pods stay.
+fn remove_cni_chains(subnet: (u32, u32)) {
     let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S"]).output() else {
         return;
     };
     let rules = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Chains whose own rules DNAT into the subnet (portmap's CNI-DN-…).
+    let dnat_chains: Vec<&str> = rules
+        .lines()
+        .filter(|l| l.starts_with("-A CNI-DN-"))
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "--to-destination").is_some()
+                && words
+                    .next()
+                    .is_some_and(|d| in_subnet(d.split(':').next().unwrap_or(d), subnet))
+        })
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let mut chains: Vec<String> = dnat_chains.iter().map(|c| c.to_string()).collect();
     for rule in rules
         .lines()
         .filter(|l| l.starts_with("-A ") && l.contains("-j CNI-"))
     {
-        let chain = rule.split_whitespace().nth(1).unwrap_or_default();
-        if chain.starts_with("CNI-") {
+        let target = rule
+            .split_whitespace()
+            .skip_while(|w| *w != "-j")
+            .nth(1)
+            .unwrap_or_default();
+        let masquerade = rule.starts_with("-A POSTROUTING")
+            && rule_source(rule).is_some_and(|s| in_subnet(s, subnet));
+        if !masquerade && !dnat_chains.contains(&target) {
             continue;
+        }
+        if masquerade {
+            chains.push(target.to_string());
         }
         let mut args = vec!["-t".to_string(), "nat".to_string(), "-D".to_string()];
         args.extend(shell_words(&rule[3..]));
         let _ = Command::new("iptables").args(&args).output();
     }
-    let chains: Vec<&str> = rules
-        .lines()
-        .filter_map(|l| l.strip_prefix("-N "))
-        .filter(|c| c.starts_with("CNI-"))
-        .collect();
     for chain in &chains {
         let _ = Command::new("iptables")
             .args(["-t", "nat", "-F", chain])

@@ -46,6 +46,12 @@ pub struct RuntimeConfig {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// A directory with a `.conflist` to use instead of skiff's default bridge network.
     pub cni_conf_dir: Option<PathBuf>,
+    /// The bridge of the default network (`--cni-bridge`).
+    pub cni_bridge: String,
+    /// The link the service CIDR is routed to (`<bridge>-sink`).
+    pub sink_link: String,
+    /// The cgroup containers run under (`--cgroup-root`).
+    pub cgroup_root: PathBuf,
     pub registries: RegistriesConfig,
     /// The service CIDR, routed to a local sink so unanswered service traffic dies
     /// on the node instead of leaving by the default route.
@@ -190,7 +196,11 @@ impl ContainerRuntime {
             .as_ref()
             .and_then(|dir| first_conflist(dir))
             .unwrap_or_else(|| {
-                crate::network::cni::default_conflist(pod_cidr, &state.join("ipam"))
+                crate::network::cni::default_conflist(
+                    pod_cidr,
+                    &state.join("ipam"),
+                    &config.cni_bridge,
+                )
             });
         Network::new(config.cni_bin_dirs.clone(), &state, conflist).map_err(|e| RuntimeError::Pod {
             pod: String::new(),
@@ -256,34 +266,33 @@ fn first_conflist(dir: &std::path::Path) -> Option<serde_json::Value> {
     serde_json::from_str(&text).ok()
 }
 
-/// Routes the service CIDR to a sink link, so service traffic nobody answers dies
-/// here. Uses a `dummy` link where the kernel has them, else `ifb`.
-fn route_service_cidr_to_sink(cidr: &str) -> Result<(), String> {
-    const LINK: &str = "skiff-sink";
+/// Routes the service CIDR to a sink link (`link`), so service traffic nobody
+/// answers dies here. Uses a `dummy` link where the kernel has them, else `ifb`.
+fn route_service_cidr_to_sink(cidr: &str, link: &str) -> Result<(), String> {
     let ip = |args: &[&str]| {
         std::process::Command::new("ip")
             .args(args)
             .output()
             .map_err(|e| format!("running ip {}: {e}", args.join(" ")))
     };
-    let exists = ip(&["link", "show", LINK])?.status.success();
+    let exists = ip(&["link", "show", link])?.status.success();
     if !exists {
-        let dummy = ip(&["link", "add", LINK, "type", "dummy"])?;
+        let dummy = ip(&["link", "add", link, "type", "dummy"])?;
         if !dummy.status.success() {
-            let ifb = ip(&["link", "add", LINK, "type", "ifb"])?;
+            let ifb = ip(&["link", "add", link, "type", "ifb"])?;
             if !ifb.status.success() {
                 return Err(format!(
-                    "creating the sink link {LINK}: {}",
+                    "creating the sink link {link}: {}",
                     String::from_utf8_lossy(&ifb.stderr).trim()
                 ));
             }
         }
     }
-    ip(&["link", "set", LINK, "up"])?;
-    let route = ip(&["route", "replace", cidr, "dev", LINK])?;
+    ip(&["link", "set", link, "up"])?;
+    let route = ip(&["route", "replace", cidr, "dev", link])?;
     if !route.status.success() {
         return Err(format!(
-            "routing {cidr} to {LINK}: {}",
+            "routing {cidr} to {link}: {}",
             String::from_utf8_lossy(&route.stderr).trim()
         ));
     }
@@ -309,7 +318,8 @@ impl PodRuntime for ContainerRuntime {
             return Ok(());
         }
         let cidr = self.inner.config.service_cidr.clone();
-        tokio::task::spawn_blocking(move || route_service_cidr_to_sink(&cidr))
+        let sink = self.inner.config.sink_link.clone();
+        tokio::task::spawn_blocking(move || route_service_cidr_to_sink(&cidr, &sink))
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
             .map_err(|message| RuntimeError::Pod {

@@ -39,6 +39,8 @@ pub struct Input<'a> {
     pub volumes: &'a HashMap<String, PathBuf>,
     pub sandbox: &'a Sandbox,
     pub log_path: PathBuf,
+    /// The node's `--cgroup-root`.
+    pub cgroup_root: &'a Path,
 }
 
 /// The process to run: Kubernetes' rules for command, args, Entrypoint and Cmd.
@@ -324,7 +326,7 @@ pub fn container_config(input: &Input) -> Result<ContainerConfig, String> {
         no_new_privileges: ctx.allow_privilege_escalation == Some(false),
         oom_score_adj: None,
         limits: limits(input.container),
-        cgroup_path: PathBuf::from("/skiff").join(input.id),
+        cgroup_path: input.cgroup_root.join(input.id),
         namespaces,
         log: LogConfig {
             path: input.log_path.clone(),

@@ -736,6 +736,7 @@ impl Worker {
             volumes: &volumes,
             sandbox,
             log_path: log.clone(),
+            cgroup_root: &self.rt.config.cgroup_root,
         })
         .map_err(|m| fail("CreateContainerConfigError", m))?;
         let exec = ExecTarget {
