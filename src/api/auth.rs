@@ -18,6 +18,10 @@ use super::status::ApiError;
 #[derive(Debug, Clone)]
 pub struct PeerIdentity(pub Option<Identity>);
 
+/// The TCP peer of the request's connection, put on each request by the TLS server.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddress(pub std::net::SocketAddr);
+
 pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers";
 
 pub fn identify(request: &Request, join_secret: &str) -> Option<Identity> {
