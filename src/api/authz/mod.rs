@@ -149,8 +149,13 @@ pub async fn authorize_node(
         request.uri().path(),
         request.uri().query(),
     ) else {
-        // Discovery and the join endpoint: the rules every caller has.
-        super::auth::authorize(identity, request.method(), request.uri().path())?;
+        // Discovery documents (`/api`, `/apis/<group>/<version>`, `/openapi/…`) are
+        // readable; otherwise the rules every caller has (the join endpoint).
+        let path = request.uri().path();
+        let discovery = path.starts_with("/api") || path.starts_with("/openapi/");
+        if !(discovery && matches!(*request.method(), Method::GET | Method::HEAD)) {
+            super::auth::authorize(identity, request.method(), path)?;
+        }
         return Ok(request);
     };
     let (request, created_name) = if node::needs_created_name(&attrs) {
