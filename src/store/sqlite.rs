@@ -1007,4 +1007,25 @@ mod tests {
         assert_eq!(store.current_revision(), 2);
         assert_eq!(store.write(create("/b", "1")).await.unwrap().mod_rev, 3);
     }
+    #[tokio::test]
+    async fn the_database_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let db_dir = dir.path().join("db");
+        std::fs::create_dir(&db_dir).unwrap();
+        std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = db_dir.join("state.db");
+        let store = SqliteStore::open(SqliteOptions { path: path.clone() }).unwrap();
+        store.write(create("/a", "1")).await.unwrap();
+        assert_eq!(mode(&db_dir), 0o700);
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        drop(store);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _reopened = SqliteStore::open(SqliteOptions { path: path.clone() }).unwrap();
+        assert_eq!(mode(&path), 0o600, "narrowed when opened again");
+    }
 }
