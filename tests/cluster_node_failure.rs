@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cluster, eventually, is_terminating, pods, Agent};
+use common::{cluster, eventually, is_terminating, pods};
 
 const APP: &str = "app=web";
 
@@ -83,7 +83,8 @@ fn pods_leave_a_dead_node_and_endpoints_drop_them() {
     );
 
     // The node comes back: its stale pods are deleted, none is duplicated.
-    agents[1] = Agent::start(&server, "node-1", 1, &[]);
+    // (The same machine: its data dir, so its node password, is kept.)
+    agents[1].restart(&server);
     let cleaned = eventually(Duration::from_secs(40), || {
         let all = pods(&server, APP);
         all.len() == 3

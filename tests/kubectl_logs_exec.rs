@@ -21,7 +21,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 
 use skiff::agent::kubelet::{self, ContainerAccess};
-use skiff::api::auth::PeerIdentity;
+use skiff::api::auth::{PeerAddress, PeerIdentity};
 use skiff::api::join::{CredentialIssuer, PkiIssuer};
 use skiff::api::{ApiConfig, ApiState};
 use skiff::pki::{CertOptions, Pki};
@@ -106,7 +106,7 @@ fn make_rootfs(rootfs: &Path) {
 async fn serve_api(listener: tokio::net::TcpListener, pki: Arc<Pki>, router: axum::Router) {
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_tls_config().expect("tls"));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let acceptor = acceptor.clone();
@@ -121,8 +121,11 @@ async fn serve_api(listener: tokio::net::TcpListener, pki: Arc<Pki>, router: axu
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| skiff::pki::client_identity(c.as_ref()).ok());
-            let service =
-                TowerToHyperService::new(router.layer(axum::Extension(PeerIdentity(identity))));
+            let service = TowerToHyperService::new(
+                router
+                    .layer(axum::Extension(PeerIdentity(identity)))
+                    .layer(axum::Extension(PeerAddress(peer))),
+            );
             let _ = Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)
                 .await;

@@ -9,6 +9,12 @@
 //! (`servingAddresses`), keeps it as `<node>-serving.crt` / `<node>-serving.key` beside
 //! the client credentials, and renews it the same way (also when the node's address
 //! is no longer among its names).
+//!
+//! Each node has a password, made at its first join and kept as `<node>.password`
+//! beside its credentials: the server registers a name to the first password it sees
+//! and refuses later joins under that name without it (see `api::join`). The
+//! credentials directory and its parent are owner-only (0700) and every file in it
+//! 0600, whatever the umask; wider modes found at start-up are narrowed.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +48,8 @@ pub enum JoinError {
         status: u16,
         body: String,
     },
+    #[error("the server refused node {node:?}: {message}")]
+    NameTaken { node: String, message: String },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -245,6 +253,56 @@ fn days_left(cert_pem: &str) -> Option<i64> {
     Some((not_after - chrono::Utc::now().timestamp()) / 86_400)
 }
 
+/// Makes `dir` (and its parent, the agent's own directory) owner-only, and narrows
+/// any file in it to 0600.
+fn secure_dir(dir: &Path) -> Result<(), JoinError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |path: &Path, source| JoinError::Io {
+        action: "securing",
+        path: path.into(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let private = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io(path, e))
+    };
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        private(parent, 0o700)?;
+    }
+    private(dir, 0o700)?;
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            private(&entry.path(), 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+/// This node's password: read from the data dir, or made (32 random bytes, hex) and
+/// kept there on first use.
+pub fn node_password(dir: &Path, node: &str) -> Result<String, JoinError> {
+    let path = dir.join(format!("{node}.password"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+        Ok(_) => Err(JoinError::Io {
+            action: "reading",
+            path,
+            source: std::io::Error::other("the node password file is empty; delete it (and the node's registration) to start over"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let password = hex::encode(rand::random::<[u8; 32]>());
+            write_secret(&path, &password)?;
+            Ok(password)
+        }
+        Err(source) => Err(JoinError::Io {
+            action: "reading",
+            path,
+            source,
+        }),
+    }
+}
+
 fn write_secret(path: &Path, contents: &str) -> Result<(), JoinError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |action, source| JoinError::Io {
@@ -263,6 +321,9 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), JoinError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| io("writing", e))?;
+    // A leftover temporary file keeps its old mode through open: narrow it.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| io("writing", e))?;
     std::io::Write::write_all(&mut file, contents.as_bytes()).map_err(|e| io("writing", e))?;
     std::fs::rename(&tmp, path).map_err(|e| io("renaming", e))
 }
@@ -275,6 +336,7 @@ pub async fn node_credentials(
     node: &str,
     dir: &Path,
 ) -> Result<Credentials, JoinError> {
+    secure_dir(dir)?;
     let files = Files::new(dir, node);
     let stored = (
         std::fs::read_to_string(&files.cert),
@@ -300,6 +362,7 @@ pub async fn node_credentials(
         CredentialsRequest {
             node_name: node.to_string(),
             serving_addresses: None,
+            node_password: Some(node_password(dir, node)?),
         },
     )
     .await?;
@@ -321,6 +384,7 @@ async fn request_credentials(
     token: &crate::pki::ParsedToken,
     wanted: CredentialsRequest,
 ) -> Result<CredentialsResponse, JoinError> {
+    let wanted_name = wanted.node_name.clone();
     let body = serde_json::to_string(&wanted).unwrap_or_default();
     let tls = verified_config(server, ca, None)?;
     let bearer = format!("{}:{}", token.username, token.secret);
@@ -333,6 +397,18 @@ async fn request_credentials(
         Some(body),
     )
     .await?;
+    if reply.0 == 403 {
+        let status: serde_json::Value = serde_json::from_str(&reply.1).unwrap_or_default();
+        if let Some(message) = status["message"]
+            .as_str()
+            .filter(|m| m.contains("node password"))
+        {
+            return Err(JoinError::NameTaken {
+                node: wanted_name,
+                message: message.to_string(),
+            });
+        }
+    }
     serde_json::from_str(&ok_body(server, CREDENTIALS_PATH, reply)?)
         .map_err(|e| tls_error(server, format!("unreadable credentials: {e}")))
 }
@@ -365,6 +441,7 @@ pub async fn serving_credentials(
     let cert_path = dir.join(format!("{node}-serving.crt"));
     let key_path = dir.join(format!("{node}-serving.key"));
     let ca_path = dir.join("ca.crt");
+    secure_dir(dir)?;
     let stored = (
         std::fs::read_to_string(&cert_path),
         std::fs::read_to_string(&key_path),
@@ -385,6 +462,7 @@ pub async fn serving_credentials(
     let wanted = CredentialsRequest {
         node_name: node.to_string(),
         serving_addresses: Some(addresses.to_vec()),
+        node_password: Some(node_password(dir, node)?),
     };
     let issued = request_credentials(server, &ca, &secret, wanted).await?;
     let (Some(cert), Some(key)) = (issued.serving_certificate, issued.serving_key) else {

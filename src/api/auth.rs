@@ -1,9 +1,11 @@
 //! Who is calling, and may they: client certificates (CN = user, O = groups, verified
 //! against the cluster CA by the TLS layer) and bearer tokens.
 //!
-//! Authorization is coarse for now: `system:masters` (the admin kubeconfig) and
-//! `system:nodes` may do everything; a joining node's bearer token
-//! (`system:bootstrappers`) may only reach the join endpoints. Everyone else gets 403.
+//! Authorization: `system:masters` (the admin kubeconfig, the controllers) may do
+//! everything; nodes (`system:nodes`) are judged by the node authorizer
+//! (`authz::node`, called from the API's middleware); a joining node's bearer token
+//! (`system:bootstrappers`) may only reach the join endpoint. Everyone else may read
+//! discovery and gets 403 for the rest.
 
 use axum::extract::Request;
 use axum::http::{header, Method};
@@ -15,6 +17,10 @@ use super::status::ApiError;
 /// The verified client certificate's identity, put on each request by the TLS server.
 #[derive(Debug, Clone)]
 pub struct PeerIdentity(pub Option<Identity>);
+
+/// The TCP peer of the request's connection, put on each request by the TLS server.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddress(pub std::net::SocketAddr);
 
 pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers";
 
@@ -44,7 +50,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub fn authorize(identity: &Identity, method: &Method, path: &str) -> Result<(), ApiError> {
     let has = |g: &str| identity.groups.iter().any(|x| x == g);
-    if has("system:masters") || has("system:nodes") {
+    if has("system:masters") {
         return Ok(());
     }
     // Discovery is open to every authenticated caller, as on Kubernetes.

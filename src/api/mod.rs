@@ -8,6 +8,7 @@
 
 pub mod alloc;
 pub mod auth;
+pub mod authz;
 pub mod body;
 pub mod bootstrap;
 pub mod defaults;
@@ -69,6 +70,8 @@ pub struct ApiState {
     /// TLS to node kubelets, for pods' logs and exec.
     pub kubelet_client: proxy::KubeletClient,
     ready: AtomicBool,
+    /// Which objects each node may read (the node authorizer's graph).
+    pub node_graph: Arc<authz::graph::NodeGraph>,
 }
 
 pub type SharedState = Arc<ApiState>;
@@ -86,6 +89,7 @@ impl ApiState {
             issuer,
             kubelet_client: proxy::KubeletClient::default(),
             ready: AtomicBool::new(false),
+            node_graph: authz::graph::NodeGraph::new(),
         })
     }
 
@@ -133,6 +137,12 @@ async fn authenticate(
     if !is_public(request.uri().path()) {
         match &identity {
             None => return ApiError::unauthorized().into_response(),
+            Some(id) if authz::is_node(id) => {
+                match authz::authorize_node(&state, id, request).await {
+                    Ok(checked) => request = checked,
+                    Err(e) => return e.into_response(),
+                }
+            }
             Some(id) => {
                 if let Err(e) = auth::authorize(id, request.method(), request.uri().path()) {
                     return e.into_response();

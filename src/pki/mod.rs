@@ -212,6 +212,7 @@ impl Pki {
         lifetimes: Lifetimes,
     ) -> Result<Pki, PkiError> {
         ensure_private_dir(tls_dir)?;
+        restrict_key_files(tls_dir)?;
         let ca = load_or_create_ca(tls_dir, &lifetimes)?;
         let serving_spec = LeafSpec::serving(opts)?;
         let admin_spec = LeafSpec::admin();
@@ -326,8 +327,14 @@ impl Pki {
         if let Some(hash) = given.as_ref().and_then(|g| g.ca_hash.as_deref()) {
             check_ca_hash(hash, self.ca_pem())?;
         }
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            secure_dir(dir)?;
+        }
         match read_optional(path)? {
-            Some(stored) => self.reuse_token(path, &stored, given.as_ref()),
+            Some(stored) => {
+                set_mode(path, TOKEN_MODE)?;
+                self.reuse_token(path, &stored, given.as_ref())
+            }
             None => {
                 let secret = given.map_or_else(random_secret, |g| g.secret);
                 let token = join_token(self.ca_pem(), &secret);
@@ -1094,6 +1101,35 @@ fn ensure_private_dir(dir: &Path) -> Result<(), PkiError> {
     fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
         .map_err(|e| io_error("setting permissions of", dir, e))
+}
+
+/// Creates `dir` if needed and makes it private (0700) whatever the umask; an
+/// existing directory with a wider mode is narrowed.
+pub fn secure_dir(dir: &Path) -> Result<(), PkiError> {
+    ensure_private_dir(dir)
+}
+
+/// Narrows an existing file to `mode` (files from older versions, or made under a
+/// wide umask); a missing file is fine.
+pub fn set_mode(path: &Path, mode: u32) -> Result<(), PkiError> {
+    match fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(io_error("setting permissions of", path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Private keys already in the TLS dir are made owner-only (0600).
+fn restrict_key_files(dir: &Path) -> Result<(), PkiError> {
+    let entries = fs::read_dir(dir).map_err(|e| io_error("reading", dir, e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "key") {
+            set_mode(&path, KEY_MODE)?;
+        }
+    }
+    Ok(())
 }
 
 fn ensure_parent_dir(path: &Path) -> Result<(), PkiError> {

@@ -66,6 +66,8 @@ impl Layout {
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let started = Instant::now();
     let layout = Layout::new(&config);
+    // The data dir holds the database and keys: owner-only, whatever the umask.
+    pki::secure_dir(&config.data_dir)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteOptions {
         path: layout.db.clone(),
     })?);

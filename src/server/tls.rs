@@ -11,7 +11,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::auth::PeerIdentity;
+use crate::api::auth::{PeerAddress, PeerIdentity};
 use crate::pki;
 
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) {
@@ -56,7 +56,11 @@ pub async fn serve_with<E>(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|cert| pki::client_identity(cert.as_ref()).ok());
-            let service = TowerToHyperService::new(router.layer(axum::Extension(wrap(identity))));
+            let service = TowerToHyperService::new(
+                router
+                    .layer(axum::Extension(wrap(identity)))
+                    .layer(axum::Extension(PeerAddress(peer))),
+            );
             let result = Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
                 .await;

@@ -72,13 +72,43 @@ pub struct SqliteStore {
     commands: Mutex<mpsc::Sender<Command>>,
 }
 
+/// The database holds every Secret: its directory is owner-only (0700) and the
+/// database, its WAL and shared-memory files owner-only (0600), whatever the umask.
+/// The database file is created here, before SQLite opens it, because SQLite gives
+/// the WAL and -shm files the database file's mode; existing files are narrowed.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |what: &str, p: &Path, e: std::io::Error| {
+        StoreError::Backend(format!("{what} {}: {e}", p.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail("creating", dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail("setting permissions of", dir, e))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| fail("creating", path, e))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(fail("setting permissions of", &file, e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and starts the writer thread.
     pub fn open(options: SqliteOptions) -> Result<Self, StoreError> {
-        if let Some(dir) = options.path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
-        }
+        make_private(&options.path)?;
         let writer = open_connection(&options.path)?;
         init_schema(&writer)?;
         let (current, compacted) = read_meta(&writer)?;
@@ -976,5 +1006,26 @@ mod tests {
         // The delete's revision is never handed out again.
         assert_eq!(store.current_revision(), 2);
         assert_eq!(store.write(create("/b", "1")).await.unwrap().mod_rev, 3);
+    }
+    #[tokio::test]
+    async fn the_database_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let db_dir = dir.path().join("db");
+        std::fs::create_dir(&db_dir).unwrap();
+        std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = db_dir.join("state.db");
+        let store = SqliteStore::open(SqliteOptions { path: path.clone() }).unwrap();
+        store.write(create("/a", "1")).await.unwrap();
+        assert_eq!(mode(&db_dir), 0o700);
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        drop(store);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _reopened = SqliteStore::open(SqliteOptions { path: path.clone() }).unwrap();
+        assert_eq!(mode(&path), 0o600, "narrowed when opened again");
     }
 }

@@ -286,9 +286,33 @@ impl Agent {
     /// Starts `count` simulated nodes named `<name>` (or `<name>-<i>` when count > 1).
     pub fn start(server: &Server, name: &str, count: usize, extra_args: &[&str]) -> Agent {
         let dir = tempfile::tempdir().expect("temp dir");
+        let child = Self::spawn(server, name, count, extra_args, dir.path());
+        Agent {
+            child: Some(child),
+            dir,
+            name: name.to_string(),
+        }
+    }
+
+    /// The agent's data dir (its credentials are under `agent/credentials`).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the agent and starts it again on the same data dir (one node).
+    pub fn restart(&mut self, server: &Server) {
+        self.kill();
+        self.child = Some(Self::spawn(server, &self.name, 1, &[], self.dir.path()));
+    }
+
+    fn spawn(server: &Server, name: &str, count: usize, extra_args: &[&str], dir: &Path) -> Child {
         let token = std::fs::read_to_string(server.data_dir().join("server/token")).unwrap();
-        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("agent.log"))
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args([
                 "agent",
                 "--simulate",
@@ -306,19 +330,14 @@ impl Agent {
             .arg("--count")
             .arg(count.to_string())
             .arg("--data-dir")
-            .arg(dir.path())
+            .arg(dir)
             .args(["--lease-interval-seconds", "2"])
             .args(extra_args)
             .env("SKIFF_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start skiff agent");
-        Agent {
-            child: Some(child),
-            dir,
-            name: name.to_string(),
-        }
+            .expect("start skiff agent")
     }
 
     pub fn log(&self) -> String {
