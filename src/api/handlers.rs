@@ -467,7 +467,10 @@ async fn scan<T>(
         }
         None => (None, exact_revision(ctx)?),
     };
-    if let (Some(name), None) = (filter.exact_name(), &start_after) {
+    // One key holds the name only within one namespace (or for cluster-scoped
+    // kinds); across namespaces (`-A`) the name is matched on every object.
+    let one_key = ctx.namespace.is_some() || !ctx.resource.namespaced;
+    if let (Some(name), None, true) = (filter.exact_name(), &start_after, one_key) {
         return scan_one(ctx, name, at_revision, accept).await;
     }
     let prefix = ctx.resource.prefix(ctx.namespace.as_deref());
@@ -536,11 +539,7 @@ async fn scan_one<T>(
         .map_err(|e| ApiError::from_store(e, ctx.resource, name))?;
     let mut items = Vec::new();
     let key = ctx.key(name);
-    for entry in page
-        .entries
-        .iter()
-        .filter(|e| e.key == key || ctx.namespace.is_none())
-    {
+    for entry in page.entries.iter().filter(|e| e.key == key) {
         if let Some(item) = accept(entry)? {
             items.push(item);
         }
@@ -868,13 +867,32 @@ fn default_and_validate(
     obj: &mut Value,
     old: Option<&Value>,
 ) -> Result<Vec<String>, ApiError> {
+    let nulls = validation::null_list_items(obj);
+    if !nulls.is_empty() {
+        return Err(invalid(ctx, object::name(obj), &nulls));
+    }
     defaults::apply_defaults(ctx.resource.kind, obj);
     let warnings = check_schema(ctx, obj)?;
     let errors = validation::validate(ctx.resource.kind, obj, old);
     if !errors.is_empty() {
         return Err(invalid(ctx, object::name(obj), &errors));
     }
+    check_size(obj)?;
     Ok(warnings)
+}
+
+/// The largest object stored: what one request body may hold (kube-apiserver's
+/// 3 MiB), so no patch can grow an object past what a client could send.
+const MAX_OBJECT_BYTES: usize = body::MAX_BODY;
+
+fn check_size(obj: &Value) -> Result<(), ApiError> {
+    let size = serde_json::to_vec(obj).map_or(usize::MAX, |v| v.len());
+    if size > MAX_OBJECT_BYTES {
+        return Err(ApiError::too_large(format!(
+            "Request entity too large: limit is {MAX_OBJECT_BYTES}"
+        )));
+    }
+    Ok(())
 }
 
 async fn create(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
@@ -1283,6 +1301,7 @@ async fn patch(
             _ => ctx.present(existing.clone()),
         };
         let patched = patch::apply_patch(patch_type, &view, &patch_body, ctx.resource.kind)?;
+        check_patched_resource_version(ctx, name, &view, &patched)?;
         let mut patched = if ctx.resource.group == "events.k8s.io" {
             events::to_core(&patched)
         } else {
@@ -1296,6 +1315,26 @@ async fn patch(
     })
     .await?;
     respond_write(ctx, part, stored, &warnings)
+}
+
+/// A patch that sets `metadata.resourceVersion` (any patch type) is a precondition:
+/// it must name the stored revision, else 409, as on Kubernetes.
+fn check_patched_resource_version(
+    ctx: &Ctx,
+    name: &str,
+    view: &Value,
+    patched: &Value,
+) -> Result<(), ApiError> {
+    let patched_rv = &patched["metadata"]["resourceVersion"];
+    let given = match patched_rv {
+        Value::Null => return Ok(()),
+        Value::String(s) if s.is_empty() => return Ok(()),
+        other => other,
+    };
+    if given != &view["metadata"]["resourceVersion"] {
+        return Err(ApiError::conflict(ctx.resource, name));
+    }
+    Ok(())
 }
 
 async fn server_side_apply(

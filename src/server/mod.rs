@@ -64,6 +64,7 @@ impl Layout {
 /// Runs the server until a stop signal.
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let started = Instant::now();
+    let fd_limit = tls::raise_fd_limit();
     let layout = Layout::new(&config);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteOptions {
         path: layout.db.clone(),
@@ -91,10 +92,17 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ServerError::Listen { address, source })?;
+    let limits = tls::ConnectionLimits::for_fd_limit(fd_limit);
+    tracing::info!(
+        fd_limit,
+        max_connections = limits.max_connections,
+        "connection limits"
+    );
     tokio::spawn(tls::serve(
         listener,
         pki.server_tls_config()?,
         router.clone(),
+        limits,
     ));
 
     let endpoint = bootstrap::ApiEndpoint {
