@@ -190,3 +190,6 @@ mod tests {
         assert_eq!(failed.unwrap_err().code, 422);
     }
 }
+
+#[cfg(test)]
+mod fuzz;
