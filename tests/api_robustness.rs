@@ -256,27 +256,59 @@ fn a_name_field_selector_across_namespaces_finds_the_object() {
     assert_eq!(out.trim(), "configmap/foo");
 }
 
-/// A server started with `ulimit -n 1024` (soft and hard), so it cannot raise it.
-struct LowFdServer {
+/// A server this file starts itself: with `ulimit -n 1024` (soft and hard, so it
+/// cannot raise it), or with its data and kubeconfig under `state` (a small disk).
+struct OwnServer {
     child: Child,
     dir: tempfile::TempDir,
+    port: u16,
+    state: std::path::PathBuf,
+    low_fd: bool,
 }
 
-impl LowFdServer {
+impl OwnServer {
     fn start(port: u16) -> Self {
-        use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().to_path_buf();
+        Self::launch(dir, port, state, true)
+    }
+
+    fn start_on(state: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::launch(dir, port, state.to_path_buf(), false)
+    }
+
+    fn restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let (port, state, low_fd) = (self.port, self.state.clone(), self.low_fd);
+        drop(self);
+        Self::launch(dir, port, state, low_fd)
+    }
+
+    fn launch(dir: tempfile::TempDir, port: u16, state: std::path::PathBuf, low_fd: bool) -> Self {
+        use std::os::unix::process::CommandExt;
         std::fs::write(dir.path().join("none.yaml"), "").unwrap();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("server.log"))
+            .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_skiff"));
         command
             .args(["server", "--bind-address", "127.0.0.1", "--disable-agent"])
             .arg("--https-listen-port")
             .arg(port.to_string())
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(state.join("data"))
             .arg("--write-kubeconfig")
-            .arg(dir.path().join("kubeconfig.yaml"))
+            .arg(state.join("kubeconfig.yaml"))
             .arg("--config")
             .arg(dir.path().join("none.yaml"))
             .env("SKIFF_LOG", "info")
@@ -284,7 +316,10 @@ impl LowFdServer {
             .stderr(log);
         // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
+                if !low_fd {
+                    return Ok(());
+                }
                 let limit = nix::libc::rlimit {
                     rlim_cur: 1024,
                     rlim_max: 1024,
@@ -295,9 +330,12 @@ impl LowFdServer {
                 Ok(())
             });
         }
-        let server = LowFdServer {
+        let server = OwnServer {
             child: command.spawn().expect("start skiff server"),
             dir,
+            port,
+            state,
+            low_fd,
         };
         assert!(
             eventually(Duration::from_secs(30), || server
@@ -314,7 +352,7 @@ impl LowFdServer {
         Command::new(KUBECTL)
             .args(args)
             .arg("--request-timeout=20s")
-            .env("KUBECONFIG", self.dir.path().join("kubeconfig.yaml"))
+            .env("KUBECONFIG", self.state.join("kubeconfig.yaml"))
             .env("HOME", self.dir.path())
             .stdin(Stdio::null())
             .output()
@@ -322,7 +360,7 @@ impl LowFdServer {
     }
 }
 
-impl Drop for LowFdServer {
+impl Drop for OwnServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -350,7 +388,7 @@ fn idle_connections_do_not_lock_clients_out() {
         .local_addr()
         .unwrap()
         .port();
-    let server = LowFdServer::start(port);
+    let server = OwnServer::start(port);
     let mut idle = Vec::new();
     for i in 0..2000 {
         match TcpStream::connect(("127.0.0.1", port)) {
@@ -379,4 +417,97 @@ fn idle_connections_do_not_lock_clients_out() {
         String::from_utf8_lossy(&out.stderr)
     );
     drop(idle);
+}
+
+/// A size-limited tmpfs, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs");
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fills what space is left with a file (until ENOSPC).
+    fn fill(&self, name: &str) {
+        let mut file = std::fs::File::create(self.path().join(name)).unwrap();
+        let chunk = vec![1u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn deletes_work_and_the_server_restarts_on_a_full_disk() {
+    let disk = SmallDisk::mount("64m");
+    let server = OwnServer::start_on(disk.path());
+    let value = std::env::temp_dir().join(format!("skiff-value-{}", std::process::id()));
+    std::fs::write(&value, "v".repeat(512 * 1024)).unwrap();
+    let ok = |out: &std::process::Output| out.status.success();
+    let mut stored = Vec::new();
+    // Fill the disk with objects until writes fail, then the rest with a file.
+    for i in 0..400 {
+        let name = format!("fill-{i}");
+        let out = server.kubectl(&[
+            "create",
+            "configmap",
+            &name,
+            &format!("--from-file=v={}", value.display()),
+        ]);
+        if !ok(&out) {
+            break;
+        }
+        stored.push(name);
+    }
+    disk.fill("filler");
+    let out = server.kubectl(&[
+        "create",
+        "configmap",
+        "one-more",
+        &format!("--from-file=v={}", value.display()),
+    ]);
+    assert!(!ok(&out), "a 512 KiB write succeeded on a full disk");
+    assert!(stored.len() > 2, "some objects were stored first");
+    let out = server.kubectl(&["delete", "configmap", &stored[0]]);
+    assert!(
+        ok(&out),
+        "delete on a full disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.kubectl(&["delete", "configmap", &stored[1]]);
+    assert!(
+        ok(&out),
+        "second delete: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Full again (whatever the delete released), then a restart.
+    disk.fill("filler-2");
+    let server = server.restart();
+    let out = server.kubectl(&["get", "configmap", &stored[2], "-o", "name"]);
+    assert!(
+        ok(&out),
+        "after a restart on a full disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&value);
+    drop(server);
 }
