@@ -511,3 +511,54 @@ fn deletes_work_and_the_server_restarts_on_a_full_disk() {
     let _ = std::fs::remove_file(&value);
     drop(server);
 }
+
+#[test]
+fn an_old_stored_null_list_item_does_not_stop_the_controllers() {
+    let mut server = Server::start();
+    let (ok, _, err) = server.with_stdin(
+        &["create", "-f", "-"],
+        &pod_manifest("old", "    command: [sh]\n"),
+    );
+    assert!(ok, "{err}");
+    // What an older skiff let through, written straight into the stopped store.
+    server.kill9();
+    {
+        let db = rusqlite::Connection::open(server.db_path()).unwrap();
+        for table in ["current", "log"] {
+            let changed = db
+                .execute(
+                    &format!(
+                        "UPDATE {table} SET value = CAST(replace(CAST(value AS TEXT), '\"command\":[\"sh\"]', '\"command\":[null]') AS BLOB) WHERE key LIKE '%/default/old'"
+                    ),
+                    [],
+                )
+                .unwrap();
+            assert!(changed > 0, "planted in {table}");
+        }
+    }
+    server.restart();
+    assert!(
+        server.log().contains("dropping null list items"),
+        "{}",
+        server.log()
+    );
+    let pod = server.get_json(&["pod", "old"]);
+    assert_eq!(
+        pod["spec"]["containers"][0]["command"],
+        serde_json::json!([])
+    );
+    let (ok, _, err) = server.with_stdin(
+        &["create", "-f", "-"],
+        &deployment_manifest("web", "").replace("replicas: 0", "replicas: 2"),
+    );
+    assert!(ok, "{err}");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            server.get_json(&["pods", "-l", "app=web"])["items"]
+                .as_array()
+                .is_some_and(|items| items.len() == 2)
+        }),
+        "the controllers did not create the deployment's pods: {}",
+        server.log()
+    );
+}

@@ -69,6 +69,12 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteOptions {
         path: layout.db.clone(),
     })?);
+    // Objects older versions stored that typed clients cannot decode.
+    match api::repair::drop_null_list_items(store.as_ref()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(repaired = n, "repaired stored objects with null list items"),
+        Err(e) => tracing::warn!(error = %e, "checking stored objects failed"),
+    }
     let advertise = config.advertise_address.unwrap_or_else(default_address);
     let pki = Arc::new(Pki::load_or_create(
         &layout.tls,
