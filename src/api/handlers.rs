@@ -187,7 +187,7 @@ async fn route(state: SharedState, request: Request) -> Result<Response, ApiErro
     let body = if super::method_is_write(&method) {
         axum::body::to_bytes(request.into_body(), body::MAX_BODY)
             .await
-            .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?
+            .map_err(body_error)?
     } else {
         Bytes::new()
     };
@@ -200,6 +200,20 @@ async fn route(state: SharedState, request: Request) -> Result<Response, ApiErro
         identity,
     };
     serve(ctx, method, target, body).await
+}
+
+/// A body over the limit is 413, as on kube-apiserver; anything else 400.
+fn body_error(e: axum::Error) -> ApiError {
+    let limited =
+        std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+    if limited {
+        ApiError::too_large(format!(
+            "Request entity too large: limit is {}",
+            body::MAX_BODY
+        ))
+    } else {
+        ApiError::bad_request(format!("reading the request body: {e}"))
+    }
 }
 
 fn discovery_route(state: &SharedState, path: &str, accept: &str) -> Option<Response> {

@@ -198,7 +198,7 @@ impl Connection {
             .and_then(|cert| pki::client_identity(cert.as_ref()).ok());
         let router = self.router.layer(axum::Extension(wrap(identity)));
         let activity = Arc::new(Activity::new(self.slot.clone()));
-        let service = request_service(router, activity.clone());
+        let service = request_service::<Incoming>(router, activity.clone());
         let mut builder = Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -247,16 +247,16 @@ impl Connection {
 /// The router as a per-connection service: tracks requests in flight, marks the
 /// connection established after its first authenticated answer, and turns a panic
 /// into a 500 Status.
-fn request_service(
+fn request_service<B>(
     router: Router,
     activity: Arc<Activity>,
-) -> impl tower::Service<
-    Request<Incoming>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone {
-    tower::service_fn(move |request: Request<Incoming>| {
+) -> impl tower::Service<Request<B>, Response = Response<Body>, Error = Infallible, Future = impl Send>
+       + Clone
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    tower::service_fn(move |request: Request<B>| {
         let router = router.clone();
         let activity = activity.clone();
         async move {
@@ -460,6 +460,32 @@ mod tests {
         assert!(slots.admit().is_none(), "still two open");
         drop(second);
         assert!(slots.admit().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_with_a_status() {
+        let router = Router::new().route(
+            "/boom",
+            axum::routing::get(|| async {
+                if true {
+                    panic!("boom");
+                }
+                "never"
+            }),
+        );
+        let slots = Slots::new(4);
+        let activity = Arc::new(Activity::new(Arc::new(slots.admit().unwrap())));
+        let service = request_service::<Body>(router, activity.clone());
+        let request = Request::get("/boom").body(Body::empty()).unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status["kind"], "Status");
+        assert_eq!(status["code"], 500);
+        assert_eq!(activity.in_flight(), 0, "the request is over");
     }
 
     #[test]

@@ -353,3 +353,41 @@ async fn no_patch_of_any_type_panics_or_fails_without_a_status() {
     let refused: usize = codes.range(400..).map(|(_, n)| n).sum();
     assert!(ok > 50 && refused > 50, "{codes:?}");
 }
+
+#[tokio::test]
+async fn bodies_and_patches_over_the_limits_are_413() {
+    let api = Api::start().await;
+    let big = json!({"metadata": {"name": "big"}, "data": {"a": "x".repeat(4 << 20)}});
+    let answer = api
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            big.to_string(),
+        )
+        .await;
+    assert_eq!(answer.code, 413, "{}", answer.body);
+    assert_eq!(answer.body["reason"], "RequestEntityTooLarge");
+    let seeded = json!({"metadata": {"name": "cm"}, "data": {"a": "b"}});
+    let created = api
+        .call(
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            seeded.to_string(),
+        )
+        .await;
+    assert_eq!(created.code, 201);
+    let ops: Vec<Value> = (0..=crate::api::patch::MAX_JSON_PATCH_OPERATIONS)
+        .map(|_| json!({"op": "test", "path": "/data/a", "value": "b"}))
+        .collect();
+    let answer = api
+        .call(
+            Method::PATCH,
+            "/api/v1/namespaces/default/configmaps/cm",
+            "application/json-patch+json",
+            Value::Array(ops).to_string(),
+        )
+        .await;
+    assert_eq!(answer.code, 413, "{}", answer.body);
+}
