@@ -163,6 +163,12 @@ fn json_patches_that_replace_the_root_or_pin_a_stale_version_are_refused() {
         merge_stale,
     ]);
     assert!(err.contains("Conflict"), "{err}");
+    let applied = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  resourceVersion: \"1\"\ndata:\n  a: \"5\"\n";
+    let (ok, _, err) = server.with_stdin(&["apply", "--server-side", "-f", "-"], applied);
+    assert!(
+        !ok && err.contains("the object has been modified"),
+        "apply with a stale resourceVersion: {err}"
+    );
     let cm = server.get_json(&["configmap", "cm"]);
     assert_eq!(cm["data"]["a"], "1");
     // The current version is accepted.

@@ -1392,7 +1392,10 @@ async fn server_side_apply(
         }
         Err(e) => Err(e),
         Ok(_) => {
-            let (stored, warnings) = write_with_retries(ctx, name, None, |_, existing| {
+            // A resourceVersion in the applied configuration is a precondition.
+            let precondition =
+                object::client_resource_version(&applied).map_err(ApiError::bad_request)?;
+            let (stored, warnings) = write_with_retries(ctx, name, precondition, |_, existing| {
                 let merged = apply::apply(Some(existing), &request)?;
                 merge_part(ctx, part, existing, merged)
             })
