@@ -422,6 +422,23 @@ fn idle_connections_do_not_lock_clients_out() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A connection that stalls in its TLS handshake is closed by the server (10 s).
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = std::io::Read::read(&mut stalled, &mut buf);
+    let closed = match &read {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(closed, "a stalled handshake was not closed: {read:?}");
     drop(idle);
 }
 
