@@ -187,7 +187,7 @@ async fn route(state: SharedState, request: Request) -> Result<Response, ApiErro
     let body = if super::method_is_write(&method) {
         axum::body::to_bytes(request.into_body(), body::MAX_BODY)
             .await
-            .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?
+            .map_err(body_error)?
     } else {
         Bytes::new()
     };
@@ -200,6 +200,20 @@ async fn route(state: SharedState, request: Request) -> Result<Response, ApiErro
         identity,
     };
     serve(ctx, method, target, body).await
+}
+
+/// A body over the limit is 413, as on kube-apiserver; anything else 400.
+fn body_error(e: axum::Error) -> ApiError {
+    let limited =
+        std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+    if limited {
+        ApiError::too_large(format!(
+            "Request entity too large: limit is {}",
+            body::MAX_BODY
+        ))
+    } else {
+        ApiError::bad_request(format!("reading the request body: {e}"))
+    }
 }
 
 fn discovery_route(state: &SharedState, path: &str, accept: &str) -> Option<Response> {
@@ -468,7 +482,10 @@ async fn scan<T>(
         }
         None => (None, exact_revision(ctx)?),
     };
-    if let (Some(name), None) = (filter.exact_name(), &start_after) {
+    // One key holds the name only within one namespace (or for cluster-scoped
+    // kinds); across namespaces (`-A`) the name is matched on every object.
+    let one_key = ctx.namespace.is_some() || !ctx.resource.namespaced;
+    if let (Some(name), None, true) = (filter.exact_name(), &start_after, one_key) {
         return scan_one(ctx, name, at_revision, accept).await;
     }
     let prefix = ctx.resource.prefix(ctx.namespace.as_deref());
@@ -537,11 +554,7 @@ async fn scan_one<T>(
         .map_err(|e| ApiError::from_store(e, ctx.resource, name))?;
     let mut items = Vec::new();
     let key = ctx.key(name);
-    for entry in page
-        .entries
-        .iter()
-        .filter(|e| e.key == key || ctx.namespace.is_none())
-    {
+    for entry in page.entries.iter().filter(|e| e.key == key) {
         if let Some(item) = accept(entry)? {
             items.push(item);
         }
@@ -869,13 +882,32 @@ fn default_and_validate(
     obj: &mut Value,
     old: Option<&Value>,
 ) -> Result<Vec<String>, ApiError> {
+    let nulls = validation::null_list_items(obj);
+    if !nulls.is_empty() {
+        return Err(invalid(ctx, object::name(obj), &nulls));
+    }
     defaults::apply_defaults(ctx.resource.kind, obj);
     let warnings = check_schema(ctx, obj)?;
     let errors = validation::validate(ctx.resource.kind, obj, old);
     if !errors.is_empty() {
         return Err(invalid(ctx, object::name(obj), &errors));
     }
+    check_size(obj)?;
     Ok(warnings)
+}
+
+/// The largest object stored: what one request body may hold (kube-apiserver's
+/// 3 MiB), so no patch can grow an object past what a client could send.
+const MAX_OBJECT_BYTES: usize = body::MAX_BODY;
+
+fn check_size(obj: &Value) -> Result<(), ApiError> {
+    let size = serde_json::to_vec(obj).map_or(usize::MAX, |v| v.len());
+    if size > MAX_OBJECT_BYTES {
+        return Err(ApiError::too_large(format!(
+            "Request entity too large: limit is {MAX_OBJECT_BYTES}"
+        )));
+    }
+    Ok(())
 }
 
 async fn create(ctx: &Ctx, body: &Bytes) -> Result<Response, ApiError> {
@@ -1284,6 +1316,7 @@ async fn patch(
             _ => ctx.present(existing.clone()),
         };
         let patched = patch::apply_patch(patch_type, &view, &patch_body, ctx.resource.kind)?;
+        check_patched_resource_version(ctx, name, &view, &patched)?;
         let mut patched = if ctx.resource.group == "events.k8s.io" {
             events::to_core(&patched)
         } else {
@@ -1297,6 +1330,26 @@ async fn patch(
     })
     .await?;
     respond_write(ctx, part, stored, &warnings)
+}
+
+/// A patch that sets `metadata.resourceVersion` (any patch type) is a precondition:
+/// it must name the stored revision, else 409, as on Kubernetes.
+fn check_patched_resource_version(
+    ctx: &Ctx,
+    name: &str,
+    view: &Value,
+    patched: &Value,
+) -> Result<(), ApiError> {
+    let patched_rv = &patched["metadata"]["resourceVersion"];
+    let given = match patched_rv {
+        Value::Null => return Ok(()),
+        Value::String(s) if s.is_empty() => return Ok(()),
+        other => other,
+    };
+    if given != &view["metadata"]["resourceVersion"] {
+        return Err(ApiError::conflict(ctx.resource, name));
+    }
+    Ok(())
 }
 
 async fn server_side_apply(
@@ -1340,7 +1393,10 @@ async fn server_side_apply(
         }
         Err(e) => Err(e),
         Ok(_) => {
-            let (stored, warnings) = write_with_retries(ctx, name, None, |_, existing| {
+            // A resourceVersion in the applied configuration is a precondition.
+            let precondition =
+                object::client_resource_version(&applied).map_err(ApiError::bad_request)?;
+            let (stored, warnings) = write_with_retries(ctx, name, precondition, |_, existing| {
                 let merged = apply::apply(Some(existing), &request)?;
                 merge_part(ctx, part, existing, merged)
             })

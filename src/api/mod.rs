@@ -23,6 +23,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod proxy;
 mod rawlist;
+pub mod repair;
 pub mod resources;
 pub mod schema;
 pub mod selector;

@@ -80,6 +80,35 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
     e.finish()
 }
 
+/// Every `null` list item anywhere in `obj` (`"command": [null]`): refused on
+/// every write, since typed clients (the controllers' watches) cannot decode them.
+/// Runs before defaulting, on any kind.
+pub fn null_list_items(obj: &Value) -> Vec<FieldError> {
+    fn walk(e: &mut Errs, v: &Value, path: &str) {
+        match v {
+            Value::Object(m) => {
+                for (k, item) in m {
+                    walk(e, item, &child(path, k));
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let at = index(path, i);
+                    if item.is_null() {
+                        e.required(&at, "list items must not be null");
+                    } else {
+                        walk(e, item, &at);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut e = Errs::default();
+    walk(&mut e, obj, "");
+    e.finish()
+}
+
 // ---------------------------------------------------------------------------
 // Per-kind rule table
 // ---------------------------------------------------------------------------
@@ -4461,5 +4490,42 @@ mod tests {
         assert_eq!(base64_decoded_len("aGkh\n"), Ok(3));
         assert_eq!(base64_decoded_len("aGk"), Err(3));
         assert_eq!(base64_decoded_len("a=Gk"), Err(1));
+    }
+}
+
+#[cfg(test)]
+mod robustness_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(node: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})
+    }
+
+    #[test]
+    fn a_bound_pod_keeps_its_node() {
+        let errors = validate("Pod", &pod("n2"), Some(&pod("n1")));
+        assert!(
+            errors.iter().any(|e| e.field == "spec"),
+            "changing nodeName must be refused: {errors:?}"
+        );
+        let mut unbound = pod("");
+        unbound["spec"].as_object_mut().unwrap().remove("nodeName");
+        let binding = validate("Pod", &pod("n1"), Some(&unbound));
+        assert!(!binding.iter().any(|e| e.field == "spec"), "{binding:?}");
+    }
+
+    #[test]
+    fn null_list_items_are_named_by_path() {
+        let obj = json!({"spec": {"containers": [{"command": [null], "env": [{"name": "a"}, null]}]},
+            "metadata": {"finalizers": null}});
+        let fields: Vec<String> = null_list_items(&obj).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            ["spec.containers[0].command[0]", "spec.containers[0].env[1]"]
+        );
+        assert!(null_list_items(&json!({"spec": {"a": [[1], {"b": null}]}})).is_empty());
     }
 }

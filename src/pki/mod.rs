@@ -526,8 +526,19 @@ pub fn write_kubeconfig(
     client_key_pem: &str,
 ) -> Result<(), PkiError> {
     let yaml = kubeconfig_yaml(server_url, ca_pem, client_cert_pem, client_key_pem);
+    if kubeconfig_unchanged(path, mode, &yaml) {
+        // Nothing to write: a start on a full disk must not need free space.
+        return Ok(());
+    }
     ensure_parent_dir(path)?;
     write_atomic(path, yaml.as_bytes(), mode)
+}
+
+/// Whether `path` already holds `yaml` with permissions `mode`.
+fn kubeconfig_unchanged(path: &Path, mode: u32, yaml: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let same_mode = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode);
+    same_mode && std::fs::read(path).is_ok_and(|old| old == yaml.as_bytes())
 }
 
 fn kubeconfig_yaml(server_url: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> String {

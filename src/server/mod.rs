@@ -65,12 +65,19 @@ impl Layout {
 /// Runs the server until a stop signal.
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let started = Instant::now();
+    let fd_limit = tls::raise_fd_limit();
     let layout = Layout::new(&config);
     // The data dir holds the database and keys: owner-only, whatever the umask.
     pki::secure_dir(&config.data_dir)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteOptions {
         path: layout.db.clone(),
     })?);
+    // Objects older versions stored that typed clients cannot decode.
+    match api::repair::drop_null_list_items(store.as_ref()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(repaired = n, "repaired stored objects with null list items"),
+        Err(e) => tracing::warn!(error = %e, "checking stored objects failed"),
+    }
     let advertise = config.advertise_address.unwrap_or_else(default_address);
     let pki = Arc::new(Pki::load_or_create(
         &layout.tls,
@@ -94,10 +101,17 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ServerError::Listen { address, source })?;
+    let limits = tls::ConnectionLimits::for_fd_limit(fd_limit);
+    tracing::info!(
+        fd_limit,
+        max_connections = limits.max_connections,
+        "connection limits"
+    );
     tokio::spawn(tls::serve(
         listener,
         pki.server_tls_config()?,
         router.clone(),
+        limits,
     ));
 
     let endpoint = bootstrap::ApiEndpoint {

@@ -5,6 +5,16 @@
 //! Tables: `log` holds every retained version (the history watches replay), `current`
 //! the newest version of each live key (what gets and lists read), `meta` the newest
 //! and the compacted revision.
+//!
+//! A full disk: writes fail (500), but deletes must still commit so space can be
+//! freed through the API. A delete appends to the WAL and the log, so it needs a
+//! little space too; the store keeps [`RESERVE_BYTES`] preallocated in
+//! `<db>.reserve`. When a commit holding a delete-only request fails with "database
+//! or disk is full", the reserve is released and the delete-only requests of the
+//! group are retried (other writes never release it); until free
+//! space is back above the reserve, only delete-only requests are accepted (others
+//! fail at once, so they cannot eat the released space), and the reserve is made
+//! again once there is room for it (ADR 0001, amendment "A full disk").
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -225,14 +235,106 @@ struct Writer {
     conn: Connection,
     shared: Arc<Shared>,
     revision: Revision,
+    reserve: Reserve,
+}
+
+/// Space held back for deletes on a full disk.
+pub const RESERVE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The preallocated reserve file next to the database.
+struct Reserve {
+    path: PathBuf,
+    /// Released and not yet made again: only deletes are accepted while space is low.
+    released: bool,
+}
+
+impl Reserve {
+    fn for_db(db: &Path) -> Self {
+        let mut name = db.file_name().unwrap_or_default().to_os_string();
+        name.push(".reserve");
+        let reserve = Reserve {
+            path: db.with_file_name(name),
+            released: false,
+        };
+        reserve.ensure();
+        reserve
+    }
+
+    /// Makes the reserve file if missing and there is room for it and more.
+    fn ensure(&self) -> bool {
+        let present = std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= RESERVE_BYTES);
+        if present {
+            return true;
+        }
+        if free_bytes(&self.path) < 2 * RESERVE_BYTES {
+            return false;
+        }
+        let made = (|| {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&self.path)?;
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..RESERVE_BYTES / (1 << 20) {
+                file.write_all(&zeros)?;
+            }
+            file.sync_all()
+        })();
+        if let Err(e) = made {
+            tracing::warn!(error = %e, path = %self.path.display(), "making the disk-space reserve failed");
+            let _ = std::fs::remove_file(&self.path);
+            return false;
+        }
+        true
+    }
+
+    /// Frees the reserve; false when there was none to free.
+    fn release(&mut self) -> bool {
+        if self.released || std::fs::remove_file(&self.path).is_err() {
+            return false;
+        }
+        self.released = true;
+        tracing::warn!("the disk is full: released the space reserve; only deletes are accepted until space is freed");
+        true
+    }
+
+    /// While released: whether space is still short (else the reserve is remade).
+    fn still_short(&mut self) -> bool {
+        if !self.released {
+            return false;
+        }
+        if self.ensure() {
+            self.released = false;
+            tracing::info!("disk space is back: writes are accepted again");
+            return false;
+        }
+        free_bytes(&self.path) < RESERVE_BYTES
+    }
+}
+
+// The statvfs field types differ between targets (u32 on some 32-bit ones).
+#[allow(clippy::unnecessary_cast)]
+fn free_bytes(near: &Path) -> u64 {
+    let dir = near.parent().unwrap_or(Path::new("."));
+    nix::sys::statvfs::statvfs(dir).map_or(u64::MAX, |s| {
+        s.blocks_available() as u64 * s.fragment_size() as u64
+    })
+}
+
+fn is_disk_full(e: &StoreError) -> bool {
+    matches!(e, StoreError::Backend(m) if m.contains("database or disk is full"))
+}
+
+fn only_deletes(ops: &[WriteOp]) -> bool {
+    ops.iter().all(|op| matches!(op, WriteOp::Delete { .. }))
 }
 
 impl Writer {
     fn new(conn: Connection, shared: Arc<Shared>, revision: Revision) -> Self {
+        let reserve = Reserve::for_db(&shared.path);
         Writer {
             conn,
             shared,
             revision,
+            reserve,
         }
     }
 
@@ -256,9 +358,23 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, writes: Vec<PendingWrite>) {
+    fn commit_group(&mut self, mut writes: Vec<PendingWrite>) {
         if writes.is_empty() {
             return;
+        }
+        if self.reserve.still_short() {
+            let (deletes, others): (Vec<_>, Vec<_>) =
+                writes.into_iter().partition(|(ops, _)| only_deletes(ops));
+            for (_, reply) in others {
+                let _ = reply.send(Err(StoreError::Backend(
+                    "database or disk is full: only deletes are accepted until space is freed"
+                        .into(),
+                )));
+            }
+            writes = deletes;
+            if writes.is_empty() {
+                return;
+            }
         }
         let start_revision = self.revision;
         match self.apply_group(&writes) {
@@ -276,6 +392,19 @@ impl Writer {
                 if !events.is_empty() {
                     let _ = self.shared.events.send(Arc::new(events));
                 }
+            }
+            Err(e)
+                if is_disk_full(&e)
+                    && writes.iter().any(|(ops, _)| only_deletes(ops))
+                    && self.reserve.release() =>
+            {
+                self.revision = start_revision;
+                let (deletes, others): (Vec<_>, Vec<_>) =
+                    writes.into_iter().partition(|(ops, _)| only_deletes(ops));
+                for (_, reply) in others {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                self.commit_group(deletes);
             }
             Err(e) => {
                 self.revision = start_revision;
