@@ -389,3 +389,46 @@ spec:
     );
     assert!(!node.markers().join(&kept[0]).exists());
 }
+
+#[test]
+#[ignore = "needs root"]
+fn prestop_hooks_run_before_sigterm_and_cannot_outlast_the_grace_period() {
+    let node = Node::start();
+    let pod = |name: &str, hook: &str, grace: u32| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: {grace}
+  containers:
+  - name: app
+    image: "busybox:e2e"
+    command: ["sh", "-c", "trap 'echo term >> /markers/{name}; exit 0' TERM; while true; do sleep 1; done"]
+    lifecycle:
+      preStop:
+        exec: {{command: ["sh", "-c", "{hook}"]}}
+    volumeMounts: [{{name: markers, mountPath: /markers}}]
+  volumes:
+  - {{name: markers, hostPath: {{path: "{}"}}}}
+"#,
+            node.markers().display()
+        )
+    };
+    node.apply(&pod("hooked", "echo prestop >> /markers/hooked", 30));
+    node.apply(&pod("overrun", "sleep 600", 2));
+    node.wait_pod("hooked", "Ready", common::is_ready);
+    node.wait_pod("overrun", "Ready", common::is_ready);
+
+    node.delete("hooked", &[]);
+    node.delete("overrun", &[]);
+    node.wait_gone("hooked", Duration::from_secs(30));
+    let hooked = std::fs::read_to_string(node.markers().join("hooked")).unwrap_or_default();
+    assert_eq!(hooked, "prestop\nterm\n");
+    // The hook still sleeps when the 2 s are over: SIGTERM comes anyway, then SIGKILL.
+    node.wait_gone("overrun", Duration::from_secs(30));
+    let overrun = std::fs::read_to_string(node.markers().join("overrun")).unwrap_or_default();
+    assert_eq!(overrun, "term\n");
+    node.assert_node_clean();
+}

@@ -43,6 +43,9 @@ const VOLUME_REFRESH: Duration = Duration::from_secs(60);
 const STOP_POLL: Duration = Duration::from_millis(100);
 /// How long SIGKILLed containers get to be reaped by their shims.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// What a container still gets after SIGTERM when its preStop hook used up the grace
+/// period (the kubelet's one-off extension).
+const HOOK_OVERRUN_GRACE: Duration = Duration::from_secs(2);
 
 /// What the worker publishes: the pod's state plus what logs and exec need.
 #[derive(Debug, Clone)]
@@ -887,26 +890,53 @@ impl Worker {
             )
             .await;
         }
-        // Wait for the exits, publishing each, until the (possibly shortened) deadline.
+        self.wait_for_exits(stop_rx, Duration::ZERO).await;
+        while signals.try_join_next().is_some() {}
+        if !signals.is_empty() {
+            // preStop hooks outran the grace period: SIGTERM now and, as the kubelet
+            // does, 2 s more before SIGKILL.
+            signals.abort_all();
+            for run in self.slots.iter().filter_map(|s| s.current.as_ref()) {
+                if run.exit.is_none() {
+                    let _ = self.rt.runtime.kill(&run.id, Signal::SIGTERM);
+                }
+            }
+            self.wait_for_exits(stop_rx, HOOK_OVERRUN_GRACE).await;
+        }
+        self.kill_remaining().await;
+        self.publish();
+        self.tear_down().await;
+    }
+
+    /// Waits until every container exited or the stop's deadline (plus `extra`) passed,
+    /// publishing each exit; follows the deadline when it moves earlier.
+    async fn wait_for_exits(
+        &mut self,
+        stop_rx: &mut watch::Receiver<Option<Instant>>,
+        extra: Duration,
+    ) {
         loop {
             self.observe_exits();
             self.publish();
             if !self.slots.iter().any(Slot::running) {
-                break;
+                return;
             }
-            let left = deadline(stop_rx).saturating_duration_since(Instant::now());
+            let deadline = stop_rx.borrow().unwrap_or_else(Instant::now) + extra;
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                break;
+                return;
             }
+            let pause = tokio::time::sleep(left.min(STOP_POLL));
+            tokio::pin!(pause);
             tokio::select! {
-                _ = stop_rx.changed() => {}
-                _ = tokio::time::sleep(left.min(STOP_POLL)) => {}
+                changed = stop_rx.changed() => {
+                    if changed.is_err() {
+                        pause.await;
+                    }
+                }
+                _ = &mut pause => {}
             }
         }
-        signals.abort_all();
-        self.kill_remaining().await;
-        self.publish();
-        self.tear_down().await;
     }
 
     /// SIGKILLs every container still running and waits for their shims to record it.
