@@ -77,6 +77,10 @@ impl Node {
         self.agent.as_ref().unwrap()
     }
 
+    fn agent_mut(&mut self) -> &mut Agent {
+        self.agent.as_mut().unwrap()
+    }
+
     /// The hostPath directory pods write their markers into.
     fn markers(&self) -> PathBuf {
         self.work.path().join("markers")
@@ -430,5 +434,31 @@ spec:
     node.wait_gone("overrun", Duration::from_secs(30));
     let overrun = std::fs::read_to_string(node.markers().join("overrun")).unwrap_or_default();
     assert_eq!(overrun, "term\n");
+    node.assert_node_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_pod_deleted_while_its_agent_was_down_still_stops_gracefully() {
+    let mut node = Node::start();
+    node.apply(&trapping_pod("survivor", &node.markers(), 30));
+    node.wait_pod("survivor", "Ready", common::is_ready);
+    node.agent_mut().kill9();
+
+    // Nobody completes the deletion while the node's agent is away.
+    node.delete("survivor", &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let waiting = node.pod("survivor").expect("the pod waits for its node");
+    assert!(common::is_terminating(&waiting));
+
+    // The restarted agent adopts the container and stops it gracefully.
+    node.agent_mut().restart();
+    node.wait_gone("survivor", Duration::from_secs(60));
+    assert_eq!(
+        std::fs::read_to_string(node.markers().join("survivor")).ok(),
+        Some("bye\n".to_string()),
+        "the adopted container did not get SIGTERM:\n{}",
+        tail(&node.agent().log(), 40)
+    );
     node.assert_node_clean();
 }

@@ -339,9 +339,10 @@ async fn delete_pod(
     };
     let grace = grace_left(pod, Utc::now());
     let deadline = Instant::now() + grace;
-    if !deleting.is_stopping(&uid) {
+    if !deleting.is_stopping(&uid) && runtime.pods().contains(&uid) {
         // Containers adopted after an agent restart stop under the pod's worker, so
-        // preStop hooks run and the grace period holds.
+        // preStop hooks run and the grace period holds (the container runtime only
+        // stops a deleting pod it takes over).
         if let Err(e) = runtime.sync_pod(pod, None).await {
             tracing::warn!(pod = %name, error = %e, "runtime failed to take over the pod");
         }
