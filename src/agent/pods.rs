@@ -1,14 +1,23 @@
 //! The pod loop: watches the pods bound to this node and, level-triggered, makes the
 //! runtime match them — starts what should run, stops what is deleted (then completes
 //! the deletion), stops what the runtime holds but the API no longer knows — and
-//! reports each pod's status when it changed.
+//! reports each pod's status when it changed, also while a pod terminates.
+//!
+//! Graceful deletion, as the kubelet does it: the API marks a deleted pod with
+//! `deletionTimestamp` (when the grace period ends) and `deletionGracePeriodSeconds`;
+//! the agent stops its containers (preStop hooks, SIGTERM, SIGKILL at the deadline)
+//! and only then completes the deletion (`gracePeriodSeconds=0`, uid precondition).
+//! The deadline is the deletion's, not the agent's: a resync or an agent restart does
+//! not start the grace period again, and a later delete with a shorter grace period
+//! (the API moves `deletionTimestamp` earlier) shortens the wait. Pods the API no
+//! longer knows (force-deleted) get a short grace period, as on Kubernetes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -24,6 +33,11 @@ use crate::api::alloc::Cidr;
 
 /// How often every pod is looked at even without a change (probes, timers).
 const RESYNC: Duration = Duration::from_secs(1);
+/// The grace period of pods stopped because the API no longer knows them (forced
+/// deletions): the kubelet's minimum.
+const UNKNOWN_POD_GRACE: Duration = Duration::from_secs(2);
+/// Deadlines closer than this count as the same (they come from whole seconds).
+const DEADLINE_SLACK: Duration = Duration::from_millis(500);
 
 /// Pod IPs from the node's pod CIDR, for runtimes that take one from the agent.
 #[derive(Default)]
@@ -112,29 +126,72 @@ pub async fn sync_forever(
     }
 }
 
-/// Pods being stopped: each stop runs as its own task (a grace period must not hold
-/// up the other pods), at most once per pod.
+/// Pods being stopped, with the deadline each stop was given: each stop runs as its
+/// own task (a grace period must not hold up the other pods), at most once per pod;
+/// a stop only ever gets an earlier deadline.
 #[derive(Default, Clone)]
-struct Deleting(Arc<std::sync::Mutex<BTreeSet<String>>>);
+struct Deleting(Arc<std::sync::Mutex<HashMap<String, Instant>>>);
+
+/// What to do about a pod that should stop by some deadline.
+#[derive(Debug, PartialEq, Eq)]
+enum StopRequest {
+    /// Nothing stops it yet: start.
+    Start,
+    /// It is stopping with a later deadline: bring the deadline forward.
+    Shorten,
+    /// It is stopping already, by that deadline or earlier.
+    Running,
+}
 
 impl Deleting {
-    /// Runs `stop` for `uid` unless a stop for it is already running.
-    fn spawn<F>(&self, uid: &str, stop: F)
+    /// Records that `uid` should stop by `deadline`; says what that takes.
+    fn request(&self, uid: &str, deadline: Instant) -> StopRequest {
+        let Ok(mut set) = self.0.lock() else {
+            return StopRequest::Running;
+        };
+        match set.get_mut(uid) {
+            None => {
+                set.insert(uid.to_string(), deadline);
+                StopRequest::Start
+            }
+            Some(current) if deadline + DEADLINE_SLACK < *current => {
+                *current = deadline;
+                StopRequest::Shorten
+            }
+            Some(_) => StopRequest::Running,
+        }
+    }
+
+    fn is_stopping(&self, uid: &str) -> bool {
+        self.0
+            .lock()
+            .map(|set| set.contains_key(uid))
+            .unwrap_or(true)
+    }
+
+    /// Stops `uid` by `deadline`: runs `stop` unless a stop for it already runs (then
+    /// runs `shorten` if the deadline is earlier than that stop's).
+    fn spawn<F, G>(&self, uid: &str, deadline: Instant, stop: F, shorten: G)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
+        G: std::future::Future<Output = ()> + Send + 'static,
     {
-        let Ok(mut set) = self.0.lock() else { return };
-        if !set.insert(uid.to_string()) {
-            return;
-        }
-        let this = self.clone();
-        let uid = uid.to_string();
-        tokio::spawn(async move {
-            stop.await;
-            if let Ok(mut set) = this.0.lock() {
-                set.remove(&uid);
+        match self.request(uid, deadline) {
+            StopRequest::Start => {
+                let this = self.clone();
+                let uid = uid.to_string();
+                tokio::spawn(async move {
+                    stop.await;
+                    if let Ok(mut set) = this.0.lock() {
+                        set.remove(&uid);
+                    }
+                });
             }
-        });
+            StopRequest::Shorten => {
+                tokio::spawn(shorten);
+            }
+            StopRequest::Running => {}
+        }
     }
 }
 
@@ -159,25 +216,41 @@ async fn sync_once(
         .collect();
     for uid in runtime.pods() {
         if !known.contains(&uid) {
-            let rt = runtime.clone();
-            let id = uid.clone();
-            deleting.spawn(&uid, async move {
-                let _ = rt.kill_pod(&id, Duration::ZERO).await;
-            });
+            let (rt, id) = (runtime.clone(), uid.clone());
+            let stop = async move {
+                let _ = rt.kill_pod(&id, UNKNOWN_POD_GRACE).await;
+            };
+            let deadline = Instant::now() + UNKNOWN_POD_GRACE;
+            deleting.spawn(&uid, deadline, stop, async {});
             pool.release(&uid);
         }
     }
     for pod in desired {
         if pod.metadata.deletion_timestamp.is_some() {
-            delete_pod(client, runtime, &pod, deleting);
+            delete_pod(client, runtime, &pod, deleting).await;
             if let Some(uid) = pod.metadata.uid.as_deref() {
                 pool.release(uid);
+            }
+            if let Err(e) = report_status(client, config, runtime.as_ref(), &pod).await {
+                tracing::debug!(pod = ?pod.metadata.name, error = %e, "status report failed");
             }
             continue;
         }
         if let Err(e) = sync_pod(client, config, runtime.as_ref(), &pod, pool).await {
             tracing::debug!(pod = ?pod.metadata.name, error = %e, "pod sync failed; retrying");
         }
+    }
+}
+
+/// How long a deleting pod's containers still get at `now`: until the deletion's
+/// deadline (`deletionTimestamp`, which the API sets to when the deletion began plus
+/// its grace period), never longer than the grace period itself (a node clock
+/// behind the server's), never less than nothing.
+pub(crate) fn grace_left(pod: &Pod, now: DateTime<Utc>) -> Duration {
+    let grace = grace_period(pod);
+    match &pod.metadata.deletion_timestamp {
+        Some(deadline) => (deadline.0 - now).to_std().unwrap_or_default().min(grace),
+        None => grace,
     }
 }
 
@@ -202,14 +275,10 @@ async fn sync_pod(
     pod: &Pod,
     pool: &mut IpPool,
 ) -> Result<(), kube::Error> {
-    let (Some(uid), Some(name), Some(ns)) = (
-        pod.metadata.uid.as_deref(),
-        pod.metadata.name.as_deref(),
-        pod.metadata.namespace.as_deref(),
-    ) else {
+    let (Some(uid), Some(name)) = (pod.metadata.uid.as_deref(), pod.metadata.name.as_deref())
+    else {
         return Ok(());
     };
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     if finished(pod) {
         return Ok(());
     }
@@ -218,9 +287,27 @@ async fn sync_pod(
         tracing::warn!(pod = name, error = %e, "runtime failed to sync the pod");
         return Ok(());
     }
+    report_status(client, config, runtime, pod).await
+}
+
+/// Writes the pod's status from the runtime's view, when it changed.
+async fn report_status(
+    client: &kube::Client,
+    config: &AgentConfig,
+    runtime: &dyn PodRuntime,
+    pod: &Pod,
+) -> Result<(), kube::Error> {
+    let (Some(uid), Some(name), Some(ns)) = (
+        pod.metadata.uid.as_deref(),
+        pod.metadata.name.as_deref(),
+        pod.metadata.namespace.as_deref(),
+    ) else {
+        return Ok(());
+    };
     let Some(state) = runtime.pod_state(uid) else {
         return Ok(());
     };
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let wanted = status::pod_status(
         pod,
         &state,
@@ -235,8 +322,9 @@ async fn sync_pod(
     Ok(())
 }
 
-/// Stops a deleted pod's containers (in its own task), then completes the deletion.
-fn delete_pod(
+/// Stops a deleted pod's containers by the deletion's deadline (in its own task),
+/// then completes the deletion; a deadline brought forward reaches the stop too.
+async fn delete_pod(
     client: &kube::Client,
     runtime: &Arc<dyn PodRuntime>,
     pod: &Pod,
@@ -249,30 +337,48 @@ fn delete_pod(
     ) else {
         return;
     };
+    let grace = grace_left(pod, Utc::now());
+    let deadline = Instant::now() + grace;
+    if !deleting.is_stopping(&uid) && runtime.pods().contains(&uid) {
+        // Containers adopted after an agent restart stop under the pod's worker, so
+        // preStop hooks run and the grace period holds (the container runtime only
+        // stops a deleting pod it takes over).
+        if let Err(e) = runtime.sync_pod(pod, None).await {
+            tracing::warn!(pod = %name, error = %e, "runtime failed to take over the pod");
+        }
+    }
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let runtime = runtime.clone();
-    let grace = grace_period(pod);
-    deleting.spawn(&uid.clone(), async move {
-        if let Err(e) = runtime.kill_pod(&uid, grace).await {
+    let (rt, id) = (runtime.clone(), uid.clone());
+    let shorten = async move {
+        let _ = rt.kill_pod(&id, grace).await;
+    };
+    let (rt, id) = (runtime.clone(), uid.clone());
+    let stop = async move {
+        if let Err(e) = rt.kill_pod(&id, grace).await {
             tracing::warn!(pod = %name, error = %e, "stopping the pod failed");
             return;
         }
-        // The containers are gone: complete the deletion (only this pod: a new pod
-        // of the same name must not be deleted).
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(kube::api::Preconditions {
-                uid: Some(uid.clone()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&name, &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => tracing::debug!(pod = %name, error = %e, "completing the deletion failed"),
-        }
-    });
+        complete_deletion(&api, &name, &id).await;
+    };
+    deleting.spawn(&uid, deadline, stop, shorten);
+}
+
+/// The containers are gone: deletes the pod object (only this pod: a new pod of the
+/// same name must not be deleted).
+async fn complete_deletion(api: &Api<Pod>, name: &str, uid: &str) {
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(e) => tracing::debug!(pod = %name, error = %e, "completing the deletion failed"),
+    }
 }
 
 /// Succeeded and Failed pods are done: nothing more runs for them.
@@ -286,6 +392,82 @@ fn finished(pod: &Pod) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn deleting_pod(deadline: &str, grace: i64) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "p", "uid": "u",
+                "deletionTimestamp": deadline,
+                "deletionGracePeriodSeconds": grace,
+            },
+            "spec": {"terminationGracePeriodSeconds": 60, "containers": []},
+        }))
+        .unwrap()
+    }
+
+    fn at(time: &str) -> DateTime<Utc> {
+        time.parse().unwrap()
+    }
+
+    #[test]
+    fn the_grace_period_counts_from_when_the_deletion_began() {
+        // Deleted at 12:00:00 with 30 s: the deadline is 12:00:30.
+        let pod = deleting_pod("2026-01-01T12:00:30Z", 30);
+        let left = |now| grace_left(&pod, at(now)).as_secs();
+        assert_eq!(left("2026-01-01T12:00:00Z"), 30);
+        assert_eq!(left("2026-01-01T12:00:20Z"), 10);
+        assert_eq!(left("2026-01-01T12:00:30Z"), 0);
+        assert_eq!(left("2026-01-01T12:05:00Z"), 0);
+        // A node clock behind the server's never gets more than the grace period.
+        assert_eq!(left("2026-01-01T11:00:00Z"), 30);
+        // A shortened deletion (the API moved the deadline to start + 5 s).
+        let shortened = deleting_pod("2026-01-01T12:00:05Z", 5);
+        assert_eq!(
+            grace_left(&shortened, at("2026-01-01T12:00:02Z")).as_secs(),
+            3
+        );
+    }
+
+    #[test]
+    fn the_grace_period_falls_back_to_the_pods_then_30_seconds() {
+        let mut pod = deleting_pod("2026-01-01T12:00:30Z", 30);
+        pod.metadata.deletion_timestamp = None;
+        pod.metadata.deletion_grace_period_seconds = None;
+        assert_eq!(grace_period(&pod), Duration::from_secs(60));
+        assert_eq!(grace_left(&pod, Utc::now()), Duration::from_secs(60));
+        pod.spec.as_mut().unwrap().termination_grace_period_seconds = None;
+        assert_eq!(grace_period(&pod), Duration::from_secs(30));
+        pod.metadata.deletion_grace_period_seconds = Some(-4);
+        assert_eq!(grace_period(&pod), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_stop_starts_once_and_only_ever_gets_an_earlier_deadline() {
+        let deleting = Deleting::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(30);
+        assert!(!deleting.is_stopping("u"));
+        assert_eq!(deleting.request("u", later), StopRequest::Start);
+        assert!(deleting.is_stopping("u"));
+        // The same deadline again (each resync), or a later one: nothing to do.
+        assert_eq!(deleting.request("u", later), StopRequest::Running);
+        assert_eq!(
+            deleting.request("u", later + Duration::from_millis(200)),
+            StopRequest::Running
+        );
+        assert_eq!(
+            deleting.request("u", later + Duration::from_secs(60)),
+            StopRequest::Running
+        );
+        // Earlier by less than the slack of whole-second timestamps: the same.
+        assert_eq!(
+            deleting.request("u", later - Duration::from_millis(200)),
+            StopRequest::Running
+        );
+        assert_eq!(deleting.request("u", now), StopRequest::Shorten);
+        assert_eq!(deleting.request("u", later), StopRequest::Running);
+        assert_eq!(deleting.request("other", later), StopRequest::Start);
+    }
 
     #[test]
     fn pod_ips_come_from_the_node_cidr_and_are_reused_after_release() {

@@ -92,7 +92,8 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// Makes the pod's containers run as its spec says (idempotent; called repeatedly).
     async fn sync_pod(&self, pod: &Pod, ip: Option<IpAddr>) -> Result<(), RuntimeError>;
     /// Stops the pod's containers (SIGTERM, then SIGKILL after `grace`) and releases
-    /// everything it held. Idempotent.
+    /// everything it held; returns when they are gone. Idempotent: a call while the
+    /// pod stops may bring its deadline forward, never push it back.
     async fn kill_pod(&self, uid: &str, grace: Duration) -> Result<(), RuntimeError>;
     /// The pod's observed state, if the runtime knows the pod.
     fn pod_state(&self, uid: &str) -> Option<PodState>;

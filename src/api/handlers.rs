@@ -1249,7 +1249,8 @@ async fn commit_update(
         // Nothing changed: no new revision, as on Kubernetes.
         return Ok((existing.clone(), warnings));
     }
-    if object::is_deleting(&new) && finalization_done(&new) {
+    // A pod in its grace period stays until its node agent completes the delete.
+    if object::is_deleting(&new) && finalization_done(&new) && !graceful(&new) {
         let deleted = finish_delete(ctx, name, entry, &new, ctx.dry_run())
             .await
             .map_err(WriteFailure::Api)?;
@@ -1603,12 +1604,17 @@ fn mark_for_deletion(ctx: &Ctx, existing: &Value, options: &DeleteOptions) -> Va
             finalizers.push(f.to_string());
         }
     }
-    // A Pod on a node stops gracefully: its node agent finishes the delete.
+    // A Pod on a node stops gracefully: its node agent finishes the delete. A pod
+    // whose containers are done (Succeeded, Failed) has nothing left to stop.
     let grace = match ctx.resource.kind {
         "Pod"
             if obj["spec"]["nodeName"]
                 .as_str()
-                .is_some_and(|n| !n.is_empty()) =>
+                .is_some_and(|n| !n.is_empty())
+                && !matches!(
+                    obj["status"]["phase"].as_str(),
+                    Some("Succeeded" | "Failed")
+                ) =>
         {
             options
                 .grace_period
@@ -1633,14 +1639,39 @@ fn mark_for_deletion(ctx: &Ctx, existing: &Value, options: &DeleteOptions) -> Va
             json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
         );
         meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-    } else if grace == 0 && ctx.resource.kind == "Pod" && options.grace_period == Some(0) {
-        // A forced delete of a terminating pod.
-        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+    } else if ctx.resource.kind == "Pod" && options.grace_period.is_some() {
+        shorten_grace_period(meta, grace);
     }
     if namespace_finalizing {
         obj["status"]["phase"] = json!("Terminating");
     }
     obj
+}
+
+/// A second delete of a terminating pod may shorten its grace period, never lengthen
+/// it: the deletion keeps its start, so the new deadline is start + `grace`.
+fn shorten_grace_period(meta: &mut serde_json::Map<String, Value>, grace: i64) {
+    let Some(current) = meta
+        .get("deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+    else {
+        return;
+    };
+    if grace >= current {
+        return;
+    }
+    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    let deadline = meta
+        .get("deletionTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    if let Some(deadline) = deadline {
+        let at = deadline.with_timezone(&chrono::Utc) - chrono::Duration::seconds(current - grace);
+        meta.insert(
+            "deletionTimestamp".into(),
+            json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        );
+    }
 }
 
 /// Removes the object (and what it holds, like a Service's addresses).
@@ -1771,6 +1802,25 @@ mod tests {
         assert_eq!(r.plural, "deployments");
         assert!(matches!(t, Target::Sub(_, s) if s == "scale"));
         assert!(parse_target("", "v1", &["nothing"]).is_err());
+    }
+
+    #[test]
+    fn a_second_delete_shortens_a_pods_grace_period_but_never_lengthens_it() {
+        let mut pod = json!({"metadata": {
+            "deletionTimestamp": "2026-01-01T00:00:30Z",
+            "deletionGracePeriodSeconds": 30,
+        }});
+        let meta = object::metadata_mut(&mut pod);
+        shorten_grace_period(meta, 60);
+        assert_eq!(meta["deletionGracePeriodSeconds"], 30);
+        assert_eq!(meta["deletionTimestamp"], "2026-01-01T00:00:30Z");
+        // The deletion began at 00:00:00: the deadline moves to start + 5 s.
+        shorten_grace_period(meta, 5);
+        assert_eq!(meta["deletionGracePeriodSeconds"], 5);
+        assert_eq!(meta["deletionTimestamp"], "2026-01-01T00:00:05Z");
+        shorten_grace_period(meta, 0);
+        assert_eq!(meta["deletionGracePeriodSeconds"], 0);
+        assert_eq!(meta["deletionTimestamp"], "2026-01-01T00:00:00Z");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
@@ -362,7 +362,13 @@ impl PodRuntime for ContainerRuntime {
                     .ok()
                     .and_then(|mut a| a.remove(&uid))
                     .unwrap_or_default();
-                workers.insert(uid, worker::spawn(self.inner.clone(), pod.clone(), adopted));
+                // A pod found deleting (after an agent restart) only stops, by its
+                // deletion's deadline.
+                let stop = pod.metadata.deletion_timestamp.is_some().then(|| {
+                    Instant::now() + crate::agent::pods::grace_left(pod, chrono::Utc::now())
+                });
+                let handle = worker::spawn(self.inner.clone(), pod.clone(), adopted, stop);
+                workers.insert(uid, handle);
             }
         }
         Ok(())
@@ -377,12 +383,14 @@ impl PodRuntime for ContainerRuntime {
             .and_then(|w| w.get(uid).map(|h| (h.stop.clone(), h.done.clone())));
         match handle {
             Some((stop, mut done)) => {
+                // A stop under way only ever gets an earlier deadline.
+                let deadline = Instant::now() + grace;
                 stop.send_if_modified(|current| {
-                    let first = current.is_none();
-                    if first {
-                        *current = Some(grace);
+                    let earlier = current.is_none_or(|c| deadline < c);
+                    if earlier {
+                        *current = Some(deadline);
                     }
-                    first
+                    earlier
                 });
                 let _ = done.wait_for(|d| *d).await;
                 if let Ok(mut workers) = self.inner.workers.lock() {

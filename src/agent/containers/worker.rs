@@ -3,8 +3,11 @@
 //! container's real state (from its shim's record) and decides — start, wait for
 //! init containers, restart under the restart policy with back-off (10 s doubling to
 //! 5 min: `CrashLoopBackOff`), pull images (`ErrImagePull` → `ImagePullBackOff`),
-//! restart on liveness failures. On stop it runs preStop hooks, stops the
-//! containers (SIGTERM, SIGKILL after the grace period) and tears everything down.
+//! restart on liveness failures. On stop it runs each container's preStop hook,
+//! sends SIGTERM to the container's PID 1, waits for the containers to exit until the
+//! stop's deadline (which may move earlier meanwhile: a shorter grace period on a
+//! second delete), SIGKILLs what still runs, publishes the exits (real exit codes)
+//! and tears everything down.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 
 use super::probes::{self, Flags, Report};
@@ -35,6 +39,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How often configMap and secret volumes are refreshed.
 const VOLUME_REFRESH: Duration = Duration::from_secs(60);
+/// How often a terminating pod's containers are looked at.
+const STOP_POLL: Duration = Duration::from_millis(100);
+/// How long SIGKILLed containers get to be reaped by their shims.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// What a container still gets after SIGTERM when its preStop hook used up the grace
+/// period (the kubelet's one-off extension).
+const HOOK_OVERRUN_GRACE: Duration = Duration::from_secs(2);
 
 /// What the worker publishes: the pod's state plus what logs and exec need.
 #[derive(Debug, Clone)]
@@ -163,14 +174,20 @@ pub struct Worker {
 /// How the pod loop talks to a worker.
 pub struct Handle {
     pub pod: watch::Sender<Pod>,
-    pub stop: watch::Sender<Option<Duration>>,
+    /// When set, the pod stops: SIGKILL for what still runs at this deadline.
+    pub stop: watch::Sender<Option<Instant>>,
     pub done: watch::Receiver<bool>,
     pub snapshot: Arc<Mutex<Snapshot>>,
 }
 
 /// Starts a worker for `pod`, adopting `adopted` containers left by an earlier run of
-/// the agent.
-pub fn spawn(rt: Arc<Inner>, pod: Pod, adopted: Vec<crate::runtime::ContainerInfo>) -> Handle {
+/// the agent; with `stop`, the worker only stops the pod by that deadline.
+pub fn spawn(
+    rt: Arc<Inner>,
+    pod: Pod,
+    adopted: Vec<crate::runtime::ContainerInfo>,
+    stop: Option<Instant>,
+) -> Handle {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let snapshot = Arc::new(Mutex::new(Snapshot {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -179,7 +196,7 @@ pub fn spawn(rt: Arc<Inner>, pod: Pod, adopted: Vec<crate::runtime::ContainerInf
         containers: HashMap::new(),
     }));
     let (pod_tx, pod_rx) = watch::channel(pod.clone());
-    let (stop_tx, stop_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(stop);
     let (done_tx, done_rx) = watch::channel(false);
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let spec = pod.spec.clone().unwrap_or_default();
@@ -222,12 +239,11 @@ impl Worker {
     async fn run(
         &mut self,
         mut pod_rx: watch::Receiver<Pod>,
-        mut stop_rx: watch::Receiver<Option<Duration>>,
+        mut stop_rx: watch::Receiver<Option<Instant>>,
     ) {
         loop {
-            let stop = *stop_rx.borrow_and_update();
-            if let Some(grace) = stop {
-                self.terminate(grace).await;
+            if stop_rx.borrow_and_update().is_some() {
+                self.terminate(&mut stop_rx).await;
                 return;
             }
             self.pod = pod_rx.borrow_and_update().clone();
@@ -833,14 +849,39 @@ impl Worker {
         }
     }
 
-    /// Stops every container (preStop hooks first), then removes everything.
-    async fn terminate(&mut self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        let mut stops = Vec::new();
-        for slot in &self.slots {
-            let Some(run) = slot.current.as_ref().filter(|r| r.exit.is_none()) else {
+    /// Stops every container — preStop hook, then SIGTERM to its PID 1 — waits for
+    /// them until the stop's deadline, SIGKILLs the rest, publishes their exits, then
+    /// removes everything.
+    async fn terminate(&mut self, stop_rx: &mut watch::Receiver<Option<Instant>>) {
+        let deadline =
+            |rx: &watch::Receiver<Option<Instant>>| rx.borrow().unwrap_or_else(Instant::now);
+        self.observe_exits();
+        let mut signals = tokio::task::JoinSet::new();
+        for slot in &mut self.slots {
+            let Some(run) = slot.current.as_mut().filter(|r| r.exit.is_none()) else {
                 continue;
             };
+            // A stopping container is not restarted for failing its probes.
+            run.stop_probes();
+            let target = probes::Target {
+                container: slot.spec.clone(),
+                container_id: run.id.clone(),
+                ip: self
+                    .sandbox
+                    .as_ref()
+                    .and_then(|s| s.record.ip)
+                    .unwrap_or(self.rt.config.node_ip),
+                exec: run.exec.clone(),
+            };
+            let hook = slot.spec.lifecycle.clone().and_then(|l| l.pre_stop);
+            signals.spawn(stop_container(
+                self.rt.runtime.clone(),
+                target,
+                hook,
+                deadline(stop_rx),
+            ));
+        }
+        for slot in self.slots.iter().filter(|s| s.running()) {
             let name = slot.spec.name.clone();
             self.event(
                 Some(&name),
@@ -849,40 +890,75 @@ impl Worker {
                 &format!("Stopping container {name}"),
             )
             .await;
-            let runtime = self.rt.runtime.clone();
-            let (id, exec, hook) = (
-                run.id.clone(),
-                run.exec.clone(),
-                slot.spec.lifecycle.clone().and_then(|l| l.pre_stop),
-            );
-            let ip = self.pod_ip().unwrap_or(self.rt.config.node_ip);
-            let container = slot.spec.clone();
-            stops.push(tokio::spawn(async move {
-                if let Some(hook) = hook {
-                    let probe = k8s_openapi::api::core::v1::Probe {
-                        exec: hook.exec,
-                        http_get: hook.http_get,
-                        tcp_socket: hook.tcp_socket,
-                        ..Default::default()
-                    };
-                    let target = probes::Target {
-                        container,
-                        container_id: id.clone(),
-                        ip,
-                        exec,
-                    };
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let _ = probes::check(&probe, &target, left.max(Duration::from_secs(1))).await;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if let Err(e) = runtime.stop(&id, left).await {
-                    tracing::warn!(id = %id, error = %e, "stopping a container failed");
-                }
-            }));
         }
-        for stop in stops {
-            let _ = stop.await;
+        self.wait_for_exits(stop_rx, Duration::ZERO).await;
+        while signals.try_join_next().is_some() {}
+        if !signals.is_empty() {
+            // preStop hooks outran the grace period: SIGTERM now and, as the kubelet
+            // does, 2 s more before SIGKILL.
+            signals.abort_all();
+            for run in self.slots.iter().filter_map(|s| s.current.as_ref()) {
+                if run.exit.is_none() {
+                    let _ = self.rt.runtime.kill(&run.id, Signal::SIGTERM);
+                }
+            }
+            self.wait_for_exits(stop_rx, HOOK_OVERRUN_GRACE).await;
         }
+        self.kill_remaining().await;
+        self.publish();
+        self.tear_down().await;
+    }
+
+    /// Waits until every container exited or the stop's deadline (plus `extra`) passed,
+    /// publishing each exit; follows the deadline when it moves earlier.
+    async fn wait_for_exits(
+        &mut self,
+        stop_rx: &mut watch::Receiver<Option<Instant>>,
+        extra: Duration,
+    ) {
+        loop {
+            self.observe_exits();
+            self.publish();
+            if !self.slots.iter().any(Slot::running) {
+                return;
+            }
+            let deadline = stop_rx.borrow().unwrap_or_else(Instant::now) + extra;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let pause = tokio::time::sleep(left.min(STOP_POLL));
+            tokio::pin!(pause);
+            tokio::select! {
+                changed = stop_rx.changed() => {
+                    if changed.is_err() {
+                        pause.await;
+                    }
+                }
+                _ = &mut pause => {}
+            }
+        }
+    }
+
+    /// SIGKILLs every container still running and waits for their shims to record it.
+    async fn kill_remaining(&mut self) {
+        for run in self.slots.iter().filter_map(|s| s.current.as_ref()) {
+            if run.exit.is_none() {
+                tracing::info!(pod = %self.uid, id = %run.id, "grace period over: killing the container");
+                if let Err(e) = self.rt.runtime.kill(&run.id, Signal::SIGKILL) {
+                    tracing::debug!(id = %run.id, error = %e, "SIGKILL failed");
+                }
+            }
+        }
+        let until = Instant::now() + KILL_WAIT;
+        while self.slots.iter().any(Slot::running) && Instant::now() < until {
+            tokio::time::sleep(STOP_POLL).await;
+            self.observe_exits();
+        }
+    }
+
+    /// Removes the containers, the sandbox and the logs.
+    async fn tear_down(&mut self) {
         let runs: Vec<Run> = self
             .slots
             .iter_mut()
@@ -900,7 +976,6 @@ impl Worker {
         }
         self.rt.remove_logs(&self.pod);
         if let Ok(mut snapshot) = self.snapshot.lock() {
-            snapshot.state = None;
             snapshot.containers.clear();
         }
     }
@@ -960,6 +1035,32 @@ impl Worker {
                 env.changed.notify_one();
             }
         }
+    }
+}
+
+/// One container's graceful stop: its preStop hook (within the grace period), then
+/// SIGTERM to its PID 1. The caller SIGKILLs it at the deadline.
+async fn stop_container(
+    runtime: crate::runtime::Runtime,
+    target: probes::Target,
+    hook: Option<k8s_openapi::api::core::v1::LifecycleHandler>,
+    deadline: Instant,
+) {
+    if let Some(hook) = hook {
+        let probe = k8s_openapi::api::core::v1::Probe {
+            exec: hook.exec,
+            http_get: hook.http_get,
+            tcp_socket: hook.tcp_socket,
+            ..Default::default()
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = probes::check(&probe, &target, left.max(Duration::from_secs(1))).await {
+            tracing::info!(id = %target.container_id, error = %e, "the preStop hook failed");
+        }
+    }
+    match runtime.kill(&target.container_id, Signal::SIGTERM) {
+        Ok(()) | Err(crate::runtime::RuntimeError::NotRunning { .. }) => {}
+        Err(e) => tracing::warn!(id = %target.container_id, error = %e, "SIGTERM failed"),
     }
 }
 
