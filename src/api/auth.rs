@@ -4,6 +4,8 @@
 //! Authorization is coarse for now: `system:masters` (the admin kubeconfig) and
 //! `system:nodes` may do everything; a joining node's bearer token
 //! (`system:bootstrappers`) may only reach the join endpoints. Everyone else gets 403.
+//! Service-account tokens (JWTs) are checked, and their callers authorized, in
+//! `satoken`.
 
 use axum::extract::Request;
 use axum::http::{header, Method};
@@ -22,20 +24,24 @@ pub fn identify(request: &Request, join_secret: &str) -> Option<Identity> {
     if let Some(PeerIdentity(Some(id))) = request.extensions().get::<PeerIdentity>() {
         return Some(id.clone());
     }
-    let bearer = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")?
-        .trim();
-    let secret = crate::pki::parse_token(bearer).ok()?.secret;
+    let secret = crate::pki::parse_token(bearer(request)?).ok()?.secret;
     (!join_secret.is_empty() && constant_time_eq(secret.as_bytes(), join_secret.as_bytes())).then(
         || Identity {
             user: "system:bootstrap:skiff".into(),
             groups: vec![BOOTSTRAP_GROUP.into(), "system:authenticated".into()],
         },
     )
+}
+
+/// The request's `Authorization: Bearer` token.
+pub fn bearer(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -325,6 +325,7 @@ async fn subresource(
         ("scale", Method::PUT) => update(ctx, name, body, Some("scale")).await,
         ("scale", Method::PATCH) => patch(ctx, name, body, Some("scale")).await,
         ("binding", Method::POST) => bind(ctx, name, body).await,
+        ("token", Method::POST) => super::tokenrequest::create(ctx, name, body).await,
         ("finalize", Method::PUT) => update(ctx, name, body, Some("finalize")).await,
         (_, method) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method})"
@@ -896,6 +897,9 @@ async fn create_object(
     prepare_create(ctx, &mut obj);
     let warnings = default_and_validate(ctx, &mut obj, None)?;
     check_namespace(ctx).await?;
+    if let (Some(ns), "Pod") = (ctx.namespace.as_deref(), ctx.resource.kind) {
+        super::sa_admission::admit_pod(&ctx.state, ns, &mut obj).await?;
+    }
     let name = object::name(&obj).to_string();
     // Checked before allocating, so a duplicate is AlreadyExists, not an address clash.
     let exists = ctx

@@ -23,8 +23,8 @@ pub const SIGNING_KEY_FILE: &str = "service.key";
 const ALGORITHM: &str = "ES256";
 /// DER prefix of a P-256 SubjectPublicKeyInfo, before the 65-byte point.
 const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-    0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 /// Why a token was not accepted.
@@ -177,10 +177,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "skiff-signing-{tag}-{:08x}",
-            rand::random::<u32>()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("skiff-signing-{tag}-{:08x}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -207,7 +205,9 @@ mod tests {
         let dir_b = temp_dir("b");
         let a = SigningKey::load_or_create(&dir_a).unwrap();
         let b = SigningKey::load_or_create(&dir_b).unwrap();
-        let token = a.sign(&json!({"sub": "system:serviceaccount:x:y"})).unwrap();
+        let token = a
+            .sign(&json!({"sub": "system:serviceaccount:x:y"}))
+            .unwrap();
         assert!(b.verify(&token).is_err());
         let mut parts: Vec<&str> = token.split('.').collect();
         let forged = B64URL.encode(json!({"sub": "system:admin"}).to_string());
