@@ -283,6 +283,13 @@ fn pods_get_the_service_account_and_its_token_volume() {
         json!([{"name": name, "readOnly": true, "mountPath": MOUNT}])
     );
 
+    // The added volume passes validation on later updates, and stays as it was.
+    server.ok(&["label", "pod", "web", "tier=web"]);
+    assert_eq!(
+        server.get_json(&["pod", "web"])["spec"]["volumes"][0]["name"],
+        name
+    );
+
     let opted_out = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"quiet"},
         "spec":{"automountServiceAccountToken":false,"containers":[{"name":"c","image":"busybox"}]}}"#;
     let (ok, _, err) = server.with_stdin(&["create", "-f", "-"], opted_out);
