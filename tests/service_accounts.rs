@@ -168,6 +168,28 @@ fn created_tokens_authenticate_as_the_service_account() {
     assert!(ok, "{err}");
     let jwks: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(jwks["keys"][0]["crv"], "P-256");
+    let header = token.split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["kid"], jwks["keys"][0]["kid"]);
+    let (ok, out, err) = kubectl_as(
+        &server,
+        &token,
+        &["get", "--raw", "/.well-known/openid-configuration"],
+    );
+    assert!(ok, "{err}");
+    let discovery: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        discovery["issuer"],
+        "https://kubernetes.default.svc.cluster.local"
+    );
+    assert_eq!(
+        discovery["jwks_uri"],
+        "https://kubernetes.default.svc.cluster.local/openid/v1/jwks"
+    );
 
     // Deleting the account revokes its tokens.
     server.ok(&["delete", "sa", "default"]);

@@ -1,6 +1,6 @@
 //! The object handlers: routing of `/api` and `/apis` paths to get, list, watch,
 //! create, update, patch, delete and deletecollection, and the subresources
-//! (status, scale, binding, finalize).
+//! (status, scale, binding, finalize; token in `tokenrequest`).
 
 use std::collections::{BTreeSet, HashMap};
 
