@@ -5,7 +5,8 @@
 //! everything; nodes (`system:nodes`) are judged by the node authorizer
 //! (`authz::node`, called from the API's middleware); a joining node's bearer token
 //! (`system:bootstrappers`) may only reach the join endpoint. Everyone else may read
-//! discovery and gets 403 for the rest.
+//! discovery and gets 403 for the rest. Service-account tokens (JWTs) are checked, and
+//! their callers authorized, in `satoken`.
 
 use axum::extract::Request;
 use axum::http::{header, Method};
@@ -28,20 +29,24 @@ pub fn identify(request: &Request, join_secret: &str) -> Option<Identity> {
     if let Some(PeerIdentity(Some(id))) = request.extensions().get::<PeerIdentity>() {
         return Some(id.clone());
     }
-    let bearer = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")?
-        .trim();
-    let secret = crate::pki::parse_token(bearer).ok()?.secret;
+    let secret = crate::pki::parse_token(bearer(request)?).ok()?.secret;
     (!join_secret.is_empty() && constant_time_eq(secret.as_bytes(), join_secret.as_bytes())).then(
         || Identity {
             user: "system:bootstrap:skiff".into(),
             groups: vec![BOOTSTRAP_GROUP.into(), "system:authenticated".into()],
         },
     )
+}
+
+/// The request's `Authorization: Bearer` token.
+pub fn bearer(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

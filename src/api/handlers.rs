@@ -1,6 +1,6 @@
 //! The object handlers: routing of `/api` and `/apis` paths to get, list, watch,
 //! create, update, patch, delete and deletecollection, and the subresources
-//! (status, scale, binding, finalize).
+//! (status, scale, binding, finalize; token in `tokenrequest`).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -339,6 +339,7 @@ async fn subresource(
         ("scale", Method::PUT) => update(ctx, name, body, Some("scale")).await,
         ("scale", Method::PATCH) => patch(ctx, name, body, Some("scale")).await,
         ("binding", Method::POST) => bind(ctx, name, body).await,
+        ("token", Method::POST) => super::tokenrequest::create(ctx, name, body).await,
         ("finalize", Method::PUT) => update(ctx, name, body, Some("finalize")).await,
         ("eviction", Method::POST) => super::eviction::evict(ctx, name, body).await,
         (_, method) => Err(ApiError::method_not_allowed(format!(
@@ -929,6 +930,9 @@ async fn create_object(
     prepare_create(ctx, &mut obj);
     let warnings = default_and_validate(ctx, &mut obj, None)?;
     check_namespace(ctx).await?;
+    if let (Some(ns), "Pod") = (ctx.namespace.as_deref(), ctx.resource.kind) {
+        super::sa_admission::admit_pod(&ctx.state, ns, &mut obj).await?;
+    }
     let name = object::name(&obj).to_string();
     // Checked before allocating, so a duplicate is AlreadyExists, not an address clash.
     let exists = ctx

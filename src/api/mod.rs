@@ -25,16 +25,19 @@ pub mod proxy;
 mod rawlist;
 pub mod repair;
 pub mod resources;
+pub mod sa_admission;
+pub mod satoken;
 pub mod schema;
 pub mod selector;
 pub mod status;
 pub mod table;
+mod tokenrequest;
 pub mod validation;
 mod watch;
 pub mod watchcache;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -70,6 +73,8 @@ pub struct ApiState {
     pub watch_cache: watchcache::WatchCache,
     /// TLS to node kubelets, for pods' logs and exec.
     pub kubelet_client: proxy::KubeletClient,
+    /// Signs and checks service-account tokens, once the server installed its key.
+    pub tokens: OnceLock<Arc<satoken::TokenAuthority>>,
     ready: AtomicBool,
     /// Which objects each node may read (the node authorizer's graph).
     pub node_graph: Arc<authz::graph::NodeGraph>,
@@ -89,6 +94,7 @@ impl ApiState {
             config,
             issuer,
             kubelet_client: proxy::KubeletClient::default(),
+            tokens: OnceLock::new(),
             ready: AtomicBool::new(false),
             node_graph: authz::graph::NodeGraph::new(),
         })
@@ -115,6 +121,15 @@ pub fn router(state: SharedState) -> Router {
             join::CREDENTIALS_PATH,
             axum::routing::post(join::node_credentials),
         )
+        .route(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            axum::routing::post(satoken::self_subject_review),
+        )
+        .route(
+            satoken::OPENID_CONFIGURATION,
+            get(satoken::openid_configuration),
+        )
+        .route(satoken::JWKS, get(satoken::jwks))
         .fallback(handlers::dispatch)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
@@ -134,7 +149,12 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let identity = auth::identify(&request, &state.config.join_secret);
+    let mut identity = auth::identify(&request, &state.config.join_secret);
+    if identity.is_none() {
+        if let Some(token) = auth::bearer(&request).filter(|t| satoken::looks_like_jwt(t)) {
+            identity = satoken::authenticate(&state, token).await;
+        }
+    }
     if !is_public(request.uri().path()) {
         match &identity {
             None => return ApiError::unauthorized().into_response(),
@@ -145,7 +165,12 @@ async fn authenticate(
                 }
             }
             Some(id) => {
-                if let Err(e) = auth::authorize(id, request.method(), request.uri().path()) {
+                let decision = if satoken::is_service_account(id) {
+                    satoken::authorize(id, request.method(), request.uri())
+                } else {
+                    auth::authorize(id, request.method(), request.uri().path())
+                };
+                if let Err(e) = decision {
                     return e.into_response();
                 }
             }

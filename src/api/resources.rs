@@ -190,13 +190,23 @@ pub static RESOURCES: &[Resource] = &[
         storage: "events",
         ..core("events", "event", "Event", true, &["ev"])
     },
-    core(
-        "serviceaccounts",
-        "serviceaccount",
-        "ServiceAccount",
-        true,
-        &["sa"],
-    ),
+    Resource {
+        // TokenRequest (`api::tokenrequest`).
+        subresources: &[Subresource {
+            name: "token",
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
+        }],
+        ..core(
+            "serviceaccounts",
+            "serviceaccount",
+            "ServiceAccount",
+            true,
+            &["sa"],
+        )
+    },
     Resource {
         group: "apps",
         version: "v1",

@@ -15,6 +15,8 @@ pub mod events;
 pub mod gc;
 pub mod nodes;
 pub mod replicaset;
+pub mod rootca;
+pub mod serviceaccounts;
 pub mod taint_eviction;
 
 use std::future::Future;
@@ -93,6 +95,32 @@ pub async fn start_all(
             settings: settings.clone(),
         });
         supervise(name, ctx, run);
+    }
+    Ok(())
+}
+
+/// Starts the serviceaccounts controller and the root CA publisher (which puts
+/// `root_ca_pem` in every namespace's `kube-root-ca.crt`).
+pub async fn start_service_account_controllers(
+    credentials: &crate::client::Credentials,
+    settings: Settings,
+    root_ca_pem: &str,
+) -> Result<(), crate::client::ClientError> {
+    let ca: Arc<str> = Arc::from(root_ca_pem);
+    for name in ["serviceaccount", "root-ca-cert-publisher"] {
+        let client = crate::client::connect(credentials, &crate::client::user_agent(name)).await?;
+        let ctx = Arc::new(Context {
+            recorder: Recorder::new(client.clone(), "skiff-controller-manager"),
+            client,
+            settings: settings.clone(),
+        });
+        match name {
+            "serviceaccount" => supervise(name, ctx, serviceaccounts::run),
+            _ => {
+                let ca = ca.clone();
+                supervise(name, ctx, move |ctx| rootca::run(ctx, ca.clone()))
+            }
+        }
     }
     Ok(())
 }

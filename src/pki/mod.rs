@@ -13,12 +13,15 @@
 //! | `ca.crt`, `ca.key` | cluster CA, ECDSA P-256, 10 years | 0644, 0600 |
 //! | `serving.crt`, `serving.key` | API server serving certificate | 0644, 0600 |
 //! | `admin.crt`, `admin.key` | `CN=system:admin, O=system:masters` | 0644, 0600 |
+//! | `service.key` | service-account token signing key, ECDSA P-256 (`signing`) | 0600 |
 //!
 //! Every file is written atomically (temporary file, then rename). Leaf
 //! certificates last 365 days and are reissued from the same CA when fewer
 //! than 90 days remain, when the serving certificate's SAN set changes, or
 //! when a file is missing, unreadable as a certificate or does not belong to
 //! the CA. The CA itself is never replaced automatically.
+
+pub mod signing;
 
 use std::collections::BTreeSet;
 use std::fmt;

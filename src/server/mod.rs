@@ -96,6 +96,12 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         },
         Some(Arc::new(api::join::PkiIssuer(pki.clone()))),
     );
+    let signing_key = pki::signing::SigningKey::load_or_create(&layout.tls)?;
+    let issuer = api::satoken::TokenAuthority::issuer_for(&config.cluster_domain);
+    api::satoken::install(
+        &state,
+        api::satoken::TokenAuthority::new(signing_key, issuer),
+    );
     let router = api::router(state.clone());
     let address = SocketAddr::new(config.bind_address, port);
     let listener = tokio::net::TcpListener::bind(address)
@@ -223,6 +229,8 @@ async fn start_controllers(config: &ServerConfig, pki: &Pki) -> Result<(), Serve
         settings: settings.clone(),
     });
     controllers::supervise("scheduler", scheduler_ctx, crate::scheduler::run);
+    controllers::start_service_account_controllers(&credentials, settings.clone(), pki.ca_pem())
+        .await?;
     controllers::start_all(&credentials, settings).await?;
     Ok(())
 }
