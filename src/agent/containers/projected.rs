@@ -144,7 +144,10 @@ impl Tokens {
             .await
             .map_err(|e| VolumeError::Token {
                 account: account.clone(),
-                message: e.to_string(),
+                message: match e {
+                    kube::Error::Api(status) => status.message,
+                    other => other.to_string(),
+                },
             })?;
         let status = answer.status.ok_or_else(|| VolumeError::Token {
             account: account.clone(),
