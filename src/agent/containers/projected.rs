@@ -144,10 +144,7 @@ impl Tokens {
             .await
             .map_err(|e| VolumeError::Token {
                 account: account.clone(),
-                message: match e {
-                    kube::Error::Api(status) => status.message,
-                    other => other.to_string(),
-                },
+                message: volumes::api_message(&e),
             })?;
         let status = answer.status.ok_or_else(|| VolumeError::Token {
             account: account.clone(),

@@ -437,6 +437,20 @@ mod tests {
     }
 
     #[test]
+    fn host_network_uses_the_agents_own_namespaces() {
+        let net = agent_namespace("net");
+        assert_eq!(
+            net,
+            PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))
+        );
+        // The same namespace as the agent's, readable without touching pid 1.
+        assert_eq!(
+            std::fs::read_link(&net).unwrap(),
+            std::fs::read_link("/proc/self/ns/net").unwrap()
+        );
+    }
+
+    #[test]
     fn users_come_from_the_context_then_the_image() {
         let dir = tempfile::tempdir().unwrap();
         let img = image(&[], &[]);

@@ -45,7 +45,7 @@ pub enum VolumeError {
     },
     #[error("{} references non-existent {what} key: {key}", if what == "config" { "configmap" } else { "secret" })]
     ItemKey { what: String, key: String },
-    #[error("reading {what} {namespace}/{name}: {source}")]
+    #[error("reading {what} {namespace}/{name}: {}", api_message(source))]
     Api {
         what: &'static str,
         name: String,
@@ -62,6 +62,14 @@ pub enum VolumeError {
     Downward(#[from] DownwardError),
     #[error(transparent)]
     Write(#[from] WriteError),
+}
+
+/// An API error as the server put it (its `Status` message), anything else as is.
+pub(super) fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 impl VolumeError {
