@@ -331,8 +331,9 @@ spec:
             "FailedMount",
             "configmap \"kube-root-ca.crt\" not found",
         );
-        let ca = std::fs::read_to_string(node.server.data_dir().join("server/tls/server-ca.crt"))
-            .unwrap_or_else(|_| "-----BEGIN CERTIFICATE-----\ntest\n".into());
+        // What the root-ca publisher would put there: the cluster CA.
+        let ca = std::fs::read_to_string(node.server.data_dir().join("server/tls/ca.crt"))
+            .expect("the cluster CA");
         let manifest = serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": ca}});
