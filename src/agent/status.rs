@@ -52,7 +52,7 @@ fn container_status(c: &ContainerState) -> ContainerStatus {
         name: c.name.clone(),
         image: c.image.clone(),
         image_id: c.image_id.clone(),
-        container_id: Some(c.id.clone()),
+        container_id: (!c.id.is_empty()).then(|| c.id.clone()),
         ready: c.ready,
         started: Some(running),
         restart_count: c.restart_count,

@@ -13,8 +13,12 @@
 //! state directories, annotated with pod uid, container name and attempt) and adopts
 //! them — same processes, no duplicates; pods the API no longer knows are torn down.
 
+mod atomic_writer;
+mod downward;
 mod probes;
+mod projected;
 pub mod sandbox;
+mod service_env;
 mod spec;
 mod volumes;
 mod worker;

@@ -258,6 +258,14 @@ fn mounts(input: &Input) -> Result<Vec<BindMount>, String> {
     Ok(mounts)
 }
 
+/// A namespace of the agent process itself, for hostNetwork pods: by the agent's
+/// pid, so the path means the agent's namespace whichever process opens it (the
+/// runtime's shim is a separate process), and never `/proc/1`, which a process in
+/// a container or on a restricted host may not open.
+fn agent_namespace(kind: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{}/ns/{kind}", std::process::id()))
+}
+
 /// The runtime config for one container.
 pub fn container_config(input: &Input) -> Result<ContainerConfig, String> {
     let (ctx, groups) = security(input.pod, input.container);
@@ -287,13 +295,13 @@ pub fn container_config(input: &Input) -> Result<ContainerConfig, String> {
     let ns = |kind: &str| Some(input.sandbox.ns_path(kind));
     let namespaces = SandboxNamespaces {
         network: if host_network {
-            Some("/proc/1/ns/net".into())
+            Some(agent_namespace("net"))
         } else {
             ns("net")
         },
         ipc: ns("ipc"),
         uts: if host_network {
-            Some("/proc/1/ns/uts".into())
+            Some(agent_namespace("uts"))
         } else {
             ns("uts")
         },
@@ -428,6 +436,20 @@ mod tests {
         assert!(env.contains(&("A".into(), "pod".into())));
         assert!(env.contains(&("PATH".into(), "/bin".into())));
         assert!(env.contains(&("HOSTNAME".into(), "h".into())));
+    }
+
+    #[test]
+    fn host_network_uses_the_agents_own_namespaces() {
+        let net = agent_namespace("net");
+        assert_eq!(
+            net,
+            PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))
+        );
+        // The same namespace as the agent's, readable without touching pid 1.
+        assert_eq!(
+            std::fs::read_link(&net).unwrap(),
+            std::fs::read_link("/proc/self/ns/net").unwrap()
+        );
     }
 
     #[test]

@@ -1,46 +1,96 @@
 //! A pod's volumes on this node, and the values its containers' environment takes
-//! from elsewhere: emptyDir (a directory, or tmpfs for `medium: Memory`), configMap
-//! and secret (their keys written as files), hostPath; `env[].valueFrom` and
-//! `envFrom` from ConfigMaps, Secrets and the pod's own fields.
+//! from elsewhere. Volumes: emptyDir (a directory, or tmpfs for `medium: Memory`),
+//! hostPath; configMap, secret, downwardAPI and projected written as files by the
+//! atomic writer (`projected` builds their contents) and refreshed when their
+//! sources change; persistentVolumeClaim when the claim is bound to a hostPath or
+//! local volume. A volume that cannot be provided — a missing claim, ConfigMap or
+//! Secret, any volume type not implemented here — is an error (`FailedMount`, the
+//! pod keeps waiting), never an empty directory. Environment: `env[].valueFrom`
+//! and `envFrom` from ConfigMaps, Secrets and the downward API, and the
+//! service-link variables (`service_env`).
 //!
-//! May call: the API (reading ConfigMaps and Secrets with the node's credentials).
+//! May call: the API (ConfigMaps, Secrets, Services, claims and volumes,
+//! TokenRequests) with the node's credentials.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume,
+};
 use kube::Api;
 use nix::mount::{mount, MsFlags};
 
+use super::atomic_writer::{self, Payload, WriteError};
+use super::downward::{self, Allocatable, DownwardError};
+use super::projected::{self, Tokens};
+use super::service_env;
+
+/// Why a volume (or a value of the environment) cannot be provided; the messages
+/// follow the kubelet's.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("volume {volume}: {message}")]
-    Volume { volume: String, message: String },
-    #[error("{what} {name} not found in namespace {namespace}")]
-    Missing {
-        what: &'static str,
-        name: String,
-        namespace: String,
-    },
-    #[error("couldn't find key {key} in {what} {namespace}/{name}")]
+    #[error("{0}")]
+    Other(String),
+    #[error("{what} {name:?} not found")]
+    Missing { what: &'static str, name: String },
+    #[error("couldn't find key {key} in {kind} {namespace}/{name}")]
     MissingKey {
-        what: &'static str,
+        kind: &'static str,
         key: String,
         name: String,
         namespace: String,
     },
-    #[error("reading {what} {namespace}/{name}: {source}")]
+    #[error("{} references non-existent {what} key: {key}", if what == "config" { "configmap" } else { "secret" })]
+    ItemKey { what: String, key: String },
+    #[error("reading {what} {namespace}/{name}: {}", api_message(source))]
     Api {
         what: &'static str,
         name: String,
         namespace: String,
         source: Box<kube::Error>,
     },
+    #[error("unsupported volume type {0:?}")]
+    Unsupported(String),
+    #[error("persistentvolumeclaim {0:?} is not bound")]
+    ClaimNotBound(String),
+    #[error("failed to fetch token for serviceaccount {account:?}: {message}")]
+    Token { account: String, message: String },
+    #[error(transparent)]
+    Downward(#[from] DownwardError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// An API error as the server put it (its `Status` message), anything else as is.
+pub(super) fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl VolumeError {
+    pub(super) fn missing(what: &'static str, name: &str) -> VolumeError {
+        VolumeError::Missing {
+            what,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// A volume that could not be set up: the `FailedMount` event's message.
+#[derive(Debug, thiserror::Error)]
+#[error("MountVolume.SetUp failed for volume {volume:?} : {source}")]
+pub struct MountError {
+    pub volume: String,
+    pub source: VolumeError,
 }
 
 /// The data of a ConfigMap or Secret, as bytes per key.
-type Data = BTreeMap<String, Vec<u8>>;
+pub(super) type Data = BTreeMap<String, Vec<u8>>;
 
 /// Reads a ConfigMap or Secret (`what` names the kind in errors); `None` if absent.
 async fn fetch<K>(
@@ -67,7 +117,7 @@ where
     Ok(found.map(data))
 }
 
-async fn config_map(
+pub(super) async fn config_map(
     client: &kube::Client,
     namespace: &str,
     name: &str,
@@ -82,7 +132,7 @@ async fn config_map(
     .await
 }
 
-async fn secret(
+pub(super) async fn secret(
     client: &kube::Client,
     namespace: &str,
     name: &str,
@@ -97,25 +147,109 @@ async fn secret(
     .await
 }
 
-fn volume_error(volume: &str, message: impl std::fmt::Display) -> VolumeError {
-    VolumeError::Volume {
-        volume: volume.into(),
-        message: message.to_string(),
+/// The pod's volumes on this node and when they are set up again: at the first
+/// pass, then every `REFRESH`, at once when the pod's labels or annotations change
+/// (downward API files) or a token is due; after a failure with back-off.
+#[derive(Debug, Default)]
+pub struct Mounts {
+    paths: Option<HashMap<String, PathBuf>>,
+    /// When the volumes were last set up, and the pod metadata they saw.
+    synced: Option<(Instant, u64)>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    tokens: Tokens,
+    node: Option<Allocatable>,
+}
+
+impl Mounts {
+    /// The host path of each volume by name, once all could be set up.
+    pub fn paths(&self) -> Option<&HashMap<String, PathBuf>> {
+        self.paths.as_ref()
+    }
+
+    /// Whether the volumes should be set up (again) now.
+    pub fn due(&self, pod: &Pod) -> bool {
+        let now = Instant::now();
+        if let Some(at) = self.retry_at {
+            return now >= at;
+        }
+        match self.synced {
+            None => true,
+            Some((at, seen)) => {
+                at.elapsed() >= REFRESH
+                    || seen != metadata_fingerprint(pod)
+                    || self.tokens.next_renewal().is_some_and(|t| now >= t)
+            }
+        }
+    }
+
+    /// Sets every volume of the pod up under `dir` (idempotent: file volumes are
+    /// rewritten atomically when their sources changed). On failure the volumes
+    /// already provided stay as they are and the next try waits a back-off.
+    pub async fn sync(
+        &mut self,
+        client: &kube::Client,
+        pod: &Pod,
+        dir: &Path,
+    ) -> Result<(), MountError> {
+        let node = *self.node.get_or_insert_with(Allocatable::of_machine);
+        let seen = metadata_fingerprint(pod);
+        match prepare(client, pod, dir, &mut self.tokens, &node).await {
+            Ok(paths) => {
+                self.paths = Some(paths);
+                self.synced = Some((Instant::now(), seen));
+                self.retry_at = None;
+                self.backoff = Duration::ZERO;
+                Ok(())
+            }
+            Err(e) => {
+                self.backoff = next_backoff(self.backoff);
+                self.retry_at = Some(Instant::now() + self.backoff);
+                Err(e)
+            }
+        }
     }
 }
 
-/// Prepares every volume of the pod under `dir` (idempotent: configMap and secret
-/// contents are rewritten, so updates reach running pods at the next call); returns
-/// the host path of each volume by name.
-pub async fn prepare(
+/// How often file volumes are rewritten from their sources without another reason.
+const REFRESH: Duration = Duration::from_secs(60);
+const RETRY_START: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(120);
+
+fn next_backoff(current: Duration) -> Duration {
+    if current.is_zero() {
+        RETRY_START
+    } else {
+        (current * 2).min(RETRY_MAX)
+    }
+}
+
+/// A hash of what downward API files show that can change: labels, annotations.
+fn metadata_fingerprint(pod: &Pod) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    pod.metadata.labels.hash(&mut hasher);
+    pod.metadata.annotations.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Sets up every volume of the pod under `dir`; the host path of each by name.
+async fn prepare(
     client: &kube::Client,
     pod: &Pod,
     dir: &Path,
-) -> Result<HashMap<String, PathBuf>, VolumeError> {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    tokens: &mut Tokens,
+    node: &Allocatable,
+) -> Result<HashMap<String, PathBuf>, MountError> {
     let mut paths = HashMap::new();
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let path = prepare_one(client, &namespace, volume, &dir.join(&volume.name)).await?;
+        let path = dir.join(&volume.name);
+        let path = prepare_one(client, pod, volume, &path, tokens, node)
+            .await
+            .map_err(|source| MountError {
+                volume: volume.name.clone(),
+                source,
+            })?;
         paths.insert(volume.name.clone(), path);
     }
     Ok(paths)
@@ -123,195 +257,192 @@ pub async fn prepare(
 
 async fn prepare_one(
     client: &kube::Client,
-    namespace: &str,
+    pod: &Pod,
     volume: &Volume,
     path: &Path,
+    tokens: &mut Tokens,
+    node: &Allocatable,
 ) -> Result<PathBuf, VolumeError> {
-    let name = volume.name.as_str();
-    let err = |m: std::io::Error| volume_error(name, format!("{}: {m}", path.display()));
-    if let Some(host) = &volume.host_path {
-        let host_path = PathBuf::from(&host.path);
-        match host.type_.as_deref().unwrap_or("") {
-            "DirectoryOrCreate" => std::fs::create_dir_all(&host_path).map_err(err)?,
-            "Directory" if !host_path.is_dir() => {
-                return Err(volume_error(
-                    name,
-                    format!("{} is not a directory", host.path),
-                ))
-            }
-            "File" if !host_path.is_file() => {
-                return Err(volume_error(name, format!("{} is not a file", host.path)))
-            }
-            "FileOrCreate" if !host_path.exists() => {
-                std::fs::File::create(&host_path).map_err(err)?;
-            }
-            _ => {}
-        }
-        return Ok(host_path);
-    }
-    if let Some(empty) = &volume.empty_dir {
-        if !path.exists() {
-            std::fs::create_dir_all(path).map_err(err)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(err)?;
-            if empty.medium.as_deref() == Some("Memory") {
-                let size = empty
-                    .size_limit
-                    .as_ref()
-                    .and_then(|q| crate::api::validation::parse_quantity(&q.0).ok())
-                    .map(|b| format!(",size={}", b as u64))
-                    .unwrap_or_default();
-                mount(
-                    Some("tmpfs"),
-                    path,
-                    Some("tmpfs"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    Some(format!("mode=1777{size}").as_str()),
-                )
-                .map_err(|e| volume_error(name, format!("mounting tmpfs: {e}")))?;
-            }
-        }
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let payload = if let Some(host) = &volume.host_path {
+        return host_path(&host.path, host.type_.as_deref().unwrap_or(""));
+    } else if let Some(empty) = &volume.empty_dir {
+        empty_dir(path, empty.medium.as_deref(), empty.size_limit.as_ref())?;
         return Ok(path.to_path_buf());
-    }
-    if let Some(source) = &volume.config_map {
+    } else if let Some(claim) = &volume.persistent_volume_claim {
+        return claim_path(client, &namespace, &claim.claim_name).await;
+    } else if let Some(source) = &volume.config_map {
         let optional = source.optional.unwrap_or(false);
-        let data = config_map(client, namespace, &source.name).await?;
-        let data = match data {
-            Some(d) => d,
-            None if optional => Data::new(),
-            None => {
-                return Err(VolumeError::Missing {
-                    what: "configmap",
-                    name: source.name.clone(),
-                    namespace: namespace.into(),
-                })
-            }
-        };
-        let mode = source.default_mode.unwrap_or(0o644);
-        write_files(name, path, &data, source.items.as_deref(), mode)?;
-        return Ok(path.to_path_buf());
-    }
-    if let Some(source) = &volume.secret {
-        let secret_name = source.secret_name.clone().unwrap_or_default();
+        match config_map(client, &namespace, &source.name).await? {
+            Some(data) => projected::key_payload(
+                "config",
+                &data,
+                source.items.as_deref(),
+                source.default_mode,
+                optional,
+            )?,
+            None if optional => Payload::new(),
+            None => return Err(VolumeError::missing("configmap", &source.name)),
+        }
+    } else if let Some(source) = &volume.secret {
+        let name = source.secret_name.clone().unwrap_or_default();
         let optional = source.optional.unwrap_or(false);
-        let data = match secret(client, namespace, &secret_name).await? {
-            Some(d) => d,
-            None if optional => Data::new(),
-            None => {
-                return Err(VolumeError::Missing {
-                    what: "secret",
-                    name: secret_name,
-                    namespace: namespace.into(),
-                })
-            }
-        };
-        let mode = source.default_mode.unwrap_or(0o644);
-        write_files(name, path, &data, source.items.as_deref(), mode)?;
-        return Ok(path.to_path_buf());
-    }
-    // Other volume types (projected, downwardAPI, …) get an empty directory.
-    std::fs::create_dir_all(path).map_err(err)?;
+        match secret(client, &namespace, &name).await? {
+            Some(data) => projected::key_payload(
+                "secret",
+                &data,
+                source.items.as_deref(),
+                source.default_mode,
+                optional,
+            )?,
+            None if optional => Payload::new(),
+            None => return Err(VolumeError::missing("secret", &name)),
+        }
+    } else if let Some(source) = &volume.downward_api {
+        let items = source.items.as_deref().unwrap_or_default();
+        projected::downward_payload(pod, items, source.default_mode, node)?
+    } else if let Some(source) = &volume.projected {
+        projected::projected_payload(client, pod, source, tokens, node).await?
+    } else {
+        return Err(VolumeError::Unsupported(volume_type(volume)));
+    };
+    atomic_writer::write(path, &payload)?;
     Ok(path.to_path_buf())
 }
 
-/// Writes the keys (or the listed items) as files; files no longer wanted go.
-fn write_files(
-    volume: &str,
-    dir: &Path,
-    data: &Data,
-    items: Option<&[KeyToPath]>,
-    default_mode: i32,
-) -> Result<(), VolumeError> {
-    let err = |p: &Path, e: std::io::Error| volume_error(volume, format!("{}: {e}", p.display()));
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
-    let wanted: Vec<(PathBuf, &[u8], i32)> = match items {
-        Some(items) => items
-            .iter()
-            .filter_map(|i| {
-                let bytes = data.get(&i.key)?;
-                Some((
-                    PathBuf::from(&i.path),
-                    bytes.as_slice(),
-                    i.mode.unwrap_or(default_mode),
-                ))
-            })
-            .collect(),
-        None => data
-            .iter()
-            .map(|(k, v)| (PathBuf::from(k), v.as_slice(), default_mode))
-            .collect(),
-    };
-    for (relative, bytes, mode) in &wanted {
-        if relative.is_absolute() || relative.components().any(|c| c.as_os_str() == "..") {
-            return Err(volume_error(
-                volume,
-                format!("invalid item path {}", relative.display()),
-            ));
+/// The name of a volume's source as the pod spec spells it (`nfs`, `csi`, …).
+fn volume_type(volume: &Volume) -> String {
+    serde_json::to_value(volume)
+        .ok()
+        .and_then(|v| {
+            v.as_object()?
+                .keys()
+                .find(|k| k.as_str() != "name")
+                .cloned()
+        })
+        .unwrap_or_else(|| "none".into())
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> VolumeError + '_ {
+    move |e| VolumeError::Other(format!("{}: {e}", path.display()))
+}
+
+/// A hostPath volume, checked or created as its type says.
+fn host_path(path: &str, kind: &str) -> Result<PathBuf, VolumeError> {
+    let host = PathBuf::from(path);
+    let err = |e| io_error(&host)(e);
+    match kind {
+        "DirectoryOrCreate" => std::fs::create_dir_all(&host).map_err(err)?,
+        "Directory" if !host.is_dir() => {
+            return Err(VolumeError::Other(format!("{path} is not a directory")))
         }
-        let path = dir.join(relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| err(parent, e))?;
+        "File" if !host.is_file() => {
+            return Err(VolumeError::Other(format!("{path} is not a file")))
         }
-        let tmp = path.with_extension("skiff-tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| err(&tmp, e))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode as u32 & 0o777))
-            .map_err(|e| err(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
+        "FileOrCreate" if !host.exists() => {
+            std::fs::File::create(&host).map_err(err)?;
+        }
+        _ => {}
     }
-    let keep: Vec<PathBuf> = wanted.iter().map(|(p, _, _)| dir.join(p)).collect();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_file() && !keep.contains(&path) {
-                let _ = std::fs::remove_file(path);
-            }
-        }
+    Ok(host)
+}
+
+/// An emptyDir: a directory, or a tmpfs for `medium: Memory`.
+fn empty_dir(
+    path: &Path,
+    medium: Option<&str>,
+    size_limit: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Result<(), VolumeError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let err = io_error(path);
+    std::fs::create_dir_all(path).map_err(&err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(&err)?;
+    if medium == Some("Memory") {
+        let size = size_limit
+            .and_then(|q| crate::api::validation::parse_quantity(&q.0).ok())
+            .map(|b| format!(",size={}", b as u64))
+            .unwrap_or_default();
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(format!("mode=1777{size}").as_str()),
+        )
+        .map_err(|e| VolumeError::Other(format!("mounting tmpfs on {}: {e}", path.display())))?;
     }
     Ok(())
 }
 
-/// A field of the pod, as `fieldRef` names it.
-fn pod_field(pod: &Pod, path: &str, pod_ip: Option<&str>, host_ip: &str) -> Option<String> {
-    let meta = &pod.metadata;
-    let keyed = |prefix: &str, map: &Option<BTreeMap<String, String>>| {
-        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-        Some(map.as_ref()?.get(key).cloned().unwrap_or_default())
+/// A persistentVolumeClaim: the claim must exist and be bound to a volume this node
+/// can provide (hostPath or local); anything else keeps the pod waiting.
+async fn claim_path(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<PathBuf, VolumeError> {
+    let api_error = |what: &'static str, name: &str| {
+        let (name, namespace) = (name.to_string(), namespace.to_string());
+        move |e: kube::Error| VolumeError::Api {
+            what,
+            name,
+            namespace,
+            source: Box::new(e),
+        }
     };
-    match path {
-        "metadata.name" => meta.name.clone(),
-        "metadata.namespace" => meta.namespace.clone(),
-        "metadata.uid" => meta.uid.clone(),
-        "spec.nodeName" => pod.spec.as_ref()?.node_name.clone(),
-        "spec.serviceAccountName" => pod.spec.as_ref()?.service_account_name.clone(),
-        "status.podIP" | "status.podIPs" => pod_ip.map(str::to_string),
-        "status.hostIP" | "status.hostIPs" => Some(host_ip.to_string()),
-        _ => keyed("metadata.labels['", &meta.labels)
-            .or_else(|| keyed("metadata.annotations['", &meta.annotations)),
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let claim = claims
+        .get_opt(name)
+        .await
+        .map_err(api_error("persistentvolumeclaim", name))?
+        .ok_or_else(|| VolumeError::missing("persistentvolumeclaim", name))?;
+    let bound = claim.status.and_then(|s| s.phase).as_deref() == Some("Bound");
+    let volume_name = claim
+        .spec
+        .and_then(|s| s.volume_name)
+        .filter(|v| bound && !v.is_empty())
+        .ok_or_else(|| VolumeError::ClaimNotBound(name.to_string()))?;
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let volume = volumes
+        .get_opt(&volume_name)
+        .await
+        .map_err(api_error("persistentvolume", &volume_name))?
+        .ok_or_else(|| VolumeError::missing("persistentvolume", &volume_name))?;
+    let spec = volume.spec.unwrap_or_default();
+    if let Some(host) = spec.host_path {
+        return host_path(&host.path, host.type_.as_deref().unwrap_or(""));
     }
-}
-
-/// A container resource, as `resourceFieldRef` names it (cpu in whole cores,
-/// rounded up, unless a divisor says otherwise; memory in bytes).
-fn resource_field(container: &Container, resource: &str, divisor: Option<&str>) -> Option<String> {
-    let resources = container.resources.as_ref();
-    let (section, name) = resource.split_once('.')?;
-    let map = match section {
-        "limits" => resources.and_then(|r| r.limits.as_ref()),
-        "requests" => resources.and_then(|r| r.requests.as_ref()),
-        _ => None,
-    };
-    let value = map
-        .and_then(|m| m.get(name))
-        .and_then(|q| crate::api::validation::parse_quantity(&q.0).ok())
-        .unwrap_or(0.0);
-    let divisor = divisor
-        .and_then(|d| crate::api::validation::parse_quantity(d).ok())
-        .filter(|d| *d > 0.0)
-        .unwrap_or(1.0);
-    Some(format!("{}", (value / divisor).ceil() as i64))
+    if let Some(local) = spec.local {
+        return host_path(&local.path, "Directory");
+    }
+    let kind = serde_json::to_value(&spec)
+        .ok()
+        .and_then(|v| {
+            let keys = v.as_object()?.keys().cloned().collect::<Vec<_>>();
+            keys.into_iter().find(|k| {
+                !matches!(
+                    k.as_str(),
+                    "accessModes"
+                        | "capacity"
+                        | "claimRef"
+                        | "mountOptions"
+                        | "nodeAffinity"
+                        | "persistentVolumeReclaimPolicy"
+                        | "storageClassName"
+                        | "volumeAttributesClassName"
+                        | "volumeMode"
+                )
+            })
+        })
+        .unwrap_or_else(|| "none".into());
+    Err(VolumeError::Unsupported(kind))
 }
 
 /// The container's environment from the pod spec, in order, `$(VAR)` references
-/// expanded as the kubelet does.
+/// expanded as the kubelet does (service-link variables may be referenced), then
+/// the service-link variables the spec does not set.
 pub async fn environment(
     client: &kube::Client,
     pod: &Pod,
@@ -320,6 +451,12 @@ pub async fn environment(
     host_ip: &str,
 ) -> Result<Vec<(String, String)>, VolumeError> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let services = service_env::for_pod(client, pod).await.map_err(|e| {
+        VolumeError::Other(format!(
+            "listing the services of namespace {namespace}: {e}"
+        ))
+    })?;
+    let node = Allocatable::of_machine();
     let mut env: Vec<(String, String)> = Vec::new();
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
         env.retain(|(name, _)| *name != k);
@@ -327,76 +464,50 @@ pub async fn environment(
     };
     for source in container.env_from.iter().flatten() {
         let prefix = source.prefix.clone().unwrap_or_default();
-        let (data, optional) = if let Some(r) = &source.config_map_ref {
-            (
-                config_map(client, &namespace, &r.name).await?,
-                r.optional.unwrap_or(false),
-            )
+        let (what, name, data, optional) = if let Some(r) = &source.config_map_ref {
+            let data = config_map(client, &namespace, &r.name).await?;
+            ("configmap", &r.name, data, r.optional)
         } else if let Some(r) = &source.secret_ref {
-            (
-                secret(client, &namespace, &r.name).await?,
-                r.optional.unwrap_or(false),
-            )
+            let data = secret(client, &namespace, &r.name).await?;
+            ("secret", &r.name, data, r.optional)
         } else {
             continue;
         };
         match data {
             Some(data) => {
                 for (k, v) in data {
-                    set(
-                        &mut env,
-                        format!("{prefix}{k}"),
-                        String::from_utf8_lossy(&v).into(),
-                    );
+                    let value = String::from_utf8_lossy(&v).into();
+                    set(&mut env, format!("{prefix}{k}"), value);
                 }
             }
-            None if optional => {}
-            None => {
-                let (what, name) = match (&source.config_map_ref, &source.secret_ref) {
-                    (Some(r), _) => ("configmap", r.name.clone()),
-                    (_, Some(r)) => ("secret", r.name.clone()),
-                    _ => ("object", String::new()),
-                };
-                return Err(VolumeError::Missing {
-                    what,
-                    name,
-                    namespace,
-                });
-            }
+            None if optional.unwrap_or(false) => {}
+            None => return Err(VolumeError::missing(what, name)),
         }
     }
     for var in container.env.iter().flatten() {
         let value = match &var.value_from {
-            None => expand(var.value.as_deref().unwrap_or(""), &env),
+            None => {
+                let lookup: Vec<(String, String)> =
+                    services.iter().chain(env.iter()).cloned().collect();
+                expand(var.value.as_deref().unwrap_or(""), &lookup)
+            }
             Some(from) => {
                 if let Some(field) = &from.field_ref {
-                    pod_field(pod, &field.field_path, pod_ip, host_ip).unwrap_or_default()
+                    downward::env_field(pod, &field.field_path, pod_ip, host_ip).unwrap_or_default()
                 } else if let Some(res) = &from.resource_field_ref {
                     let divisor = res.divisor.as_ref().map(|d| d.0.as_str());
-                    resource_field(container, &res.resource, divisor).unwrap_or_default()
+                    downward::resource_value(container, &res.resource, divisor, &node)?
                 } else if let Some(key) = &from.config_map_key_ref {
                     let data = config_map(client, &namespace, &key.name).await?;
-                    match keyed_value(
-                        "configmap",
-                        &namespace,
-                        &key.name,
-                        &key.key,
-                        data,
-                        key.optional,
-                    )? {
+                    let found = keyed_value("configmap", &namespace, &key.name, &key.key, data);
+                    match found.or_else(|e| optional(e, key.optional))? {
                         Some(v) => v,
                         None => continue,
                     }
                 } else if let Some(key) = &from.secret_key_ref {
                     let data = secret(client, &namespace, &key.name).await?;
-                    match keyed_value(
-                        "secret",
-                        &namespace,
-                        &key.name,
-                        &key.key,
-                        data,
-                        key.optional,
-                    )? {
+                    let found = keyed_value("secret", &namespace, &key.name, &key.key, data);
+                    match found.or_else(|e| optional(e, key.optional))? {
                         Some(v) => v,
                         None => continue,
                     }
@@ -407,28 +518,42 @@ pub async fn environment(
         };
         set(&mut env, var.name.clone(), value);
     }
+    for (k, v) in services {
+        if !env.iter().any(|(name, _)| *name == k) {
+            env.push((k, v));
+        }
+    }
     Ok(env)
 }
 
+/// An optional reference that cannot be resolved is left out.
+fn optional(e: VolumeError, optional: Option<bool>) -> Result<Option<String>, VolumeError> {
+    if optional.unwrap_or(false) {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+/// One key of a ConfigMap or Secret (`what`), with the kubelet's errors.
 fn keyed_value(
     what: &'static str,
     namespace: &str,
     name: &str,
     key: &str,
     data: Option<Data>,
-    optional: Option<bool>,
 ) -> Result<Option<String>, VolumeError> {
-    let optional = optional.unwrap_or(false);
-    match data.as_ref().and_then(|d| d.get(key)) {
+    let Some(data) = data else {
+        return Err(VolumeError::missing(what, name));
+    };
+    match data.get(key) {
         Some(v) => Ok(Some(String::from_utf8_lossy(v).into())),
-        None if optional => Ok(None),
-        None if data.is_none() => Err(VolumeError::Missing {
-            what,
-            name: name.into(),
-            namespace: namespace.into(),
-        }),
         None => Err(VolumeError::MissingKey {
-            what,
+            kind: if what == "configmap" {
+                "ConfigMap"
+            } else {
+                "Secret"
+            },
             key: key.into(),
             name: name.into(),
             namespace: namespace.into(),
@@ -476,50 +601,59 @@ mod tests {
     }
 
     #[test]
-    fn pod_fields_resolve() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web"}},
-            "spec": {"containers": [], "nodeName": "n1"}}))
+    fn unsupported_volumes_are_named_by_their_type() {
+        let volume: Volume = serde_json::from_value(serde_json::json!({
+            "name": "data", "nfs": {"server": "nfs.example", "path": "/x"}}))
         .unwrap();
+        assert_eq!(volume_type(&volume), "nfs");
+        let error = MountError {
+            volume: "data".into(),
+            source: VolumeError::Unsupported(volume_type(&volume)),
+        };
         assert_eq!(
-            pod_field(&pod, "metadata.name", None, "h").as_deref(),
-            Some("p")
-        );
-        assert_eq!(
-            pod_field(&pod, "spec.nodeName", None, "h").as_deref(),
-            Some("n1")
-        );
-        assert_eq!(
-            pod_field(&pod, "status.podIP", Some("10.42.0.2"), "h").as_deref(),
-            Some("10.42.0.2")
-        );
-        assert_eq!(
-            pod_field(&pod, "metadata.labels['app']", None, "h").as_deref(),
-            Some("web")
+            error.to_string(),
+            "MountVolume.SetUp failed for volume \"data\" : unsupported volume type \"nfs\""
         );
     }
 
     #[test]
-    fn items_become_files_and_stale_files_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut data = Data::new();
-        data.insert("a".into(), b"1".to_vec());
-        data.insert("b".into(), b"2".to_vec());
-        write_files("v", dir.path(), &data, None, 0o644).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"2");
-        data.remove("b");
-        write_files("v", dir.path(), &data, None, 0o600).unwrap();
-        assert!(!dir.path().join("b").exists());
-        let mode = std::fs::metadata(dir.path().join("a"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let bad = [KeyToPath {
-            key: "a".into(),
-            path: "../x".into(),
-            mode: None,
-        }];
-        assert!(write_files("v", dir.path(), &data, Some(&bad), 0o644).is_err());
+    fn mount_errors_read_like_the_kubelet() {
+        let missing = MountError {
+            volume: "data".into(),
+            source: VolumeError::missing("persistentvolumeclaim", "nope"),
+        };
+        assert_eq!(
+            missing.to_string(),
+            "MountVolume.SetUp failed for volume \"data\" : persistentvolumeclaim \"nope\" not found"
+        );
+        let key = VolumeError::ItemKey {
+            what: "secret".into(),
+            key: "k".into(),
+        };
+        assert_eq!(
+            key.to_string(),
+            "secret references non-existent secret key: k"
+        );
+    }
+
+    #[test]
+    fn failed_mounts_back_off_and_metadata_changes_are_due() {
+        assert_eq!(next_backoff(Duration::ZERO), RETRY_START);
+        assert_eq!(next_backoff(RETRY_START), RETRY_START * 2);
+        assert_eq!(next_backoff(RETRY_MAX), RETRY_MAX);
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"containers": []}}))
+        .unwrap();
+        let mut mounts = Mounts::default();
+        assert!(mounts.due(&pod));
+        mounts.synced = Some((Instant::now(), metadata_fingerprint(&pod)));
+        assert!(!mounts.due(&pod));
+        pod.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("note".into(), "x".into());
+        assert!(mounts.due(&pod));
+        mounts.retry_at = Some(Instant::now() + Duration::from_secs(60));
+        assert!(!mounts.due(&pod));
     }
 }

@@ -37,8 +37,6 @@ const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A container that ran this long without failing starts over at the shortest back-off.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
-/// How often configMap and secret volumes are refreshed.
-const VOLUME_REFRESH: Duration = Duration::from_secs(60);
 /// How often a terminating pod's containers are looked at.
 const STOP_POLL: Duration = Duration::from_millis(100);
 /// How long SIGKILLed containers get to be reaped by their shims.
@@ -163,7 +161,7 @@ pub struct Worker {
     dir: PathBuf,
     sandbox: Option<Sandbox>,
     sandbox_retry: Option<Instant>,
-    volumes: Option<(HashMap<String, PathBuf>, Instant)>,
+    volumes: volumes::Mounts,
     slots: Vec<Slot>,
     failed: bool,
     reports_tx: mpsc::UnboundedSender<Report>,
@@ -215,7 +213,7 @@ pub fn spawn(
         sandbox: sandbox::load(&dir),
         dir,
         sandbox_retry: None,
-        volumes: None,
+        volumes: volumes::Mounts::default(),
         slots,
         failed: false,
         reports_tx,
@@ -487,37 +485,30 @@ impl Worker {
         }
     }
 
+    /// Sets the volumes up when due (see `volumes::Mounts`); until all could be
+    /// provided the containers wait in `ContainerCreating` with a `FailedMount` event.
     async fn ensure_volumes(&mut self) -> bool {
-        if self
-            .volumes
-            .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() < VOLUME_REFRESH)
-        {
-            return true;
+        let ready = self.volumes.paths().is_some();
+        if !self.volumes.due(&self.pod) {
+            return ready;
         }
         let (Some(env), Some(sandbox)) = (self.rt.env.get(), self.sandbox.as_ref()) else {
             return false;
         };
-        match volumes::prepare(&env.client, &self.pod, &sandbox.volumes_dir()).await {
-            Ok(paths) => {
-                self.volumes = Some((paths, Instant::now()));
-                true
-            }
+        let dir = sandbox.volumes_dir();
+        match self.volumes.sync(&env.client, &self.pod, &dir).await {
+            Ok(()) => true,
             Err(e) => {
-                if self.volumes.is_some() {
-                    // Keep the volumes we have; try again at the next refresh.
-                    if let Some((_, at)) = self.volumes.as_mut() {
-                        *at = Instant::now();
-                    }
-                    return true;
-                }
-                let message = format!("MountVolume.SetUp failed: {e}");
+                let message = e.to_string();
+                tracing::warn!(pod = %self.uid, error = %message, "setting up volumes failed");
                 self.event(None, EventType::Warning, "FailedMount", &message)
                     .await;
-                for slot in &mut self.slots {
-                    slot.waiting = Some(("ContainerCreating".into(), String::new()));
+                if !ready {
+                    for slot in &mut self.slots {
+                        slot.waiting = Some(("ContainerCreating".into(), String::new()));
+                    }
                 }
-                false
+                ready
             }
         }
     }
@@ -735,11 +726,7 @@ impl Worker {
             std::fs::create_dir_all(parent)
                 .map_err(|e| fail("CreateContainerError", format!("{}: {e}", parent.display())))?;
         }
-        let volumes = self
-            .volumes
-            .as_ref()
-            .map(|(v, _)| v.clone())
-            .unwrap_or_default();
+        let volumes = self.volumes.paths().cloned().unwrap_or_default();
         let config = spec::container_config(&spec::Input {
             id,
             pod: &self.pod,
