@@ -152,6 +152,10 @@ pub async fn dispatch(State(state): State<SharedState>, request: Request) -> Res
 }
 
 async fn route(state: SharedState, request: Request) -> Result<Response, ApiError> {
+    // pods, services and nodes `…/proxy/…`: relayed with the path as it came.
+    if let Some(target) = super::resource_proxy::parse_path(request.uri().path()) {
+        return Ok(super::resource_proxy::serve(state, target, request).await);
+    }
     let path = request.uri().path().trim_end_matches('/').to_string();
     let query: HashMap<String, String> = request
         .uri()

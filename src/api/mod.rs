@@ -21,6 +21,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod proxy;
 mod rawlist;
+pub mod resource_proxy;
 pub mod resources;
 pub mod schema;
 pub mod selector;

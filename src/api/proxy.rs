@@ -76,7 +76,7 @@ struct ClientTls {
 
 impl KubeletClient {
     /// The TLS configuration, with a client certificate fresh from `state`'s issuer.
-    fn tls(&self, state: &SharedState) -> Result<Arc<rustls::ClientConfig>, ApiError> {
+    pub(crate) fn tls(&self, state: &SharedState) -> Result<Arc<rustls::ClientConfig>, ApiError> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let now = chrono::Utc::now().timestamp();
         if let Some(tls) = current.as_ref() {
@@ -205,7 +205,7 @@ async fn proxy(
     }
 }
 
-async fn read(
+pub(crate) async fn read(
     state: &SharedState,
     plural: &str,
     namespace: Option<&str>,

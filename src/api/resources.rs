@@ -69,6 +69,9 @@ const SCALE: Subresource = Subresource {
     verbs: GET_PATCH_UPDATE,
 };
 
+/// The verbs of the `proxy` subresources (`resource_proxy`).
+const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
+
 const fn status(kind: &'static str) -> Subresource {
     sub("status", kind, GET_PATCH_UPDATE)
 }
@@ -142,6 +145,9 @@ pub static RESOURCES: &[Resource] = &[
             sub("binding", "Binding", &["create"]),
             sub("log", "Pod", &["get"]),
             sub("exec", "PodExecOptions", &["create", "get"]),
+            sub("attach", "PodAttachOptions", &["create", "get"]),
+            sub("ephemeralcontainers", "Pod", GET_PATCH_UPDATE),
+            sub("proxy", "PodProxyOptions", PROXY_VERBS),
         ],
         field_selectors: POD_FIELDS,
         has_status: true,
@@ -149,7 +155,10 @@ pub static RESOURCES: &[Resource] = &[
     },
     Resource {
         categories: &["all"],
-        subresources: &[status("Service")],
+        subresources: &[
+            status("Service"),
+            sub("proxy", "ServiceProxyOptions", PROXY_VERBS),
+        ],
         field_selectors: &["spec.clusterIP", "spec.type"],
         has_status: true,
         ..core("services", "service", "Service", true, &["svc"])
@@ -165,7 +174,10 @@ pub static RESOURCES: &[Resource] = &[
         ..core("namespaces", "namespace", "Namespace", false, &["ns"])
     },
     Resource {
-        subresources: &[status("Node")],
+        subresources: &[
+            status("Node"),
+            sub("proxy", "NodeProxyOptions", PROXY_VERBS),
+        ],
         field_selectors: &["spec.unschedulable"],
         has_status: true,
         ..core("nodes", "node", "Node", false, &["no"])
