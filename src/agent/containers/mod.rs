@@ -439,4 +439,9 @@ impl ContainerAccess for ContainerRuntime {
             .exec
             .clone()
     }
+
+    fn attach_dir(&self, namespace: &str, pod: &str, container: &str) -> Option<PathBuf> {
+        let target = self.exec_target(namespace, pod, container)?;
+        Some(self.inner.runtime.state_dir(&target.container_id))
+    }
 }
