@@ -330,6 +330,13 @@ async fn subresource(
         ("scale", Method::PATCH) => patch(ctx, name, body, Some("scale")).await,
         ("binding", Method::POST) => bind(ctx, name, body).await,
         ("finalize", Method::PUT) => update(ctx, name, body, Some("finalize")).await,
+        ("ephemeralcontainers", Method::GET) => get(ctx, name).await,
+        ("ephemeralcontainers", Method::PUT) => {
+            update(ctx, name, body, Some("ephemeralcontainers")).await
+        }
+        ("ephemeralcontainers", Method::PATCH) => {
+            patch(ctx, name, body, Some("ephemeralcontainers")).await
+        }
         (_, method) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method})"
         ))),
@@ -1002,6 +1009,8 @@ enum Part {
     Status,
     Scale,
     Finalize,
+    /// `pods/ephemeralcontainers` (see `ephemeral`).
+    Ephemeral,
 }
 
 fn part_of(sub: Option<&str>) -> Part {
@@ -1009,6 +1018,7 @@ fn part_of(sub: Option<&str>) -> Part {
         Some("status") => Part::Status,
         Some("scale") => Part::Scale,
         Some("finalize") => Part::Finalize,
+        Some("ephemeralcontainers") => Part::Ephemeral,
         _ => Part::Main,
     }
 }
@@ -1062,8 +1072,12 @@ fn merge_part(ctx: &Ctx, part: Part, existing: &Value, input: Value) -> Result<V
                     }
                 }
             }
+            if ctx.resource.kind == "Pod" {
+                super::ephemeral::keep_on_update(existing, &mut new);
+            }
             new
         }
+        Part::Ephemeral => super::ephemeral::merge(existing, &input)?,
         Part::Status => {
             let mut new = existing.clone();
             new["status"] = input.get("status").cloned().unwrap_or(Value::Null);

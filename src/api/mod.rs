@@ -12,6 +12,7 @@ pub mod body;
 pub mod bootstrap;
 pub mod defaults;
 pub mod discovery;
+pub mod ephemeral;
 pub mod events;
 mod handlers;
 pub mod join;
