@@ -18,6 +18,9 @@ use common::{eventually, Server};
 
 const IMAGE: &str = "busybox:attach";
 
+/// One node at a time: the tests share cni0 and the pod CIDR.
+static NODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -26,6 +29,7 @@ fn tail(text: &str, lines: usize) -> String {
 /// Runs `body` against a server that is a node too, then removes pods, stops the
 /// server by PID and cleans the node.
 fn with_node(body: impl FnOnce(&Server)) {
+    let _lock = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_image(build.path(), IMAGE, images::ImageConfigSpec::cmd(&["sh"]));
     let mut server = Server::start_with_agent(
@@ -243,5 +247,115 @@ spec:
             server.get_json(&["pod", "reader"])["status"]["phase"] == "Succeeded"
         });
         assert!(done, "{}", server.kubectl(&["describe", "pod", "reader"]).1);
+    });
+}
+
+/// The ephemeral container's status, once it has one.
+fn ephemeral_status(server: &Server, pod: &str, container: &str) -> Option<serde_json::Value> {
+    let pod = server.get_json(&["pod", pod]);
+    pod["status"]["ephemeralContainerStatuses"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == container)
+        .cloned()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn debug_runs_ephemeral_containers_in_a_running_pod() {
+    with_node(|server| {
+        apply(
+            server,
+            &format!(
+                r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: app}}
+spec:
+  containers:
+  - name: main
+    image: "{IMAGE}"
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+"#
+            ),
+        );
+        wait_running(server, "app");
+        let started_at = server.get_json(&["pod", "app"])["status"]["containerStatuses"][0]
+            ["state"]["running"]["startedAt"]
+            .clone();
+
+        // Non-interactive: the container runs to completion; its log is readable.
+        let (ok, out, err) = kubectl_with_input(
+            server,
+            &[
+                "debug",
+                "app",
+                &format!("--image={IMAGE}"),
+                "--container=dbg",
+                "--",
+                "sh",
+                "-c",
+                "echo hi from $(hostname)",
+            ],
+            "",
+            Duration::from_secs(60),
+        );
+        assert!(ok, "{out}\n{err}");
+        let finished = eventually(Duration::from_secs(60), || {
+            ephemeral_status(server, "app", "dbg")
+                .is_some_and(|s| s["state"]["terminated"]["exitCode"] == 0)
+        });
+        assert!(
+            finished,
+            "{:?}\n{}",
+            ephemeral_status(server, "app", "dbg"),
+            server.kubectl(&["describe", "pod", "app"]).1
+        );
+        let logs = server.ok(&["logs", "app", "-c", "dbg"]);
+        assert_eq!(logs.trim(), "hi from app");
+        let pod = server.get_json(&["pod", "app"]);
+        assert_eq!(pod["spec"]["ephemeralContainers"][0]["name"], "dbg");
+        // Adding it restarted nothing.
+        assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+        assert_eq!(
+            pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"],
+            started_at
+        );
+
+        // Interactive (-it): kubectl attaches to the new container's terminal.
+        let (ok, out, err) = kubectl_with_input(
+            server,
+            &[
+                "debug",
+                "app",
+                "-it",
+                &format!("--image={IMAGE}"),
+                "--container=shell",
+                "--",
+                "sh",
+            ],
+            "echo $((6*7))\nexit\n",
+            Duration::from_secs(60),
+        );
+        assert!(ok, "{out}\n{err}");
+        assert!(out.contains("42"), "stdout: {out}\nstderr: {err}");
+        let done = eventually(Duration::from_secs(30), || {
+            ephemeral_status(server, "app", "shell")
+                .is_some_and(|s| s["state"]["terminated"].is_object())
+        });
+        assert!(done, "{:?}", ephemeral_status(server, "app", "shell"));
+
+        // Only additions: an existing ephemeral container may not be changed.
+        let (ok, _, err) = server.kubectl(&[
+            "patch",
+            "pod",
+            "app",
+            "--subresource=ephemeralcontainers",
+            "--type=json",
+            "-p",
+            r#"[{"op": "replace", "path": "/spec/ephemeralContainers/0/image", "value": "other"}]"#,
+        ]);
+        assert!(!ok && err.contains("may not be changed"), "{err}");
     });
 }

@@ -13,6 +13,7 @@
 //! state directories, annotated with pod uid, container name and attempt) and adopts
 //! them — same processes, no duplicates; pods the API no longer knows are torn down.
 
+mod ephemeral;
 mod probes;
 pub mod sandbox;
 mod spec;

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
 use tokio::sync::{mpsc, watch};
 
+use super::ephemeral;
 use super::probes::{self, Flags, Report};
 use super::sandbox::{self, Sandbox};
 use super::spec;
@@ -102,6 +103,8 @@ struct Slot {
     retry_at: Option<Instant>,
     image: Option<(Image, ImageConfig)>,
     image_id: String,
+    /// An ephemeral container (`ephemeral`): started once, never restarted.
+    ephemeral: bool,
 }
 
 impl Slot {
@@ -119,6 +122,7 @@ impl Slot {
             retry_at: None,
             image: None,
             image_id: String::new(),
+            ephemeral: false,
         }
     }
 
@@ -206,6 +210,7 @@ pub fn spawn(rt: Arc<Inner>, pod: Pod, adopted: Vec<crate::runtime::ContainerInf
         snapshot: snapshot.clone(),
     };
     tokio::spawn(async move {
+        worker.add_ephemeral_slots();
         worker.adopt(adopted);
         worker.run(pod_rx, stop_rx).await;
         let _ = done_tx.send(true);
@@ -231,6 +236,7 @@ impl Worker {
                 return;
             }
             self.pod = pod_rx.borrow_and_update().clone();
+            self.add_ephemeral_slots();
             self.step().await;
             self.publish();
             tokio::select! {
@@ -243,6 +249,16 @@ impl Worker {
                 self.on_report(report).await;
             }
         }
+    }
+
+    /// Slots for ephemeral containers the pod gained.
+    fn add_ephemeral_slots(&mut self) {
+        let known: Vec<&str> = self.slots.iter().map(|s| s.spec.name.as_str()).collect();
+        let added = ephemeral::added(&self.pod, &known);
+        self.slots.extend(added.into_iter().map(|c| Slot {
+            ephemeral: true,
+            ..Slot::new(c, false)
+        }));
     }
 
     fn reference(&self, container: Option<&str>) -> ObjectReference {
@@ -378,6 +394,12 @@ impl Worker {
             return;
         }
         for i in 0..self.slots.len() {
+            if self.slots[i].ephemeral {
+                if self.slots[i].current.is_none() {
+                    self.start_when_due(i).await;
+                }
+                continue;
+            }
             if self.slots[i].init || self.slots[i].running() {
                 continue;
             }
@@ -911,14 +933,16 @@ impl Worker {
         };
         let mut init = Vec::new();
         let mut containers = Vec::new();
+        let mut ephemeral_containers = Vec::new();
         let mut access = HashMap::new();
         let policy = self.restart_policy();
         for slot in &self.slots {
-            let state = container_state(slot, policy);
-            if slot.init {
-                init.push(state);
+            if slot.ephemeral {
+                ephemeral_containers.push(container_state(slot, ephemeral::RESTART_POLICY));
+            } else if slot.init {
+                init.push(container_state(slot, policy));
             } else {
-                containers.push(state);
+                containers.push(container_state(slot, policy));
             }
             access.insert(
                 slot.spec.name.clone(),
@@ -941,6 +965,7 @@ impl Worker {
             started_at: sandbox.record.started_at,
             init_containers: init,
             containers,
+            ephemeral_containers,
             failed: self.failed,
         };
         let changed = match self.snapshot.lock() {
