@@ -380,6 +380,19 @@ impl Hub {
     }
 }
 
+#[cfg(test)]
+impl Hub {
+    /// Whether client `i` has bytes waiting (tests drive `on_ready` by hand).
+    fn client_has_data(&self, i: usize) -> bool {
+        let mut byte = [0u8; 1];
+        self.clients.get(i).is_some_and(|c| {
+            use nix::sys::socket::{recv, MsgFlags};
+            let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+            matches!(recv(c.stream.as_raw_fd(), &mut byte, flags), Ok(n) if n > 0)
+        })
+    }
+}
+
 fn set_nonblocking(fd: &impl std::os::fd::AsFd) -> std::io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
@@ -422,5 +435,62 @@ mod tests {
         let map: std::collections::BTreeMap<String, String> = on.into_iter().collect();
         assert!(annotation_on(&map, STDIN_ANNOTATION));
         assert!(!annotation_on(&map, TTY_ANNOTATION));
+    }
+
+    /// Polls the hub until `done` or a few seconds passed.
+    fn pump(hub: &mut Hub, mut done: impl FnMut(&mut Hub) -> bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let ready = vec![true; hub.poll_fds().len()];
+            // Non-blocking listener; clients are read only when they sent something.
+            let readable: Vec<bool> = ready
+                .iter()
+                .enumerate()
+                .map(|(i, _)| i == 0 || hub.client_has_data(i - 1))
+                .collect();
+            hub.on_ready(&readable);
+            if done(hub) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn the_hub_passes_input_on_and_closes_stdin_once() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+        let mut hub = Hub::bind(dir.path(), Some(write_end), true, None).expect("bind");
+        let (_handle, path) = short_path(dir.path()).expect("path");
+        let mut first = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        assert!(pump(&mut hub, |h| h.clients.len() == 1));
+        first.write_all(&encode(STDIN, b"hello\n")).expect("write");
+        assert!(pump(&mut hub, |h| h.stdin_claimed && h.pending.is_empty()));
+        let mut second = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        assert!(pump(&mut hub, |h| h.clients.len() == 2));
+        // Only the first client feeds a stdinOnce container.
+        second
+            .write_all(&encode(STDIN, b"ignored\n"))
+            .expect("write");
+        first.write_all(&encode(CLOSE_STDIN, b"")).expect("write");
+        assert!(pump(&mut hub, |h| h.stdin.is_none()));
+        let mut input = String::new();
+        std::fs::File::from(read_end)
+            .read_to_string(&mut input)
+            .expect("read");
+        assert_eq!(input, "hello\n");
+        // Output goes to every client still attached.
+        hub.broadcast(STDOUT, b"out");
+        let mut buffer = vec![0u8; 8];
+        second.read_exact(&mut buffer).expect("read");
+        assert_eq!(
+            decode(&mut buffer).expect("frame"),
+            vec![(STDOUT, b"out".to_vec())]
+        );
+        hub.close();
+        let mut rest = Vec::new();
+        assert_eq!(second.read_to_end(&mut rest).expect("eof"), 0);
     }
 }
