@@ -323,6 +323,30 @@ spec:
             started_at
         );
 
+        // --target: the debugger shares the target container's PID namespace.
+        let (ok, out, err) = kubectl_with_input(
+            server,
+            &[
+                "debug",
+                "app",
+                &format!("--image={IMAGE}"),
+                "--container=peek",
+                "--target=main",
+                "--",
+                "ps",
+            ],
+            "",
+            Duration::from_secs(60),
+        );
+        assert!(ok, "{out}\n{err}");
+        let finished = eventually(Duration::from_secs(60), || {
+            ephemeral_status(server, "app", "peek")
+                .is_some_and(|s| s["state"]["terminated"].is_object())
+        });
+        assert!(finished, "{:?}", ephemeral_status(server, "app", "peek"));
+        let processes = server.ok(&["logs", "app", "-c", "peek"]);
+        assert!(processes.contains("sleep 3600"), "{processes}");
+
         // Interactive (-it): kubectl attaches to the new container's terminal.
         let (ok, out, err) = kubectl_with_input(
             server,

@@ -99,6 +99,9 @@ pub struct SandboxNamespaces {
     pub network: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// Another container's PID namespace (an ephemeral container's target); `None`:
+    /// a new one.
+    pub pid: Option<PathBuf>,
 }
 
 /// Where the shim writes the container's stdout and stderr, in the CRI log format.

@@ -5,9 +5,10 @@
 //! `status.ephemeralContainerStatuses`, not into the pod's phase or readiness. A
 //! spec change that only adds ephemeral containers restarts nothing.
 //!
-//! `targetContainerName` is accepted but the container gets a PID namespace of its
-//! own (the runtime joins pod-level namespaces only), so it cannot see the target's
-//! processes.
+//! With `targetContainerName`, the container joins the PID namespace of that
+//! container's running process (it sees the target's processes, as `kubectl debug
+//! --target` expects); without one, or when the target is not running, it gets a
+//! PID namespace of its own (pods have no shared one).
 //!
 //! Owns: turning a Pod's ephemeral containers into containers the worker runs.
 //! May call: nothing but its inputs.
@@ -27,6 +28,25 @@ pub fn added(pod: &Pod, known: &[&str]) -> Vec<Container> {
         .filter(|c| !known.contains(&c.name.as_str()))
         .filter_map(as_container)
         .collect()
+}
+
+/// The `targetContainerName` of the ephemeral container `name`.
+pub fn target_of(pod: &Pod, name: &str) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .ephemeral_containers
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)?
+        .target_container_name
+        .clone()
+        .filter(|t| !t.is_empty())
+}
+
+/// The PID namespace of a container's main process, while it exists.
+pub fn pid_namespace(pid: i32) -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(format!("/proc/{pid}/ns/pid"));
+    (pid > 0 && path.exists()).then_some(path)
 }
 
 /// The same fields, as a `Container` (only `targetContainerName` has no place there).
@@ -60,5 +80,10 @@ mod tests {
         let first = &super::added(&pod, &[])[0];
         assert_eq!(first.command, Some(vec!["sh".to_string()]));
         assert_eq!((first.stdin, first.tty), (Some(true), Some(true)));
+        assert_eq!(target_of(&pod, "debugger-1").as_deref(), Some("app"));
+        assert_eq!(target_of(&pod, "debugger-2"), None);
+        let own = std::process::id() as i32;
+        assert!(pid_namespace(own).is_some());
+        assert_eq!(pid_namespace(0), None);
     }
 }

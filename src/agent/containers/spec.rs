@@ -295,6 +295,7 @@ pub fn container_config(input: &Input) -> Result<ContainerConfig, String> {
         } else {
             ns("uts")
         },
+        pid: None,
     };
     let mut annotations = BTreeMap::new();
     annotations.insert(POD_UID.to_string(), input.sandbox.record.uid.clone());

@@ -261,6 +261,14 @@ impl Worker {
         }));
     }
 
+    /// The PID namespace of an ephemeral container's running target, if it has one.
+    fn ephemeral_target_pid_ns(&self, name: &str) -> Option<PathBuf> {
+        let target = ephemeral::target_of(&self.pod, name)?;
+        let slot = self.slots.iter().find(|s| s.spec.name == target)?;
+        let run = slot.current.as_ref().filter(|r| r.exit.is_none())?;
+        ephemeral::pid_namespace(run.exec.pid)
+    }
+
     fn reference(&self, container: Option<&str>) -> ObjectReference {
         ObjectReference {
             api_version: Some("v1".into()),
@@ -746,7 +754,7 @@ impl Worker {
             .as_ref()
             .map(|(v, _)| v.clone())
             .unwrap_or_default();
-        let config = spec::container_config(&spec::Input {
+        let mut config = spec::container_config(&spec::Input {
             id,
             pod: &self.pod,
             container: &container,
@@ -760,6 +768,9 @@ impl Worker {
             log_path: log.clone(),
         })
         .map_err(|m| fail("CreateContainerConfigError", m))?;
+        if self.slots[i].ephemeral {
+            config.namespaces.pid = self.ephemeral_target_pid_ns(&container.name);
+        }
         let exec = ExecTarget {
             container_id: id.to_string(),
             pid: 0,
