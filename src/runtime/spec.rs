@@ -466,8 +466,8 @@ fn linux(
     Ok(linux)
 }
 
-/// New PID and mount namespaces; the sandbox's network, IPC and UTS namespaces when
-/// given; a cgroup namespace on cgroup v2 (as containerd does).
+/// A new mount namespace; the given network, IPC, UTS and PID namespaces (else new
+/// ones); a cgroup namespace on cgroup v2 (as containerd does).
 fn namespaces(
     config: &ContainerConfig,
     host: &HostFacts,
