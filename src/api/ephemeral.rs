@@ -87,6 +87,23 @@ fn same_container(before: &Value, after: &Value) -> bool {
     strip(before) == strip(after)
 }
 
+/// A new Pod may not bring ephemeral containers (they are added to running pods).
+pub fn forbid_on_create(pod: &Value) -> Result<(), ApiError> {
+    if list(pod).is_empty() {
+        return Ok(());
+    }
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let error = FieldError {
+        field: FIELD.to_string(),
+        reason: CauseReason::Forbidden,
+        message: "cannot be set on create".to_string(),
+    };
+    Err(ApiError::invalid("Pod", "", name, &[error]))
+}
+
 /// A Pod update through the main resource keeps the stored ephemeral containers.
 pub fn keep_on_update(existing: &Value, new: &mut Value) {
     let old = existing.pointer("/spec/ephemeralContainers").cloned();
@@ -140,6 +157,19 @@ mod tests {
         let defaulted =
             pod(json!([{"name": "d1", "image": "busybox", "imagePullPolicy": "Always"}]));
         assert!(merge(&stored, &defaulted).is_ok());
+    }
+
+    #[test]
+    fn new_pods_bring_no_ephemeral_containers() {
+        let err = forbid_on_create(&pod(json!([{"name": "d"}]))).expect_err("forbidden");
+        assert_eq!(err.code, 422);
+        assert!(
+            err.message.contains("cannot be set on create"),
+            "{}",
+            err.message
+        );
+        assert!(forbid_on_create(&pod(json!([]))).is_ok());
+        assert!(forbid_on_create(&json!({"spec": {}})).is_ok());
     }
 
     #[test]

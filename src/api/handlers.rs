@@ -905,6 +905,9 @@ async fn create_object(
     place_in_namespace(ctx, &mut obj)?;
     fill_generate_name(&mut obj)?;
     prepare_create(ctx, &mut obj);
+    if ctx.resource.kind == "Pod" && ctx.resource.group.is_empty() {
+        super::ephemeral::forbid_on_create(&obj)?;
+    }
     let warnings = default_and_validate(ctx, &mut obj, None)?;
     check_namespace(ctx).await?;
     let name = object::name(&obj).to_string();
