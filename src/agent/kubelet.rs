@@ -2,9 +2,10 @@
 //! which the API server proxies for `kubectl logs` and `kubectl exec`.
 //!
 //! Routes: `GET /containerLogs/{namespace}/{pod}/{container}` (`logs`), `GET
-//! /exec/{namespace}/{pod}/{container}` as a WebSocket (`exec`; other requests, such
-//! as kubectl's SPDY fallback, get a 400 Status after the container checks, so that
-//! the client sees why the WebSocket attempt failed), `GET /healthz`.
+//! /exec/{namespace}/{pod}/{container}` and `GET /attach/{namespace}/{pod}/{container}`
+//! as WebSockets (`exec`, `attach`; other requests, such as kubectl's SPDY fallback,
+//! get a 400 Status after the container checks, so that the client sees why the
+//! WebSocket attempt failed), `GET /healthz`.
 //!
 //! Security: TLS with a serving certificate signed by the cluster CA (from the
 //! node-credentials join, `join::serving_credentials`; SANs: node name and node IP;
@@ -20,6 +21,7 @@
 //! May call: `ContainerAccess` (the pod runtime's view of containers), the runtime's
 //! exec helper (`runtime::exec`), `join` (certificates) and `pki` (client identities).
 
+pub mod attach;
 pub mod exec;
 pub mod logs;
 
@@ -69,6 +71,11 @@ pub trait ContainerAccess: Send + Sync + 'static {
     ) -> Option<PathBuf>;
     /// How to enter the container, if it is running.
     fn exec_target(&self, namespace: &str, pod: &str, container: &str) -> Option<ExecTarget>;
+    /// The state directory of the running container, whose shim serves attach
+    /// (`runtime::attach`). `None`: attach is not available.
+    fn attach_dir(&self, _namespace: &str, _pod: &str, _container: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +264,7 @@ pub fn router(access: Arc<dyn ContainerAccess>, helper: ShimCommand) -> Router {
             get(container_logs),
         )
         .route("/exec/{namespace}/{pod}/{container}", any(exec_handler))
+        .route("/attach/{namespace}/{pod}/{container}", any(attach_handler))
         .layer(middleware::from_fn(authorize))
         .with_state(KubeletState { access, helper })
 }
@@ -387,6 +395,47 @@ async fn exec_handler(
     }
     let helper = state.helper.clone();
     upgrade.on_upgrade(move |socket| exec::session(socket, helper, target, options))
+}
+
+async fn attach_handler(
+    State(state): State<KubeletState>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let stdio = match attach::parse(&query.unwrap_or_default()) {
+        Ok(stdio) => stdio,
+        Err(message) => return bad_request(&message),
+    };
+    let Some(dir) = state.access.attach_dir(&namespace, &pod, &container) else {
+        return not_found(&format!(
+            "container {container:?} in pod {pod:?} is not running"
+        ));
+    };
+    let shim = match crate::runtime::attach::AttachClient::connect(&dir).await {
+        Ok(shim) => shim,
+        Err(e) => {
+            return status_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                &format!("attaching to container {container:?} in pod {pod:?}: {e}"),
+            )
+        }
+    };
+    let Ok(upgrade) = upgrade else {
+        return bad_request(
+            "skiff serves attach over WebSocket only (v5.channel.k8s.io or v4.channel.k8s.io); \
+             SPDY is not supported: use kubectl 1.30 or newer",
+        );
+    };
+    let upgrade = upgrade.protocols(exec::PROTOCOLS);
+    if upgrade.selected_protocol().is_none() {
+        return bad_request(&format!(
+            "unsupported attach subprotocol: expected one of {:?}",
+            exec::PROTOCOLS
+        ));
+    }
+    upgrade.on_upgrade(move |socket| attach::session(socket, shim, stdio))
 }
 
 #[cfg(test)]

@@ -66,6 +66,8 @@ pub struct PodState {
     /// Init containers, in order; the app containers start once all succeeded.
     pub init_containers: Vec<ContainerState>,
     pub containers: Vec<ContainerState>,
+    /// Ephemeral containers (`kubectl debug`), outside the phase and readiness.
+    pub ephemeral_containers: Vec<ContainerState>,
     /// Set when the pod failed as a whole (an init container failed under
     /// `restartPolicy: Never`): the pod's phase becomes Failed.
     pub failed: bool,

@@ -141,6 +141,7 @@ fn new_state(pod: &Pod, ip: Option<IpAddr>) -> PodState {
         started_at: Utc::now(),
         init_containers: Vec::new(),
         containers,
+        ephemeral_containers: Vec::new(),
         failed: false,
     }
 }

@@ -163,6 +163,13 @@ pub fn pod_status(pod: &Pod, state: &PodState, host_ip: &str, now: DateTime<Utc>
         container_statuses: Some(state.containers.iter().map(container_status).collect()),
         init_container_statuses: (!state.init_containers.is_empty())
             .then(|| state.init_containers.iter().map(container_status).collect()),
+        ephemeral_container_statuses: (!state.ephemeral_containers.is_empty()).then(|| {
+            state
+                .ephemeral_containers
+                .iter()
+                .map(container_status)
+                .collect()
+        }),
         qos_class: previous.and_then(|p| p.qos_class.clone()),
         ..Default::default()
     }
@@ -206,6 +213,7 @@ mod tests {
             ip: Some("10.42.0.5".parse().unwrap()),
             started_at: Utc::now(),
             init_containers: Vec::new(),
+            ephemeral_containers: Vec::new(),
             failed: false,
             containers: phases
                 .into_iter()

@@ -152,6 +152,10 @@ pub async fn dispatch(State(state): State<SharedState>, request: Request) -> Res
 }
 
 async fn route(state: SharedState, request: Request) -> Result<Response, ApiError> {
+    // pods, services and nodes `…/proxy/…`: relayed with the path as it came.
+    if let Some(target) = super::resource_proxy::parse_path(request.uri().path()) {
+        return Ok(super::resource_proxy::serve(state, target, request).await);
+    }
     let path = request.uri().path().trim_end_matches('/').to_string();
     let query: HashMap<String, String> = request
         .uri()
@@ -342,6 +346,13 @@ async fn subresource(
         ("token", Method::POST) => super::tokenrequest::create(ctx, name, body).await,
         ("finalize", Method::PUT) => update(ctx, name, body, Some("finalize")).await,
         ("eviction", Method::POST) => super::eviction::evict(ctx, name, body).await,
+        ("ephemeralcontainers", Method::GET) => get(ctx, name).await,
+        ("ephemeralcontainers", Method::PUT) => {
+            update(ctx, name, body, Some("ephemeralcontainers")).await
+        }
+        ("ephemeralcontainers", Method::PATCH) => {
+            patch(ctx, name, body, Some("ephemeralcontainers")).await
+        }
         (_, method) => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method})"
         ))),
@@ -928,6 +939,9 @@ async fn create_object(
     place_in_namespace(ctx, &mut obj)?;
     fill_generate_name(&mut obj)?;
     prepare_create(ctx, &mut obj);
+    if ctx.resource.kind == "Pod" && ctx.resource.group.is_empty() {
+        super::ephemeral::forbid_on_create(&obj)?;
+    }
     let warnings = default_and_validate(ctx, &mut obj, None)?;
     check_namespace(ctx).await?;
     if let (Some(ns), "Pod") = (ctx.namespace.as_deref(), ctx.resource.kind) {
@@ -1035,6 +1049,8 @@ enum Part {
     Status,
     Scale,
     Finalize,
+    /// `pods/ephemeralcontainers` (see `ephemeral`).
+    Ephemeral,
 }
 
 fn part_of(sub: Option<&str>) -> Part {
@@ -1042,6 +1058,7 @@ fn part_of(sub: Option<&str>) -> Part {
         Some("status") => Part::Status,
         Some("scale") => Part::Scale,
         Some("finalize") => Part::Finalize,
+        Some("ephemeralcontainers") => Part::Ephemeral,
         _ => Part::Main,
     }
 }
@@ -1095,8 +1112,12 @@ fn merge_part(ctx: &Ctx, part: Part, existing: &Value, input: Value) -> Result<V
                     }
                 }
             }
+            if ctx.resource.kind == "Pod" {
+                super::ephemeral::keep_on_update(existing, &mut new);
+            }
             new
         }
+        Part::Ephemeral => super::ephemeral::merge(existing, &input)?,
         Part::Status => {
             let mut new = existing.clone();
             new["status"] = input.get("status").cloned().unwrap_or(Value::Null);

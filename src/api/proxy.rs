@@ -1,5 +1,6 @@
-//! `pods/{name}/log` and `pods/{name}/exec`: the API server passes them on to the
-//! kubelet API of the pod's node (`agent::kubelet`) and relays the answer.
+//! `pods/{name}/log`, `pods/{name}/exec` and `pods/{name}/attach`: the API server
+//! passes them on to the kubelet API of the pod's node (`agent::kubelet`) and relays
+//! the answer.
 //!
 //! The pod gives the node (`spec.nodeName`; 400 "does not have a host assigned"
 //! before scheduling) and the container (`container`, else the
@@ -16,7 +17,7 @@
 //! relayed below the WebSocket: the client's upgrade request goes to the kubelet as
 //! it is (its key, version and subprotocol), and once both sides switched protocols
 //! the bytes are copied both ways, so framing, pings and the exit status pass
-//! untouched. A kubelet answer other than 101 (such as the 400 for kubectl's SPDY
+//! untouched (attach the same way). A kubelet answer other than 101 (such as the 400 for kubectl's SPDY
 //! fallback) is relayed as it is.
 //!
 //! Owns: the API server's kubelet client certificate and connections to kubelets.
@@ -59,7 +60,7 @@ const UPGRADE_HEADERS: [&str; 7] = [
 
 /// The subresources served here.
 pub fn handles(subresource: &str) -> bool {
-    matches!(subresource, "log" | "exec")
+    matches!(subresource, "log" | "exec" | "attach")
 }
 
 /// The TLS client configuration for kubelets, made once per certificate.
@@ -76,7 +77,7 @@ struct ClientTls {
 
 impl KubeletClient {
     /// The TLS configuration, with a client certificate fresh from `state`'s issuer.
-    fn tls(&self, state: &SharedState) -> Result<Arc<rustls::ClientConfig>, ApiError> {
+    pub(crate) fn tls(&self, state: &SharedState) -> Result<Arc<rustls::ClientConfig>, ApiError> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let now = chrono::Utc::now().timestamp();
         if let Some(tls) = current.as_ref() {
@@ -182,10 +183,10 @@ async fn proxy(
     let node = read(state, "nodes", None, node_name).await?;
     let (address, port) = kubelet_endpoint(&node)
         .ok_or_else(|| ApiError::internal(format!("node {node_name} reports no InternalIP")))?;
-    let route = if subresource == "log" {
-        "containerLogs"
-    } else {
-        "exec"
+    let route = match subresource {
+        "log" => "containerLogs",
+        "attach" => "attach",
+        _ => "exec",
     };
     let path = format!(
         "/{route}/{namespace}/{name}/{container}?{}",
@@ -205,7 +206,7 @@ async fn proxy(
     }
 }
 
-async fn read(
+pub(crate) async fn read(
     state: &SharedState,
     plural: &str,
     namespace: Option<&str>,

@@ -77,6 +77,8 @@ const EVICTION: Subresource = Subresource {
     kind: "Eviction",
     verbs: &["create"],
 };
+/// The verbs of the `proxy` subresources (`resource_proxy`).
+const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
 
 const fn status(kind: &'static str) -> Subresource {
     sub("status", kind, GET_PATCH_UPDATE)
@@ -152,6 +154,9 @@ pub static RESOURCES: &[Resource] = &[
             sub("log", "Pod", &["get"]),
             sub("exec", "PodExecOptions", &["create", "get"]),
             EVICTION,
+            sub("attach", "PodAttachOptions", &["create", "get"]),
+            sub("ephemeralcontainers", "Pod", GET_PATCH_UPDATE),
+            sub("proxy", "PodProxyOptions", PROXY_VERBS),
         ],
         field_selectors: POD_FIELDS,
         has_status: true,
@@ -159,7 +164,10 @@ pub static RESOURCES: &[Resource] = &[
     },
     Resource {
         categories: &["all"],
-        subresources: &[status("Service")],
+        subresources: &[
+            status("Service"),
+            sub("proxy", "ServiceProxyOptions", PROXY_VERBS),
+        ],
         field_selectors: &["spec.clusterIP", "spec.type"],
         has_status: true,
         ..core("services", "service", "Service", true, &["svc"])
@@ -175,7 +183,10 @@ pub static RESOURCES: &[Resource] = &[
         ..core("namespaces", "namespace", "Namespace", false, &["ns"])
     },
     Resource {
-        subresources: &[status("Node")],
+        subresources: &[
+            status("Node"),
+            sub("proxy", "NodeProxyOptions", PROXY_VERBS),
+        ],
         field_selectors: &["spec.unschedulable"],
         has_status: true,
         ..core("nodes", "node", "Node", false, &["no"])

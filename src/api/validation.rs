@@ -2132,7 +2132,12 @@ fn mutable_fields_reset(new_spec: &Obj, old_spec: &Obj) -> Obj {
             }
         }
     }
-    for key in ["activeDeadlineSeconds", "tolerations"] {
+    // Ephemeral containers change through their own subresource (`ephemeral`).
+    for key in [
+        "activeDeadlineSeconds",
+        "tolerations",
+        "ephemeralContainers",
+    ] {
         match old_spec.get(key) {
             Some(v) => spec.insert(key.to_string(), v.clone()),
             None => spec.shift_remove(key),

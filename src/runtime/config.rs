@@ -92,13 +92,16 @@ pub struct Limits {
 }
 
 /// The pod sandbox's namespaces to join, as paths (`/proc/<pid>/ns/net` or a bind
-/// mount of one). `None` gives the container a new namespace of that kind. Mount and
-/// PID namespaces are always new.
+/// mount of one). `None` gives the container a new namespace of that kind. The mount
+/// namespace is always new.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxNamespaces {
     pub network: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// Another container's PID namespace (an ephemeral container's target); `None`:
+    /// a new one.
+    pub pid: Option<PathBuf>,
 }
 
 /// Where the shim writes the container's stdout and stderr, in the CRI log format.

@@ -633,6 +633,7 @@ fn sandbox_namespaces_mounts_user_and_rlimits() {
         network: ns("net"),
         ipc: ns("ipc"),
         uts: ns("uts"),
+        ..SandboxNamespaces::default()
     };
     member.user = UserIds {
         uid: 1000,

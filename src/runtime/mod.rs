@@ -22,6 +22,7 @@
 //! The state directory outlives the agent, so an agent that restarts finds every
 //! container again with `list` (re-adoption) and reads exit codes recorded meanwhile.
 
+pub mod attach;
 pub mod cgroups;
 pub mod config;
 pub mod exec;

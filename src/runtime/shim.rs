@@ -12,10 +12,17 @@
 //! container running. The container's init is the shim's child (libcontainer clones
 //! it as a sibling of its intermediate process), so the shim can wait for it.
 //!
-//! Stage 2 then copies the container's stdout and stderr (pipes) into a CRI log file,
-//! reaps the container, records its exit (code, or 128 + signal, and whether the
+//! Stage 2 then copies the container's stdout and stderr (pipes) into a CRI log file
+//! and to the clients attached through `attach.sock` (`runtime::attach`), passes their
+//! input to the container's stdin (a pipe, for containers with `stdin: true`), reaps
+//! the container, records its exit (code, or 128 + signal, and whether the
 //! cgroup's OOM killer fired) in `status.json`, deletes the container (its cgroup and
 //! libcontainer's state) and exits.
+//!
+//! A container with `tty: true` gets a terminal instead of pipes: the spec's
+//! `process.terminal` is turned on, libcontainer opens the pty inside the container
+//! and sends its master through a console socket in the state directory; the shim
+//! reads output from the master (logged as stdout), writes input to it and resizes it.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -39,6 +46,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, setsid, ForkResult, Pid};
 use oci_spec::runtime::Spec;
 
+use super::attach::{self, Hub};
 use super::cgroups::{Cgroups, HostCgroups};
 use super::config::{LogConfig, DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_MAX_FILES};
 use super::host::{HostProcesses, ProcessId};
@@ -247,6 +255,23 @@ struct Shim {
     stderr: Option<(OwnedFd, LineSplitter)>,
     children: SignalFd,
     cgroups: Option<HostCgroups>,
+    hub: Option<Hub>,
+}
+
+/// What the bundle's annotations ask of the container's stdio.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stdio {
+    stdin: bool,
+    stdin_once: bool,
+    tty: bool,
+}
+
+/// The container's end of its streams, before it is made.
+struct ContainerStdio {
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    console_socket: Option<PathBuf>,
 }
 
 impl Shim {
@@ -255,23 +280,76 @@ impl Shim {
         let id = &args.id;
         let shim = detach(id)?;
         write_json(id, &args.state_dir.join(SHIM_FILE), &shim)?;
-        let cgroup_path = cgroup_path_of(id, &args.bundle)?;
+        let (cgroup_path, stdio) = read_bundle(id, &args.bundle)?;
         let log = LogWriter::open(&args.log_config()).map_err(|source| ShimError::Io {
             id: id.clone(),
             action: "opening log",
             path: args.log_path.clone(),
             source,
         })?;
-        let (stdout_read, stdout_write) = output_pipe(id)?;
-        let (stderr_read, stderr_write) = output_pipe(id)?;
+        let sys = |action| {
+            let id = id.clone();
+            move |source| ShimError::Sys { id, action, source }
+        };
+        let (ours, theirs, console) = if stdio.tty {
+            let console = ConsoleSocket::listen(&args.state_dir).map_err(sys("console socket"))?;
+            let theirs = ContainerStdio {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+                console_socket: Some(console.path.clone()),
+            };
+            ((None, None, None), theirs, Some(console))
+        } else {
+            let (stdout_read, stdout_write) = output_pipe(id)?;
+            let (stderr_read, stderr_write) = output_pipe(id)?;
+            let (stdin_read, stdin_write) = if stdio.stdin {
+                let (read, write) = output_pipe(id)?;
+                (Some(read), Some(write))
+            } else {
+                (None, None)
+            };
+            let theirs = ContainerStdio {
+                stdin: stdin_read,
+                stdout: Some(stdout_write),
+                stderr: Some(stderr_write),
+                console_socket: None,
+            };
+            (
+                (Some(stdout_read), Some(stderr_read), stdin_write),
+                theirs,
+                None,
+            )
+        };
         // The container inherits signal dispositions and the mask: give it defaults.
         reset_signals();
-        let mut container = build_container(args, stdout_write, stderr_write)?;
+        let mut container = build_container(args, theirs)?;
+        let (stdout_read, stderr_read, stdin_write, terminal) = match console {
+            None => (ours.0, ours.1, ours.2, None),
+            Some(console) => match console.receive_master() {
+                Ok(master) => {
+                    let dup = |fd: &OwnedFd| fd.try_clone().ok();
+                    let stdin = if stdio.stdin { dup(&master) } else { None };
+                    (dup(&master), None, stdin, Some(master))
+                }
+                Err(source) => {
+                    let _ = container.delete(true);
+                    return Err(sys("receiving the terminal")(source));
+                }
+            },
+        };
         let (record, children) = match launch(args, &mut container, shim, cgroup_path) {
             Ok(launched) => launched,
             Err(e) => {
                 let _ = container.delete(true);
                 return Err(e);
+            }
+        };
+        let hub = match Hub::bind(&args.state_dir, stdin_write, stdio.stdin_once, terminal) {
+            Ok(hub) => Some(hub),
+            Err(e) => {
+                eprintln!("skiff shim: container {id}: attach socket: {e}");
+                None
             }
         };
         Ok(Shim {
@@ -280,10 +358,11 @@ impl Shim {
             container,
             record,
             log: Some(log),
-            stdout: Some((stdout_read, LineSplitter::new(MAX_LINE_BYTES))),
-            stderr: Some((stderr_read, LineSplitter::new(MAX_LINE_BYTES))),
+            stdout: stdout_read.map(|fd| (fd, LineSplitter::new(MAX_LINE_BYTES))),
+            stderr: stderr_read.map(|fd| (fd, LineSplitter::new(MAX_LINE_BYTES))),
             children,
             cgroups: HostCgroups::detect().ok(),
+            hub,
         })
     }
 
@@ -305,6 +384,10 @@ impl Shim {
             self.wait_and_copy(exited_at.is_some());
         }
         self.close_streams();
+        if let Some(hub) = self.hub.as_mut() {
+            hub.close();
+        }
+        let _ = std::fs::remove_file(self.state_dir.join(attach::SOCKET));
         self.finish(termination.unwrap_or(Termination::Code(255)));
     }
 
@@ -342,7 +425,7 @@ impl Shim {
         } else {
             POLL_INTERVAL_MS
         });
-        let (stdout_ready, stderr_ready) = {
+        let (stdout_ready, stderr_ready, hub_ready) = {
             let mut fds = vec![PollFd::new(self.children.as_fd(), PollFlags::POLLIN)];
             let streams = [&self.stdout, &self.stderr];
             let mut slots = [None, None];
@@ -352,6 +435,14 @@ impl Shim {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                 }
             }
+            let hub_first = fds.len();
+            if let Some(hub) = &self.hub {
+                fds.extend(
+                    hub.poll_fds()
+                        .into_iter()
+                        .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+                );
+            }
             if poll(&mut fds, timeout).is_err() {
                 return;
             }
@@ -359,9 +450,13 @@ impl Shim {
                 slot.and_then(|i| fds[i].revents())
                     .is_some_and(|r| !r.is_empty())
             };
-            (ready(slots[0]), ready(slots[1]))
+            let hub_ready: Vec<bool> = (hub_first..fds.len()).map(|i| ready(Some(i))).collect();
+            (ready(slots[0]), ready(slots[1]), hub_ready)
         };
         while let Ok(Some(_)) = self.children.read_signal() {}
+        if let Some(hub) = self.hub.as_mut() {
+            hub.on_ready(&hub_ready);
+        }
         if stdout_ready {
             self.copy(Stream::Stdout);
         }
@@ -378,9 +473,16 @@ impl Shim {
         };
         let Some((fd, splitter)) = slot else { return };
         let mut buffer = [0u8; 64 * 1024];
+        let mut fresh: &[u8] = &[];
         let (entries, eof) = match nix::unistd::read(fd.as_fd(), &mut buffer) {
-            Ok(0) | Err(Errno::EBADF) => (splitter.finish().into_iter().collect(), true),
-            Ok(n) => (splitter.push(&buffer[..n]), false),
+            // EIO: a terminal whose every slave side closed.
+            Ok(0) | Err(Errno::EBADF) | Err(Errno::EIO) => {
+                (splitter.finish().into_iter().collect(), true)
+            }
+            Ok(n) => {
+                fresh = &buffer[..n];
+                (splitter.push(&buffer[..n]), false)
+            }
             Err(Errno::EINTR) | Err(Errno::EAGAIN) => (Vec::new(), false),
             Err(e) => {
                 eprintln!(
@@ -393,6 +495,13 @@ impl Shim {
         };
         if eof {
             *slot = None;
+        }
+        if let Some(hub) = self.hub.as_mut() {
+            let channel = match stream {
+                Stream::Stdout => attach::STDOUT,
+                Stream::Stderr => attach::STDERR,
+            };
+            hub.broadcast(channel, fresh);
         }
         self.log_entries(stream, &entries);
     }
@@ -505,11 +614,7 @@ fn launch(
     Ok((record, children))
 }
 
-fn build_container(
-    args: &ShimArgs,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-) -> Result<Container, ShimError> {
+fn build_container(args: &ShimArgs, stdio: ContainerStdio) -> Result<Container, ShimError> {
     let id = args.id.clone();
     let failed = |action| {
         let id = id.clone();
@@ -526,15 +631,23 @@ fn build_container(
         path: root.clone(),
         source,
     })?;
-    ContainerBuilder::new(id.clone(), SyscallType::default())
+    let mut builder = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_executor(DefaultExecutor {})
         .with_root_path(&root)
         .map_err(failed("setting its state directory"))?
         .with_pid_file(Some(args.state_dir.join(CONTAINER_PID_FILE)))
         .map_err(failed("setting its pid file"))?
-        .with_console_socket(None::<PathBuf>)
-        .with_stdout(stdout)
-        .with_stderr(stderr)
+        .with_console_socket(stdio.console_socket);
+    if let Some(stdin) = stdio.stdin {
+        builder = builder.with_stdin(stdin);
+    }
+    if let Some(stdout) = stdio.stdout {
+        builder = builder.with_stdout(stdout);
+    }
+    if let Some(stderr) = stdio.stderr {
+        builder = builder.with_stderr(stderr);
+    }
+    builder
         .validate_id()
         .map_err(failed("checking its id"))?
         .as_init(&args.bundle)
@@ -544,18 +657,93 @@ fn build_container(
         .map_err(failed("creating"))
 }
 
-/// The cgroups path from the bundle's spec (the shim reads the OOM counter there).
-fn cgroup_path_of(id: &str, bundle: &Path) -> Result<PathBuf, ShimError> {
+/// From the bundle's spec: the cgroups path (the shim reads the OOM counter there)
+/// and the stdio the annotations ask for. A terminal is turned on in the spec here.
+fn read_bundle(id: &str, bundle: &Path) -> Result<(PathBuf, Stdio), ShimError> {
     let path = bundle.join("config.json");
-    let spec = Spec::load(&path).map_err(|source| ShimError::Spec {
-        id: id.to_string(),
-        path,
-        source,
-    })?;
-    spec.linux()
+    let spec_error = |path: &Path| {
+        let (id, path) = (id.to_string(), path.to_path_buf());
+        move |source| ShimError::Spec { id, path, source }
+    };
+    let mut spec = Spec::load(&path).map_err(spec_error(&path))?;
+    let cgroup_path = spec
+        .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().clone())
-        .ok_or_else(|| ShimError::NoCgroupPath { id: id.to_string() })
+        .ok_or_else(|| ShimError::NoCgroupPath { id: id.to_string() })?;
+    let on = |key| {
+        spec.annotations()
+            .as_ref()
+            .is_some_and(|a| attach::annotation_on(a, key))
+    };
+    let stdio = Stdio {
+        stdin: on(attach::STDIN_ANNOTATION),
+        stdin_once: on(attach::STDIN_ONCE_ANNOTATION),
+        tty: on(attach::TTY_ANNOTATION),
+    };
+    if stdio.tty {
+        if let Some(mut process) = spec.process().clone() {
+            process.set_terminal(Some(true));
+            spec.set_process(Some(process));
+            spec.save(&path).map_err(spec_error(&path))?;
+        }
+    }
+    Ok((cgroup_path, stdio))
+}
+
+/// Where libcontainer sends a terminal's master side.
+struct ConsoleSocket {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    _dir: File,
+}
+
+impl ConsoleSocket {
+    fn listen(state_dir: &Path) -> nix::Result<ConsoleSocket> {
+        let dir = File::open(state_dir).map_err(|e| io_errno(&e))?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}/console.sock", dir.as_raw_fd()));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).map_err(|e| io_errno(&e))?;
+        // libcontainer links this path elsewhere: give it the real one.
+        let path = state_dir.join("console.sock");
+        Ok(ConsoleSocket {
+            listener,
+            path,
+            _dir: dir,
+        })
+    }
+
+    /// The master libcontainer sent while creating the container.
+    fn receive_master(self) -> nix::Result<OwnedFd> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::FromRawFd;
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| io_errno(&e))?;
+        let (stream, _) = self.listener.accept().map_err(|e| io_errno(&e))?;
+        let mut name = [0u8; 256];
+        let mut iov = [std::io::IoSliceMut::new(&mut name)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let message = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        for cmsg in message.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                if let Some(&fd) = fds.first() {
+                    // SAFETY: the kernel just gave us this descriptor; we own it.
+                    return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        Err(Errno::ENOMSG)
+    }
+}
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
 }
 
 /// Default dispositions for the signals Rust and the shim change, and an empty mask,

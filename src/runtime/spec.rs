@@ -205,9 +205,14 @@ fn check_config(config: &ContainerConfig) -> Result<(), SpecError> {
         paths.push(("mount destination", &mount.destination));
     }
     let namespaces = &config.namespaces;
-    for path in [&namespaces.network, &namespaces.ipc, &namespaces.uts]
-        .into_iter()
-        .flatten()
+    for path in [
+        &namespaces.network,
+        &namespaces.ipc,
+        &namespaces.uts,
+        &namespaces.pid,
+    ]
+    .into_iter()
+    .flatten()
     {
         paths.push(("namespace path", path));
     }
@@ -461,15 +466,15 @@ fn linux(
     Ok(linux)
 }
 
-/// New PID and mount namespaces; the sandbox's network, IPC and UTS namespaces when
-/// given; a cgroup namespace on cgroup v2 (as containerd does).
+/// A new mount namespace; the given network, IPC, UTS and PID namespaces (else new
+/// ones); a cgroup namespace on cgroup v2 (as containerd does).
 fn namespaces(
     config: &ContainerConfig,
     host: &HostFacts,
 ) -> Result<Vec<LinuxNamespace>, OciSpecError> {
     let sandbox = &config.namespaces;
     let mut wanted: Vec<(LinuxNamespaceType, Option<&PathBuf>)> = vec![
-        (LinuxNamespaceType::Pid, None),
+        (LinuxNamespaceType::Pid, sandbox.pid.as_ref()),
         (LinuxNamespaceType::Mount, None),
         (LinuxNamespaceType::Network, sandbox.network.as_ref()),
         (LinuxNamespaceType::Ipc, sandbox.ipc.as_ref()),
@@ -864,6 +869,7 @@ mod tests {
             network: Some("/run/skiff/netns/p".into()),
             ipc: Some("/proc/42/ns/ipc".into()),
             uts: Some("/proc/42/ns/uts".into()),
+            ..SandboxNamespaces::default()
         };
         let spec = spec(&config);
         let namespaces = linux(&spec).namespaces().as_ref().expect("namespaces");

@@ -15,6 +15,7 @@
 
 mod atomic_writer;
 mod downward;
+mod ephemeral;
 mod probes;
 mod projected;
 pub mod sandbox;
@@ -460,5 +461,10 @@ impl ContainerAccess for ContainerRuntime {
             .get(container)?
             .exec
             .clone()
+    }
+
+    fn attach_dir(&self, namespace: &str, pod: &str, container: &str) -> Option<PathBuf> {
+        let target = self.exec_target(namespace, pod, container)?;
+        Some(self.inner.runtime.state_dir(&target.container_id))
     }
 }

@@ -305,6 +305,7 @@ pub fn container_config(input: &Input) -> Result<ContainerConfig, String> {
         } else {
             ns("uts")
         },
+        pid: None,
     };
     let mut annotations = BTreeMap::new();
     annotations.insert(POD_UID.to_string(), input.sandbox.record.uid.clone());
@@ -315,6 +316,12 @@ pub fn container_config(input: &Input) -> Result<ContainerConfig, String> {
         input.container.image.clone().unwrap_or_default(),
     );
     annotations.insert(IMAGE_ID.to_string(), input.image_id.to_string());
+    let c = input.container;
+    annotations.extend(crate::runtime::attach::stdio_annotations(
+        c.stdin.unwrap_or(false),
+        c.stdin_once.unwrap_or(false),
+        c.tty.unwrap_or(false),
+    ));
     Ok(ContainerConfig {
         id: input.id.to_string(),
         rootfs: input.rootfs.to_path_buf(),

@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 
+use super::ephemeral;
 use super::probes::{self, Flags, Report};
 use super::sandbox::{self, Sandbox};
 use super::spec;
@@ -111,6 +112,8 @@ struct Slot {
     retry_at: Option<Instant>,
     image: Option<(Image, ImageConfig)>,
     image_id: String,
+    /// An ephemeral container (`ephemeral`): started once, never restarted.
+    ephemeral: bool,
 }
 
 impl Slot {
@@ -128,6 +131,7 @@ impl Slot {
             retry_at: None,
             image: None,
             image_id: String::new(),
+            ephemeral: false,
         }
     }
 
@@ -221,6 +225,7 @@ pub fn spawn(
         snapshot: snapshot.clone(),
     };
     tokio::spawn(async move {
+        worker.add_ephemeral_slots();
         worker.adopt(adopted);
         worker.run(pod_rx, stop_rx).await;
         let _ = done_tx.send(true);
@@ -245,6 +250,7 @@ impl Worker {
                 return;
             }
             self.pod = pod_rx.borrow_and_update().clone();
+            self.add_ephemeral_slots();
             self.step().await;
             self.publish();
             tokio::select! {
@@ -257,6 +263,24 @@ impl Worker {
                 self.on_report(report).await;
             }
         }
+    }
+
+    /// Slots for ephemeral containers the pod gained.
+    fn add_ephemeral_slots(&mut self) {
+        let known: Vec<&str> = self.slots.iter().map(|s| s.spec.name.as_str()).collect();
+        let added = ephemeral::added(&self.pod, &known);
+        self.slots.extend(added.into_iter().map(|c| Slot {
+            ephemeral: true,
+            ..Slot::new(c, false)
+        }));
+    }
+
+    /// The PID namespace of an ephemeral container's running target, if it has one.
+    fn ephemeral_target_pid_ns(&self, name: &str) -> Option<PathBuf> {
+        let target = ephemeral::target_of(&self.pod, name)?;
+        let slot = self.slots.iter().find(|s| s.spec.name == target)?;
+        let run = slot.current.as_ref().filter(|r| r.exit.is_none())?;
+        ephemeral::pid_namespace(run.exec.pid)
     }
 
     fn reference(&self, container: Option<&str>) -> ObjectReference {
@@ -392,6 +416,12 @@ impl Worker {
             return;
         }
         for i in 0..self.slots.len() {
+            if self.slots[i].ephemeral {
+                if self.slots[i].current.is_none() {
+                    self.start_when_due(i).await;
+                }
+                continue;
+            }
             if self.slots[i].init || self.slots[i].running() {
                 continue;
             }
@@ -727,7 +757,7 @@ impl Worker {
                 .map_err(|e| fail("CreateContainerError", format!("{}: {e}", parent.display())))?;
         }
         let volumes = self.volumes.paths().cloned().unwrap_or_default();
-        let config = spec::container_config(&spec::Input {
+        let mut config = spec::container_config(&spec::Input {
             id,
             pod: &self.pod,
             container: &container,
@@ -742,6 +772,9 @@ impl Worker {
             cgroup_root: &self.rt.config.cgroup_root,
         })
         .map_err(|m| fail("CreateContainerConfigError", m))?;
+        if self.slots[i].ephemeral {
+            config.namespaces.pid = self.ephemeral_target_pid_ns(&container.name);
+        }
         let exec = ExecTarget {
             container_id: id.to_string(),
             pid: 0,
@@ -974,14 +1007,16 @@ impl Worker {
         };
         let mut init = Vec::new();
         let mut containers = Vec::new();
+        let mut ephemeral_containers = Vec::new();
         let mut access = HashMap::new();
         let policy = self.restart_policy();
         for slot in &self.slots {
-            let state = container_state(slot, policy);
-            if slot.init {
-                init.push(state);
+            if slot.ephemeral {
+                ephemeral_containers.push(container_state(slot, ephemeral::RESTART_POLICY));
+            } else if slot.init {
+                init.push(container_state(slot, policy));
             } else {
-                containers.push(state);
+                containers.push(container_state(slot, policy));
             }
             access.insert(
                 slot.spec.name.clone(),
@@ -1004,6 +1039,7 @@ impl Worker {
             started_at: sandbox.record.started_at,
             init_containers: init,
             containers,
+            ephemeral_containers,
             failed: self.failed,
         };
         let changed = match self.snapshot.lock() {

@@ -434,3 +434,19 @@ async fn exec_needs_a_websocket_and_a_running_container() {
     let (status, body) = setup.get(&api, "/exec/ns/p/c?stdout=true").await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test]
+async fn attach_needs_streams_and_a_container_with_a_shim() {
+    let setup = Setup::start().await;
+    let api = setup.api_server();
+    // This runtime serves no attach directories: the container is not attachable.
+    let (status, body) = setup.get(&api, "/attach/ns/p/c?stdout=true").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("is not running"), "{body}");
+    let (status, body) = setup.get(&api, "/attach/ns/p/c?tty=true").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("at least 1 of stdin, stdout, stderr"),
+        "{body}"
+    );
+}
