@@ -16,7 +16,7 @@ use axum::http::{header, Method};
 
 use super::auth::Identity;
 use super::status::ApiError;
-use super::{body, resources, SharedState};
+use super::{body, SharedState};
 
 /// What a request does, as Kubernetes' authorizers see it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,16 +39,17 @@ impl Attributes {
     /// health, the join endpoint).
     pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Option<Attributes> {
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-        let (group, version, rest) = match segments.as_slice() {
+        let (group, _version, rest) = match segments.as_slice() {
             ["api", "v1", rest @ ..] => ("", "v1", rest),
             ["apis", g, v, rest @ ..] => (*g, *v, rest),
             _ => return None,
         };
-        let namespaced =
-            |plural: &str| resources::find(group, version, plural).is_some_and(|r| r.namespaced);
+        // As kube-apiserver's RequestInfoFactory, from the path alone (a resource the
+        // server does not serve is still named, so its refusal or 404 reads right):
+        // `namespaces/<ns>/<plural>/…` unless `<plural>` is a namespace subresource.
         let (namespace, plural, name, sub) = match rest {
             [] => return None,
-            ["namespaces", ns, plural, tail @ ..] if namespaced(plural) => {
+            ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => {
                 (*ns, *plural, tail.first(), tail.get(1))
             }
             [plural, tail @ ..] => ("", *plural, tail.first(), tail.get(1)),
@@ -222,6 +223,19 @@ mod tests {
         assert_eq!(
             (a.verb, a.name.as_str(), a.namespace.as_str()),
             ("delete", "n2", "")
+        );
+        let a = parse(
+            Method::GET,
+            "/api/v1/namespaces/ns/persistentvolumeclaims/c",
+        );
+        assert_eq!(
+            (a.resource.as_str(), a.namespace.as_str(), a.name.as_str()),
+            ("persistentvolumeclaims", "ns", "c")
+        );
+        let a = parse(Method::PUT, "/api/v1/namespaces/ns/finalize");
+        assert_eq!(
+            (a.resource.as_str(), a.name.as_str(), a.subresource.as_str()),
+            ("namespaces", "ns", "finalize")
         );
         let a = parse(Method::GET, "/api/v1/namespaces/kube-system");
         assert_eq!(
