@@ -366,3 +366,112 @@ fn secrets_on_disk_are_owner_only_whatever_the_umask() {
     assert!(nodes_ready(&server, &["n1"]), "{}", n1.log());
     assert_private(&server, &n1);
 }
+
+/// NodeRestriction on a node's own Node: it registers with its `--node-taint`s and
+/// allowed labels, may later change labels outside the restricted namespaces only,
+/// never its taints; an agent given a restricted `--node-label` stops at start.
+#[test]
+fn a_node_may_not_give_itself_roles_or_change_its_taints() {
+    let server = Server::start();
+    let n1 = Agent::start(
+        &server,
+        "n1",
+        1,
+        &[
+            "--node-taint",
+            "dedicated=edge:NoSchedule",
+            "--node-label",
+            "zone=a",
+            "--node-label",
+            "topology.kubernetes.io/zone=z1",
+        ],
+    );
+    assert!(nodes_ready(&server, &["n1"]), "{}", n1.log());
+    let node = node_kubeconfig(&server, &n1, "n1");
+    let taint_keys = || server.ok(&["get", "node", "n1", "-o", "jsonpath={.spec.taints[*].key}"]);
+    assert_eq!(taint_keys().trim(), "dedicated");
+    let labels = server.ok(&["get", "node", "n1", "--show-labels"]);
+    assert!(
+        labels.contains("zone=a") && labels.contains("topology.kubernetes.io/zone=z1"),
+        "{labels}"
+    );
+
+    let out = refused(
+        &node,
+        &["label", "node", "n1", "node-role.kubernetes.io/x="],
+        None,
+    );
+    assert!(
+        out.contains(
+            "nodes \"n1\" is forbidden: node \"n1\" is not allowed to modify labels: node-role.kubernetes.io/x"
+        ),
+        "{out}"
+    );
+    refused(
+        &node,
+        &[
+            "label",
+            "node",
+            "n1",
+            "node-restriction.kubernetes.io/pci=yes",
+        ],
+        None,
+    );
+    refused(
+        &node,
+        &["label", "node", "n1", "kubernetes.io/role=master"],
+        None,
+    );
+    let out = refused(&node, &["taint", "node", "n1", "dedicated-"], None);
+    assert!(
+        out.contains("node \"n1\" is not allowed to modify taints"),
+        "{out}"
+    );
+    refused(&node, &["taint", "node", "n1", "extra=1:NoExecute"], None);
+    assert_eq!(taint_keys().trim(), "dedicated");
+
+    // Labels outside the restricted namespaces, and kubelet's own, are the node's.
+    allowed(&node, &["label", "node", "n1", "zone=b", "--overwrite"]);
+    allowed(
+        &node,
+        &["label", "node", "n1", "node.kubernetes.io/pool=edge"],
+    );
+    allowed(
+        &node,
+        &[
+            "label",
+            "node",
+            "n1",
+            "topology.kubernetes.io/zone=z2",
+            "--overwrite",
+        ],
+    );
+    // An admin gives it a role; the node keeps working around it but cannot drop it.
+    server.ok(&["label", "node", "n1", "node-role.kubernetes.io/edge="]);
+    allowed(&node, &["label", "node", "n1", "zone=c", "--overwrite"]);
+    refused(
+        &node,
+        &["label", "node", "n1", "node-role.kubernetes.io/edge-"],
+        None,
+    );
+    server.ok(&["taint", "node", "n1", "dedicated-"]);
+    assert_eq!(taint_keys().trim(), "");
+    let out = server.ok(&["get", "nodes", "n1", "--no-headers"]);
+    assert!(out.contains(" Ready ") && out.contains("edge"), "{out}");
+
+    // An agent asked to set a restricted label on itself refuses to start, as kubelet.
+    let n2 = Agent::start(
+        &server,
+        "n2",
+        1,
+        &["--node-label", "node-role.kubernetes.io/worker=true"],
+    );
+    let refused_at_start = eventually(Duration::from_secs(20), || {
+        n2.log()
+            .contains("invalid --node-label \"node-role.kubernetes.io/worker\"")
+    });
+    assert!(refused_at_start, "{}", n2.log());
+    assert!(n2.log().contains("kubectl label node n2"), "{}", n2.log());
+    let nodes = server.ok(&["get", "nodes", "-o", "name"]);
+    assert!(!nodes.contains("node/n2"), "{nodes}");
+}

@@ -3,7 +3,8 @@
 //! PID 1, waits for the deletion's grace period, SIGKILLs what still runs, and only
 //! then removes the pod object; `--grace-period=0 --force` is immediate, a shorter
 //! grace period on a second delete shortens the wait, and a Deployment's scale-down
-//! goes the same way.
+//! goes the same way. Termination makes the containers unready at once, and the
+//! pod reports a terminal phase (Succeeded or Failed) before the object goes.
 //!
 //! Needs root and the Debian packages containernetworking-plugins, busybox-static and
 //! zstd; run with `flock /tmp/skiff-e2e.lock cargo test --test pod_termination --
@@ -460,5 +461,66 @@ fn a_pod_deleted_while_its_agent_was_down_still_stops_gracefully() {
         "the adopted container did not get SIGTERM:\n{}",
         tail(&node.agent().log(), 40)
     );
+    node.assert_node_clean();
+}
+
+/// Watches the pod with kubectl until it is gone; returns one `phase,ready…,deleting`
+/// line per version of the pod the watch saw.
+fn watch_until_gone(node: &Node, name: &str, delete: impl FnOnce()) -> Vec<String> {
+    let out_path = node.work.path().join(format!("{name}.watch"));
+    let out = std::fs::File::create(&out_path).unwrap();
+    let template = r#"jsonpath={.status.phase},{.status.containerStatuses[*].ready},{.metadata.deletionTimestamp}{"\n"}"#;
+    let mut watcher = node
+        .server
+        .kubectl_cmd(&["get", "pod", name, "--watch", "-o", template])
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run kubectl get --watch");
+    // The watch shows the pod before it is deleted.
+    let watching = eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&out_path).is_ok_and(|t| !t.is_empty())
+    });
+    delete();
+    node.wait_gone(name, Duration::from_secs(30));
+    // The watch may print the last versions a moment after the pod went.
+    let _ = eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(&out_path).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.starts_with("Succeeded,") || l.starts_with("Failed,"))
+        })
+    });
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(watching, "kubectl get --watch printed nothing");
+    std::fs::read_to_string(&out_path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_deleted_pod_is_unready_at_once_and_terminal_before_it_goes() {
+    let node = Node::start();
+    // Exits 0 two seconds after SIGTERM: Succeeded, whatever restartPolicy (Always).
+    node.apply(&trapping_pod("trapper", &node.markers(), 30));
+    node.wait_pod("trapper", "Ready", common::is_ready);
+    let seen = watch_until_gone(&node, "trapper", || node.delete("trapper", &[]));
+    let deleting: Vec<&String> = seen.iter().filter(|l| !l.ends_with(',')).collect();
+    assert!(
+        deleting.iter().any(|l| l.starts_with("Running,false,")),
+        "no unready Running status while the container handled SIGTERM: {seen:#?}"
+    );
+    let last = deleting.last().expect("the watch saw the deletion");
+    assert!(last.starts_with("Succeeded,false,"), "{seen:#?}");
+
+    // One container exits 7, the other is killed at the end of the grace period.
+    node.apply(&stubborn_pod("stubborn", 2));
+    node.wait_pod("stubborn", "Ready", common::is_ready);
+    let seen = watch_until_gone(&node, "stubborn", || node.delete("stubborn", &[]));
+    let last = seen.last().expect("the watch saw the pod");
+    assert!(last.starts_with("Failed,false false,"), "{seen:#?}");
     node.assert_node_clean();
 }

@@ -63,6 +63,7 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
+    /// The server's own node; its role and restricted labels are the server's to set.
     pub control_plane: bool,
     pub capacity: Capacity,
     /// How often the lease is renewed.
@@ -159,6 +160,7 @@ async fn run_with_access(
     runtime: Arc<dyn PodRuntime>,
     access: Option<Arc<dyn kubelet::ContainerAccess>>,
 ) -> Result<(), AgentError> {
+    node::check_labels(&config)?;
     let credentials_dir = config.data_dir.join("agent").join("credentials");
     let credentials = join::node_credentials(
         &config.server,
@@ -193,6 +195,7 @@ pub async fn run_simulated(
     count: usize,
     start_delay: Duration,
 ) -> Result<(), AgentError> {
+    node::check_labels(&base)?;
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
         let mut config = base.clone();

@@ -1,6 +1,9 @@
 //! This node's Node object (registration, conditions, capacity) and its Lease in
 //! `kube-node-lease`, renewed every few seconds: the lease is how the control plane
 //! knows the node is alive.
+//!
+//! The node sets only labels NodeRestriction lets it set ([`check_labels`]); the
+//! control-plane role of the server's own node is set by the server.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,14 +40,33 @@ fn labels(config: &AgentConfig) -> BTreeMap<String, String> {
         ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
         ("beta.kubernetes.io/arch".to_string(), arch),
     ]);
-    if config.control_plane {
-        labels.insert(
-            "node-role.kubernetes.io/control-plane".into(),
-            "true".into(),
-        );
-    }
     labels.extend(config.labels.clone());
     labels
+}
+
+/// Refuses `--node-label`s a node may not set on itself (NodeRestriction), as kubelet
+/// refuses them at start: roles and other `kubernetes.io`/`k8s.io` labels outside
+/// kubelet's set are an admin's (`kubectl label node`) or, on the server's own node,
+/// the server's to set.
+pub fn check_labels(config: &AgentConfig) -> Result<(), AgentError> {
+    let restricted: Vec<&str> = config
+        .labels
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !crate::api::authz::restriction::kubelet_may_set_label(k))
+        .collect();
+    if restricted.is_empty() {
+        return Ok(());
+    }
+    Err(AgentError::Invalid {
+        flag: "--node-label",
+        value: restricted.join(", "),
+        message: format!(
+            "a node may not set its own labels in the kubernetes.io, k8s.io or node-restriction.kubernetes.io namespaces except {} (set them with kubectl label node {}, or on the server's node with skiff server --node-label)",
+            crate::api::authz::restriction::allowed_labels_description(),
+            config.node_name
+        ),
+    })
 }
 
 fn kernel_version() -> String {
@@ -404,6 +426,46 @@ pub async fn heartbeat_forever(client: kube::Client, config: Arc<AgentConfig>, m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(labels: &[(&str, &str)]) -> AgentConfig {
+        AgentConfig {
+            server: "https://127.0.0.1:6443".into(),
+            token: String::new(),
+            node_name: "n1".into(),
+            node_ip: "127.0.0.1".parse().unwrap(),
+            data_dir: "/nonexistent".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            taints: vec![],
+            control_plane: false,
+            capacity: crate::agent::machine_capacity(),
+            lease_interval: Duration::from_secs(10),
+            kubelet_port: 0,
+        }
+    }
+
+    #[test]
+    fn a_node_refuses_labels_noderestriction_would_refuse() {
+        let fine = config(&[("zone", "a"), ("node.kubernetes.io/pool", "edge")]);
+        assert!(check_labels(&fine).is_ok());
+        assert!(!labels(&fine).contains_key("node-role.kubernetes.io/control-plane"));
+        let err = check_labels(&config(&[
+            ("zone", "a"),
+            ("node-role.kubernetes.io/worker", ""),
+            ("node-restriction.kubernetes.io/pci", "yes"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "invalid --node-label \"node-restriction.kubernetes.io/pci, node-role.kubernetes.io/worker\": a node may not set its own labels"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("kubectl label node n1"), "{err}");
+    }
 
     #[test]
     fn pressure_turns_conditions_true_and_makes_the_status_stale() {

@@ -26,7 +26,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::runtime::{NodeEnv, PodRuntime};
+use super::runtime::{NodeEnv, PodRuntime, PodState};
 use super::status;
 use super::AgentConfig;
 use crate::api::alloc::Cidr;
@@ -227,7 +227,7 @@ async fn sync_once(
     }
     for pod in desired {
         if pod.metadata.deletion_timestamp.is_some() {
-            delete_pod(client, runtime, &pod, deleting).await;
+            delete_pod(client, config, runtime, &pod, deleting).await;
             if let Some(uid) = pod.metadata.uid.as_deref() {
                 pool.release(uid);
             }
@@ -323,9 +323,11 @@ async fn report_status(
 }
 
 /// Stops a deleted pod's containers by the deletion's deadline (in its own task),
-/// then completes the deletion; a deadline brought forward reaches the stop too.
+/// reports the pod's terminal status, then completes the deletion; a deadline brought
+/// forward reaches the stop too.
 async fn delete_pod(
     client: &kube::Client,
+    config: &AgentConfig,
     runtime: &Arc<dyn PodRuntime>,
     pod: &Pod,
     deleting: &Deleting,
@@ -353,14 +355,38 @@ async fn delete_pod(
         let _ = rt.kill_pod(&id, grace).await;
     };
     let (rt, id) = (runtime.clone(), uid.clone());
+    let (pod, host_ip) = (pod.clone(), config.node_ip.to_string());
     let stop = async move {
-        if let Err(e) = rt.kill_pod(&id, grace).await {
-            tracing::warn!(pod = %name, error = %e, "stopping the pod failed");
-            return;
+        match rt.kill_pod(&id, grace).await {
+            Ok(Some(last)) => report_terminal_status(&api, &pod, &last, &host_ip).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(pod = %name, error = %e, "stopping the pod failed");
+                return;
+            }
         }
         complete_deletion(&api, &name, &id).await;
     };
     deleting.spawn(&uid, deadline, stop, shorten);
+}
+
+/// The containers stopped: the pod's last status, with its terminal phase, as kubelet
+/// writes it before the object goes.
+async fn report_terminal_status(api: &Api<Pod>, pod: &Pod, last: &PodState, host_ip: &str) {
+    let Some(name) = pod.metadata.name.as_deref() else {
+        return;
+    };
+    let wanted = status::pod_status(pod, last, host_ip, Utc::now().trunc_subsecs(0));
+    if !status::differs(pod.status.as_ref(), &wanted) {
+        return;
+    }
+    let patch = json!({"status": wanted});
+    if let Err(e) = api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::debug!(pod = %name, error = %e, "reporting the terminal status failed");
+    }
 }
 
 /// The containers are gone: deletes the pod object (only this pod: a new pod of the

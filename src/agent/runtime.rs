@@ -95,8 +95,9 @@ pub trait PodRuntime: Send + Sync + 'static {
     async fn sync_pod(&self, pod: &Pod, ip: Option<IpAddr>) -> Result<(), RuntimeError>;
     /// Stops the pod's containers (SIGTERM, then SIGKILL after `grace`) and releases
     /// everything it held; returns when they are gone. Idempotent: a call while the
-    /// pod stops may bring its deadline forward, never push it back.
-    async fn kill_pod(&self, uid: &str, grace: Duration) -> Result<(), RuntimeError>;
+    /// pod stops may bring its deadline forward, never push it back. Returns the pod's
+    /// last observed state (its containers' exits), if the runtime knew the pod.
+    async fn kill_pod(&self, uid: &str, grace: Duration) -> Result<Option<PodState>, RuntimeError>;
     /// The pod's observed state, if the runtime knows the pod.
     fn pod_state(&self, uid: &str) -> Option<PodState>;
     /// The uids of every pod the runtime holds.

@@ -165,11 +165,28 @@ impl PodRuntime for SimulatedRuntime {
         Ok(())
     }
 
-    async fn kill_pod(&self, uid: &str, _grace: Duration) -> Result<(), RuntimeError> {
-        if let Ok(mut pods) = self.pods.lock() {
-            pods.remove(uid);
-        }
-        Ok(())
+    /// The simulated containers stop at once, exiting 0.
+    async fn kill_pod(
+        &self,
+        uid: &str,
+        _grace: Duration,
+    ) -> Result<Option<PodState>, RuntimeError> {
+        let removed = self.pods.lock().ok().and_then(|mut pods| pods.remove(uid));
+        Ok(removed.map(|mut state| {
+            let now = Utc::now();
+            for c in &mut state.containers {
+                if let ContainerPhase::Running { started_at } = c.phase {
+                    c.phase = ContainerPhase::Terminated {
+                        exit_code: 0,
+                        reason: "Completed".into(),
+                        started_at,
+                        finished_at: now,
+                    };
+                    c.ready = false;
+                }
+            }
+            state
+        }))
     }
 
     fn pod_state(&self, uid: &str) -> Option<PodState> {

@@ -1,6 +1,8 @@
 //! A Pod's `status` from what the runtime observes: phase, conditions, container
 //! statuses, IPs — as the kubelet reports them, so kubectl shows the familiar
-//! `Running`, `1/1`, `CrashLoopBackOff`, `Completed`.
+//! `Running`, `1/1`, `CrashLoopBackOff`, `Completed`. A deleted pod's containers are
+//! unready from the moment termination begins, and once they all stopped the pod
+//! gets a terminal phase (Kubernetes 1.27+) before the agent deletes the object.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use k8s_openapi::api::core::v1::{
@@ -46,14 +48,15 @@ fn k8s_state(phase: &ContainerPhase) -> K8sState {
     }
 }
 
-fn container_status(c: &ContainerState) -> ContainerStatus {
+/// A container's status; no container of a terminating pod is ready.
+fn container_status(c: &ContainerState, terminating: bool) -> ContainerStatus {
     let running = matches!(c.phase, ContainerPhase::Running { .. });
     ContainerStatus {
         name: c.name.clone(),
         image: c.image.clone(),
         image_id: c.image_id.clone(),
         container_id: (!c.id.is_empty()).then(|| c.id.clone()),
-        ready: c.ready,
+        ready: c.ready && !terminating,
         started: Some(running),
         restart_count: c.restart_count,
         state: Some(k8s_state(&c.phase)),
@@ -107,6 +110,41 @@ fn phase(state: &PodState, restart_policy: &str) -> &'static str {
     }
 }
 
+/// The phase of a deleted pod once none of its containers runs: terminal whatever
+/// its restart policy, as Kubernetes 1.27+ reports it before the object goes —
+/// `Succeeded` if every container exited 0, else `Failed` (a container that never
+/// ran counts as failed). `None` while a container still runs.
+fn terminal_phase(state: &PodState) -> Option<&'static str> {
+    let running = |c: &ContainerState| matches!(c.phase, ContainerPhase::Running { .. });
+    if state.containers.iter().any(running) || state.init_containers.iter().any(running) {
+        return None;
+    }
+    let succeeded = !state.failed
+        && !state.containers.is_empty()
+        && state
+            .containers
+            .iter()
+            .all(|c| matches!(c.phase, ContainerPhase::Terminated { exit_code: 0, .. }));
+    Some(if succeeded { "Succeeded" } else { "Failed" })
+}
+
+/// The phase to report: a terminating pod's once its containers stopped; never out of
+/// a terminal phase once reported.
+fn reported_phase(pod: &Pod, state: &PodState, restart_policy: &str) -> &'static str {
+    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Succeeded") => return "Succeeded",
+        Some("Failed") => return "Failed",
+        _ => {}
+    }
+    let terminal = pod
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .then(|| terminal_phase(state))
+        .flatten();
+    terminal.unwrap_or_else(|| phase(state, restart_policy))
+}
+
 /// Keeps a condition's transition time while its status is unchanged.
 fn condition(
     previous: Option<&PodStatus>,
@@ -136,8 +174,16 @@ pub fn pod_status(pod: &Pod, state: &PodState, host_ip: &str, now: DateTime<Utc>
         .as_ref()
         .and_then(|s| s.restart_policy.as_deref())
         .unwrap_or("Always");
-    let phase = phase(state, restart_policy);
-    let containers_ready = !state.containers.is_empty() && state.containers.iter().all(|c| c.ready);
+    let phase = reported_phase(pod, state, restart_policy);
+    // Termination makes every container unready at once, as kubelet reports it.
+    let terminating = pod.metadata.deletion_timestamp.is_some();
+    let containers_ready =
+        !terminating && !state.containers.is_empty() && state.containers.iter().all(|c| c.ready);
+    let statuses = |cs: &[ContainerState]| {
+        cs.iter()
+            .map(|c| container_status(c, terminating))
+            .collect::<Vec<_>>()
+    };
     let ip = state.ip.map(|ip| ip.to_string());
     PodStatus {
         phase: Some(phase.to_string()),
@@ -160,16 +206,11 @@ pub fn pod_status(pod: &Pod, state: &PodState, host_ip: &str, now: DateTime<Utc>
         pod_ip: ip.clone(),
         pod_ips: ip.map(|ip| vec![PodIP { ip }]),
         start_time: Some(seconds(state.started_at)),
-        container_statuses: Some(state.containers.iter().map(container_status).collect()),
+        container_statuses: Some(statuses(&state.containers)),
         init_container_statuses: (!state.init_containers.is_empty())
-            .then(|| state.init_containers.iter().map(container_status).collect()),
-        ephemeral_container_statuses: (!state.ephemeral_containers.is_empty()).then(|| {
-            state
-                .ephemeral_containers
-                .iter()
-                .map(container_status)
-                .collect()
-        }),
+            .then(|| statuses(&state.init_containers)),
+        ephemeral_container_statuses: (!state.ephemeral_containers.is_empty())
+            .then(|| statuses(&state.ephemeral_containers)),
         qos_class: previous.and_then(|p| p.qos_class.clone()),
         ..Default::default()
     }
@@ -268,6 +309,90 @@ mod tests {
             message: String::new(),
         };
         assert_eq!(phase(&state(vec![(waiting, false)]), "Always"), "Pending");
+    }
+
+    fn deleting(pod: Pod) -> Pod {
+        let mut pod = pod;
+        pod.metadata.deletion_timestamp = Some(Time(Utc::now()));
+        pod
+    }
+
+    fn ready_condition(status: &PodStatus) -> String {
+        let conditions = status.conditions.as_ref().unwrap();
+        let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        ready.status.clone()
+    }
+
+    #[test]
+    fn a_terminating_pods_containers_are_unready_at_once() {
+        let now = Utc::now();
+        let s = state(vec![(ContainerPhase::Running { started_at: now }, true)]);
+        let status = pod_status(&deleting(pod("Always")), &s, "h", now);
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(ready_condition(&status), "False");
+        let containers = status.container_statuses.unwrap();
+        assert!(!containers[0].ready);
+        let ready = status.conditions.unwrap();
+        let containers_ready = ready.iter().find(|c| c.type_ == "ContainersReady");
+        assert_eq!(containers_ready.unwrap().status, "False");
+    }
+
+    #[test]
+    fn a_deleted_pod_whose_containers_stopped_is_terminal_whatever_its_restart_policy() {
+        let now = Utc::now();
+        let exited = |code| ContainerPhase::Terminated {
+            exit_code: code,
+            reason: if code == 0 { "Completed" } else { "Error" }.into(),
+            started_at: now,
+            finished_at: now,
+        };
+        let clean = state(vec![(exited(0), false), (exited(0), false)]);
+        let killed = state(vec![(exited(0), false), (exited(143), false)]);
+        for policy in ["Always", "OnFailure", "Never"] {
+            let p = deleting(pod(policy));
+            let status = pod_status(&p, &clean, "h", now);
+            assert_eq!(status.phase.as_deref(), Some("Succeeded"), "{policy}");
+            assert_eq!(ready_condition(&status), "False");
+            let status = pod_status(&p, &killed, "h", now);
+            assert_eq!(status.phase.as_deref(), Some("Failed"), "{policy}");
+        }
+        // A container that never ran makes it Failed; one still running keeps it Running.
+        let never_ran = ContainerPhase::Waiting {
+            reason: "ContainerCreating".into(),
+            message: String::new(),
+        };
+        let s = state(vec![(exited(0), false), (never_ran, false)]);
+        let status = pod_status(&deleting(pod("Always")), &s, "h", now);
+        assert_eq!(status.phase.as_deref(), Some("Failed"));
+        let s = state(vec![
+            (exited(0), false),
+            (ContainerPhase::Running { started_at: now }, true),
+        ]);
+        let status = pod_status(&deleting(pod("Always")), &s, "h", now);
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        // Without a deletion, an Always pod whose containers exited is restarting.
+        assert_eq!(
+            pod_status(&pod("Always"), &clean, "h", now)
+                .phase
+                .as_deref(),
+            Some("Running")
+        );
+    }
+
+    #[test]
+    fn a_terminal_phase_is_never_left() {
+        let now = Utc::now();
+        let mut p = deleting(pod("Never"));
+        p.status = Some(PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        });
+        let waiting = ContainerPhase::Waiting {
+            reason: "ContainerCreating".into(),
+            message: String::new(),
+        };
+        let status = pod_status(&p, &state(vec![(waiting, false)]), "h", now);
+        assert_eq!(status.phase.as_deref(), Some("Succeeded"));
     }
 
     #[test]

@@ -943,6 +943,7 @@ async fn create_object(
         super::ephemeral::forbid_on_create(&obj)?;
     }
     let warnings = default_and_validate(ctx, &mut obj, None)?;
+    super::authz::restriction::admit_create(ctx.identity.as_ref(), ctx.resource, &obj)?;
     check_namespace(ctx).await?;
     if let (Some(ns), "Pod") = (ctx.namespace.as_deref(), ctx.resource.kind) {
         super::sa_admission::admit_pod(&ctx.state, ns, &mut obj).await?;
@@ -1268,6 +1269,7 @@ async fn commit_update(
     mut new: Value,
 ) -> Result<(Value, Vec<String>), WriteFailure> {
     let warnings = default_and_validate(ctx, &mut new, Some(existing))?;
+    super::authz::restriction::admit_update(ctx.identity.as_ref(), ctx.resource, existing, &new)?;
     let mut old_view = existing.clone();
     object::metadata_mut(&mut old_view).remove("resourceVersion");
     if new == old_view {

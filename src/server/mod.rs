@@ -5,6 +5,7 @@
 //! May call: store, pki, api, controllers, scheduler, and the node agent (configured
 //! by `config.node`, the same node settings `skiff agent` takes).
 
+pub mod own_node;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -144,6 +145,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     start_controllers(&config, &pki).await?;
     if !config.disable_agent {
         tokio::spawn(run_local_agent(config.clone(), advertise, token.clone()));
+        label_own_node(&config, &pki).await?;
     }
     tokio::spawn(compact_forever(
         store,
@@ -158,7 +160,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
 
 /// The server's own node: the same agent `skiff agent` runs, configured by the same
 /// node flags (`config.node`), joined over the loopback with the cluster's token,
-/// labelled as the control plane.
+/// labelled as the control plane by the server ([`own_node`]).
 async fn run_local_agent(config: ServerConfig, advertise: IpAddr, token: String) {
     if !nix::unistd::geteuid().is_root() {
         tracing::error!("the server's agent needs root to run containers; it is not started (use --disable-agent to silence this)");
@@ -170,7 +172,7 @@ async fn run_local_agent(config: ServerConfig, advertise: IpAddr, token: String)
         config.bind_address
     };
     let node_ip = config.node.node_ip.unwrap_or(advertise);
-    let agent = config.node.agent_config(
+    let mut agent = config.node.agent_config(
         format!(
             "https://{}",
             SocketAddr::new(host, config.https_listen_port)
@@ -181,6 +183,8 @@ async fn run_local_agent(config: ServerConfig, advertise: IpAddr, token: String)
         true,
         crate::agent::machine_capacity(),
     );
+    // The labels a node may not set on itself are the server's (see own_node).
+    agent.labels = own_node::split_labels(&config.node.labels).0;
     let dns = crate::agent::containers::sandbox::Dns {
         server: config.cluster_dns,
         domain: config.cluster_domain.clone(),
@@ -200,6 +204,31 @@ async fn run_local_agent(config: ServerConfig, advertise: IpAddr, token: String)
     if let Err(e) = crate::agent::run_containers(agent, runtime).await {
         tracing::error!(error = %e, "the server's agent stopped");
     }
+}
+
+/// Starts labelling the server's own node (see [`own_node`]), as an admin client.
+async fn label_own_node(config: &ServerConfig, pki: &Pki) -> Result<(), ServerError> {
+    let (cert_pem, key_pem) =
+        pki.issue_client_cert("system:skiff-server", &["system:masters"], 365)?;
+    let host = match config.bind_address {
+        a if a.is_unspecified() || a.is_loopback() => "127.0.0.1".to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+        a => a.to_string(),
+    };
+    let credentials = crate::client::Credentials {
+        server: format!("https://{host}:{}", config.https_listen_port),
+        ca_pem: pki.ca_pem().to_string(),
+        cert_pem,
+        key_pem,
+    };
+    let client = crate::client::connect(&credentials, &crate::client::user_agent("server")).await?;
+    let labels = own_node::split_labels(&config.node.labels).1;
+    tokio::spawn(own_node::label_when_registered(
+        client,
+        config.node.node_name.clone(),
+        labels,
+    ));
+    Ok(())
 }
 
 /// The controllers and the scheduler, as API clients with their own certificate.

@@ -379,7 +379,7 @@ impl PodRuntime for ContainerRuntime {
         Ok(())
     }
 
-    async fn kill_pod(&self, uid: &str, grace: Duration) -> Result<(), RuntimeError> {
+    async fn kill_pod(&self, uid: &str, grace: Duration) -> Result<Option<PodState>, RuntimeError> {
         let handle = self
             .inner
             .workers
@@ -398,13 +398,17 @@ impl PodRuntime for ContainerRuntime {
                     earlier
                 });
                 let _ = done.wait_for(|d| *d).await;
+                let last = self.pod_state(uid);
                 if let Ok(mut workers) = self.inner.workers.lock() {
                     workers.remove(uid);
                 }
+                Ok(last)
             }
-            None => self.remove_orphan(uid).await,
+            None => {
+                self.remove_orphan(uid).await;
+                Ok(None)
+            }
         }
-        Ok(())
     }
 
     fn pod_state(&self, uid: &str) -> Option<PodState> {

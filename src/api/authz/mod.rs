@@ -1,7 +1,8 @@
 //! Authorization of requests by what they do: a request's attributes (verb, API
 //! group, resource, subresource, namespace, name, field selector), parsed from its
 //! method and path as Kubernetes' RequestInfo does, and the authorizers that judge
-//! them. Today: the node authorizer ([`node`]), for identities in `system:nodes`.
+//! them. Today: the node authorizer ([`node`]), for identities in `system:nodes`, and
+//! NodeRestriction on a node's own Node ([`restriction`], called by the handlers).
 //!
 //! Owns: request attributes, the `Forbidden` message shape, the node graph.
 //! May call: the store (through [`graph`], read only) and `body` (to read the name of
@@ -9,6 +10,7 @@
 
 pub mod graph;
 pub mod node;
+pub mod restriction;
 
 use axum::body::Body;
 use axum::extract::Request;
