@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Taint;
 
 use serde::Deserialize;
 
-use crate::api::alloc::Cidr;
+use crate::model::cidr::Cidr;
 
 pub const DEFAULT_CONFIG: &str = "/etc/skiff/config.yaml";
 

@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod controllers;
 pub mod image;
+pub mod model;
 pub mod network;
 pub mod pki;
 pub mod runtime;

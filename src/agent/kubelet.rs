@@ -48,7 +48,7 @@ use tokio::net::TcpListener;
 
 use super::join::{self, ServingCredentials};
 use super::AgentConfig;
-use crate::api::join::KUBELET_CLIENT_USER;
+use crate::model::join::KUBELET_CLIENT_USER;
 use crate::pki::Identity;
 use crate::runtime::exec::{helper_command, ExecTarget};
 use crate::runtime::ShimCommand;

@@ -108,8 +108,8 @@ pub fn parse_label(s: &str) -> Result<(String, String), AgentError> {
         value: s.into(),
         message: "expected key=value".into(),
     })?;
-    crate::api::selector::validate_label_key(k)
-        .and_then(|_| crate::api::selector::validate_label_value(v))
+    crate::model::selector::validate_label_key(k)
+        .and_then(|_| crate::model::selector::validate_label_value(v))
         .map_err(|message| AgentError::Invalid {
             flag: "--node-label",
             value: s.into(),

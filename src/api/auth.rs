@@ -65,7 +65,7 @@ pub fn authorize(identity: &Identity, method: &Method, path: &str) -> Result<(),
         return Ok(());
     }
     // The join endpoint decides itself which node a caller may get credentials for.
-    if path == super::join::CREDENTIALS_PATH && *method == Method::POST {
+    if path == crate::model::join::CREDENTIALS_PATH && *method == Method::POST {
         return Ok(());
     }
     Err(ApiError::forbidden(format!(

@@ -15,13 +15,13 @@ use super::alloc::{self, Allocations};
 use super::auth::Identity;
 use super::patch::{self, apply, PatchType};
 use super::resources::{self, Resource};
-use super::selector::{FieldSelector, LabelSelector, Selectable};
 use super::status::{self, ApiError};
 use super::validation::{CauseReason, FieldError};
 use super::{
     body, defaults, discovery, events, json_response, json_response_typed, object, openapi,
     rawlist, schema, table, validation, watch, SharedState,
 };
+use crate::model::selector::{FieldSelector, LabelSelector, Selectable};
 use crate::store::{Entry, ListRequest, Revision, StoreError, WriteOp};
 
 /// Patches and unconditional updates retry this often when they race another writer.

@@ -30,7 +30,6 @@ pub mod resources;
 pub mod sa_admission;
 pub mod satoken;
 pub mod schema;
-pub mod selector;
 pub mod status;
 pub mod table;
 mod tokenrequest;
@@ -54,8 +53,7 @@ use alloc::Cidr;
 use auth::Identity;
 use status::ApiError;
 
-/// The version skiff reports; kubectl picks its client version from `minor`.
-pub const KUBERNETES_VERSION: (&str, &str, &str) = ("1", "32", "v1.32.4");
+pub use crate::model::version::{go_arch, KUBERNETES_VERSION};
 
 /// What the API needs to know about the cluster.
 #[derive(Debug, Clone)]
@@ -216,16 +214,6 @@ async fn version() -> Response {
             "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
         }),
     )
-}
-
-/// The architecture as Kubernetes names it (amd64, arm64, arm).
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        other => other,
-    }
 }
 
 async fn healthz() -> &'static str {

@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::alloc::Cidr;
+use crate::model::cidr::Cidr;
 pub use events::Recorder;
 
 #[derive(Debug, thiserror::Error)]
