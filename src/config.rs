@@ -204,7 +204,7 @@ impl NodeFlags {
         let node_name = self
             .node_name
             .or(file.node_name)
-            .unwrap_or_else(crate::server::hostname);
+            .unwrap_or_else(crate::host::hostname);
         Ok(NodeConfig {
             node_name,
             node_ip: self.node_ip.or(file.node_ip),

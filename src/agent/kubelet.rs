@@ -246,7 +246,7 @@ struct Caller(Option<Identity>);
 
 /// Accepts TLS connections and serves `router` on them (with upgrades, for exec).
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) {
-    crate::server::tls::serve_with(listener, tls, router, Caller).await
+    crate::serve::serve_with(listener, tls, router, Caller).await
 }
 
 #[derive(Clone)]

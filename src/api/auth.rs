@@ -20,8 +20,7 @@ use super::status::ApiError;
 pub struct PeerIdentity(pub Option<Identity>);
 
 /// The TCP peer of the request's connection, put on each request by the TLS server.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddress(pub std::net::SocketAddr);
+pub use crate::serve::PeerAddress;
 
 pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers";
 
