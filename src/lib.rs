@@ -12,6 +12,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod component;
 pub mod config;
 pub mod controllers;
 pub mod host;

@@ -35,8 +35,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::controllers::events::EventType;
-use crate::controllers::Context;
+use crate::component::events::EventType;
+use crate::component::Context;
 use model::{NodeInfo, PodInfo};
 use state::{Change, Decision, Input, Outcome, PodRef, State};
 
