@@ -14,7 +14,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::handlers::Filter;
+use super::request::Filter;
 use crate::model::selector::{field_text, value_text, Selectable};
 use crate::store::Revision;
 
