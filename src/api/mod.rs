@@ -3,7 +3,10 @@
 //! `Status` errors.
 //!
 //! Owns: everything between an HTTP request and the store.
-//! May call: `store` (through the `Store` trait only) and `pki` (client identities).
+//! May call: `store` (through the `Store` trait only), `pki` (client identities),
+//! `model` (the shared Kubernetes model) and `serve` (the TLS peer address).
+//! Inside `api/` no module cycle (docs/adr/0010-layering.md): `request` and `list`
+//! sit below the handlers, list and watch that share them.
 //! Controllers, the scheduler and agents reach the store only through this API.
 
 pub mod alloc;

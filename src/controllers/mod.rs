@@ -5,6 +5,8 @@
 //! Owns: ReplicaSets' pods, Deployments' ReplicaSets and rollouts, node lifecycle
 //! (leases, taints, pod CIDRs), taint eviction, Endpoints and EndpointSlices, garbage
 //! collection and namespace deletion, event expiry.
+//! Built on `component` (Context, Settings, supervise and the event recorder, shared
+//! with the scheduler and agents) and `model`; never `api`, `scheduler` or `agent`.
 //! May call: the API only, through a kube-rs client (`crate::client`) — the same
 //! validation, resourceVersion checks and status subresources every client gets.
 //! Controllers never call each other; they meet in API objects.

@@ -11,7 +11,8 @@
 //!
 //! Owns: pods' `spec.nodeName` (through `pods/binding`), their `PodScheduled`
 //! condition while unschedulable, `Scheduled` and `FailedScheduling` events.
-//! May call: the API only, through the context's kube client and recorder.
+//! May call: the API only, through the `component::Context`'s kube client and
+//! recorder, and `model` (quantities); never `controllers` or `api`.
 
 mod cache;
 mod filter;

@@ -2,7 +2,8 @@
 //! default objects — signals readiness, runs background upkeep (compaction,
 //! certificate renewal) and stops cleanly on SIGINT/SIGTERM.
 //!
-//! May call: store, pki, api, controllers, scheduler, and the node agent (configured
+//! May call: every module but `cli`: store, pki, api (served through `serve`),
+//! component, controllers, scheduler, host, and the node agent (configured
 //! by `config.node`, the same node settings `skiff agent` takes).
 
 use std::net::{IpAddr, SocketAddr};
