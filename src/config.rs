@@ -6,6 +6,9 @@
 //! bridge, cgroup root, registries, lease) are defined once and flattened into both
 //! `skiff agent` and `skiff server` (whose own node takes them); `NodeConfig` turns
 //! them into the agent's and the container runtime's configuration for both.
+//!
+//! May call: `model` (CIDRs), `host` (the default node name), and the `agent` and
+//! `image` types it assembles; it sits above the agent and below `server` and `cli`.
 //! Everything a node makes on the host is named from this configuration (bridge
 //! `--cni-bridge`, sink link `<bridge>-sink`, cgroups under `--cgroup-root`, state
 //! under the data dir), so agents with different settings share a machine.
@@ -19,7 +22,7 @@ use k8s_openapi::api::core::v1::Taint;
 
 use serde::Deserialize;
 
-use crate::api::alloc::Cidr;
+use crate::model::cidr::Cidr;
 
 pub const DEFAULT_CONFIG: &str = "/etc/skiff/config.yaml";
 
@@ -204,7 +207,7 @@ impl NodeFlags {
         let node_name = self
             .node_name
             .or(file.node_name)
-            .unwrap_or_else(crate::server::hostname);
+            .unwrap_or_else(crate::host::hostname);
         Ok(NodeConfig {
             node_name,
             node_ip: self.node_ip.or(file.node_ip),

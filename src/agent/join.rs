@@ -27,8 +27,8 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sha2::{Digest, Sha256};
 
-use crate::api::join::{CredentialsRequest, CredentialsResponse, CREDENTIALS_PATH};
 use crate::client::Credentials;
+use crate::model::join::{CredentialsRequest, CredentialsResponse, CREDENTIALS_PATH};
 
 const RENEW_BEFORE_DAYS: i64 = 30;
 

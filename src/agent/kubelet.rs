@@ -48,7 +48,7 @@ use tokio::net::TcpListener;
 
 use super::join::{self, ServingCredentials};
 use super::AgentConfig;
-use crate::api::join::KUBELET_CLIENT_USER;
+use crate::model::join::KUBELET_CLIENT_USER;
 use crate::pki::Identity;
 use crate::runtime::exec::{helper_command, ExecTarget};
 use crate::runtime::ShimCommand;
@@ -246,7 +246,7 @@ struct Caller(Option<Identity>);
 
 /// Accepts TLS connections and serves `router` on them (with upgrades, for exec).
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) {
-    crate::server::tls::serve_with(listener, tls, router, Caller).await
+    crate::serve::serve_with(listener, tls, router, Caller).await
 }
 
 #[derive(Clone)]

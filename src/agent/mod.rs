@@ -2,7 +2,10 @@
 //! Lease, runs the pods bound to it through a `PodRuntime`, and reports their status.
 //!
 //! Owns: this node's Node object and Lease, and the status of the pods bound to it.
-//! May call: the API (kube-rs client with the node's own credentials), a `PodRuntime`.
+//! May call: the API (kube-rs client with the node's own credentials, `client`), a
+//! `PodRuntime` (`runtime`, `image`, `network`), `component` (the event recorder),
+//! `model`, `pki`, `host` and `serve` (the kubelet API's TLS loop); never `api`,
+//! `store`, `controllers`, `scheduler` or `server` (docs/adr/0010-layering.md).
 //! `skiff agent --simulate` runs this same loop over the simulated runtime, many nodes
 //! in one process if asked (`--count`).
 
@@ -109,8 +112,8 @@ pub fn parse_label(s: &str) -> Result<(String, String), AgentError> {
         value: s.into(),
         message: "expected key=value".into(),
     })?;
-    crate::api::selector::validate_label_key(k)
-        .and_then(|_| crate::api::selector::validate_label_value(v))
+    crate::model::selector::validate_label_key(k)
+        .and_then(|_| crate::model::selector::validate_label_value(v))
         .map_err(|message| AgentError::Invalid {
             flag: "--node-label",
             value: s.into(),

@@ -29,7 +29,7 @@ const STATUS_REFRESH: Duration = Duration::from_secs(300);
 pub const LEASE_SECONDS: i32 = 40;
 
 fn labels(config: &AgentConfig) -> BTreeMap<String, String> {
-    let arch = crate::api::go_arch().to_string();
+    let arch = crate::model::version::go_arch().to_string();
     let mut labels = BTreeMap::from([
         (
             "kubernetes.io/hostname".to_string(),
@@ -240,12 +240,12 @@ fn node_status(
             }),
         }),
         node_info: Some(NodeSystemInfo {
-            architecture: crate::api::go_arch().into(),
+            architecture: crate::model::version::go_arch().into(),
             operating_system: "linux".into(),
             kernel_version: kernel_version(),
             os_image: os_image(),
             container_runtime_version: runtime.version(),
-            kubelet_version: format!("{}+skiff", crate::api::KUBERNETES_VERSION.2),
+            kubelet_version: format!("{}+skiff", crate::model::version::KUBERNETES_VERSION.2),
             kube_proxy_version: String::new(),
             machine_id: String::new(),
             system_uuid: String::new(),

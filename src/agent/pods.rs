@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use super::runtime::{NodeEnv, PodRuntime, PodState};
 use super::status;
 use super::AgentConfig;
-use crate::api::alloc::Cidr;
+use crate::model::cidr::Cidr;
 
 /// How often every pod is looked at even without a change (probes, timers).
 const RESYNC: Duration = Duration::from_secs(1);

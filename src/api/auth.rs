@@ -20,8 +20,7 @@ use super::status::ApiError;
 pub struct PeerIdentity(pub Option<Identity>);
 
 /// The TCP peer of the request's connection, put on each request by the TLS server.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddress(pub std::net::SocketAddr);
+pub use crate::serve::PeerAddress;
 
 pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers";
 
@@ -65,7 +64,7 @@ pub fn authorize(identity: &Identity, method: &Method, path: &str) -> Result<(),
         return Ok(());
     }
     // The join endpoint decides itself which node a caller may get credentials for.
-    if path == super::join::CREDENTIALS_PATH && *method == Method::POST {
+    if path == crate::model::join::CREDENTIALS_PATH && *method == Method::POST {
         return Ok(());
     }
     Err(ApiError::forbidden(format!(

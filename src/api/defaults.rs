@@ -5,7 +5,7 @@
 //! cluster.
 //!
 //! Owns: `apply_defaults` and the per-kind default tables below.
-//! Calls: `super::validation::parse_quantity` (for the Pod QoS class) only.
+//! Calls: `crate::model::quantity::parse_quantity` (for the Pod QoS class) only.
 //!
 //! Rules: only values that are missing (absent, `null`, or the Go zero value
 //! Kubernetes treats as unset) are filled; a value of the wrong JSON type is
@@ -13,7 +13,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::validation::parse_quantity;
+use crate::model::quantity::parse_quantity;
 
 type Obj = Map<String, Value>;
 

@@ -21,8 +21,9 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::handlers::{delete_object, parse_delete_options, read, write_with_retries, Ctx};
+use super::handlers::{delete_object, parse_delete_options, write_with_retries};
 use super::object;
+use super::request::{read, Ctx};
 use super::status::{self, ApiError};
 use super::{body, json_response};
 

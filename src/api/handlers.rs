@@ -6,119 +6,27 @@ use std::collections::{BTreeSet, HashMap};
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::{json, Value};
 
 use super::alloc::{self, Allocations};
 use super::auth::Identity;
+use super::list::{list_objects, scan, Listed};
 use super::patch::{self, apply, PatchType};
+use super::request::{read, Ctx, Filter};
 use super::resources::{self, Resource};
-use super::selector::{FieldSelector, LabelSelector, Selectable};
 use super::status::{self, ApiError};
 use super::validation::{CauseReason, FieldError};
 use super::{
     body, defaults, discovery, events, json_response, json_response_typed, object, openapi,
     rawlist, schema, table, validation, watch, SharedState,
 };
+use crate::model::selector::LabelSelector;
 use crate::store::{Entry, ListRequest, Revision, StoreError, WriteOp};
 
 /// Patches and unconditional updates retry this often when they race another writer.
 const CONFLICT_RETRIES: usize = 64;
-
-/// One API request, parsed.
-pub(super) struct Ctx {
-    pub state: SharedState,
-    pub resource: &'static Resource,
-    pub namespace: Option<String>,
-    pub query: HashMap<String, String>,
-    pub headers: HeaderMap,
-    pub identity: Option<Identity>,
-}
-
-impl Ctx {
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.query.get(name).map(String::as_str)
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        matches!(self.param(name), Some("true") | Some("1"))
-    }
-
-    pub(super) fn header(&self, name: header::HeaderName) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    /// `Accept: …;as=PartialObjectMetadata` (metadata-only clients such as a
-    /// garbage collector): answer with metadata alone.
-    pub fn wants_metadata_only(&self) -> bool {
-        self.header(header::ACCEPT)
-            .contains("as=PartialObjectMetadata")
-    }
-
-    /// The object in the shape the client asked for.
-    pub fn shape(&self, obj: Value) -> Value {
-        if !self.wants_metadata_only() {
-            return obj;
-        }
-        json!({
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
-        })
-    }
-
-    pub fn wants_table(&self) -> bool {
-        self.header(header::ACCEPT).contains("as=Table")
-    }
-
-    fn dry_run(&self) -> bool {
-        self.param("dryRun") == Some("All")
-    }
-
-    fn key(&self, name: &str) -> String {
-        self.resource.key(self.namespace.as_deref(), name)
-    }
-
-    /// The object as this API version shows it (events.k8s.io converts).
-    pub fn present(&self, mut obj: Value) -> Value {
-        if self.resource.group == "events.k8s.io" {
-            obj = events::from_core(&obj);
-        }
-        if let Some(map) = obj.as_object_mut() {
-            map.insert(
-                "apiVersion".into(),
-                Value::String(self.resource.api_version()),
-            );
-            map.insert("kind".into(), Value::String(self.resource.kind.into()));
-        }
-        obj
-    }
-
-    fn respond(&self, code: StatusCode, obj: &Value) -> Response {
-        if self.wants_table() {
-            let now = chrono::Utc::now();
-            let rv = object::meta_str(obj, "resourceVersion")
-                .unwrap_or("")
-                .to_string();
-            return json_response(
-                code,
-                &table::table(
-                    self.resource.kind,
-                    std::slice::from_ref(obj),
-                    &rv,
-                    None,
-                    now,
-                ),
-            );
-        }
-        json_response(code, &self.shape(obj.clone()))
-    }
-}
 
 /// Where a request goes.
 enum Target {
@@ -359,234 +267,9 @@ async fn subresource(
     }
 }
 
-/// Reads one stored object.
-pub(super) async fn read(ctx: &Ctx, name: &str) -> Result<(Entry, Value), ApiError> {
-    let entry = ctx
-        .state
-        .store
-        .get(&ctx.key(name))
-        .await
-        .map_err(|e| ApiError::from_store(e, ctx.resource, name))?
-        .ok_or_else(|| ApiError::not_found(ctx.resource, name))?;
-    let obj = object::from_entry(&entry)
-        .map_err(|e| ApiError::internal(format!("stored object {name} is unreadable: {e}")))?;
-    Ok((entry, obj))
-}
-
 async fn get(ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
     let (_, obj) = read(ctx, name).await?;
     Ok(ctx.respond(StatusCode::OK, &ctx.present(obj)))
-}
-
-/// The label and field selectors of a list or watch.
-#[derive(Clone)]
-pub(super) struct Filter {
-    labels: LabelSelector,
-    fields: FieldSelector,
-}
-
-impl Filter {
-    pub fn from_query(ctx: &Ctx) -> Result<Self, ApiError> {
-        let labels = LabelSelector::parse(ctx.param("labelSelector").unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(format!("unable to parse labelSelector: {e}")))?;
-        let fields = FieldSelector::parse(ctx.param("fieldSelector").unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        fields
-            .validate(&ctx.resource.supported_fields())
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(Filter { labels, fields })
-    }
-
-    #[cfg(test)]
-    pub fn new(labels: LabelSelector, fields: FieldSelector) -> Self {
-        Filter { labels, fields }
-    }
-
-    pub fn matches<S: Selectable + ?Sized>(&self, obj: &S) -> bool {
-        (self.labels.is_empty() || self.labels.matches_object(obj))
-            && (self.fields.is_empty() || self.fields.matches(obj))
-    }
-
-    /// Selects everything.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.fields.is_empty()
-    }
-
-    /// The field paths (`spec.nodeName` …) the field selector reads.
-    pub fn field_paths(&self) -> impl Iterator<Item = &str> {
-        self.fields.fields()
-    }
-
-    /// Whether matching reads metadata (labels, or a `metadata.*` field).
-    pub fn reads_metadata(&self) -> bool {
-        !self.labels.is_empty() || self.fields.fields().any(|f| f.starts_with("metadata."))
-    }
-
-    /// The value an `=`/`==` field term pins `field` to, if any.
-    pub fn exact_field(&self, field: &str) -> Option<&str> {
-        self.fields.exact_value(field)
-    }
-
-    /// The one name a `metadata.name=` selector pins, to read a single key.
-    pub fn exact_name(&self) -> Option<&str> {
-        self.fields.exact_value("metadata.name")
-    }
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ContinueToken {
-    rv: Revision,
-    start: String,
-}
-
-fn encode_continue(rv: Revision, start: &str) -> String {
-    let token = ContinueToken {
-        rv,
-        start: start.to_string(),
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(&token).unwrap_or_default())
-}
-
-fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| ApiError::bad_request(format!("invalid continue token {token:?}")))
-}
-
-/// The items a list returns, the revision it was read at, and where to continue.
-pub(super) struct Listed<T = Value> {
-    pub items: Vec<T>,
-    pub revision: Revision,
-    pub continue_token: Option<String>,
-}
-
-/// The objects of a list, decoded, filtered and presented.
-pub(super) async fn list_objects(
-    ctx: &Ctx,
-    filter: &Filter,
-    limit: usize,
-) -> Result<Listed, ApiError> {
-    scan(ctx, filter, limit, |entry| {
-        let obj = object::from_entry(entry).map_err(|e| {
-            ApiError::internal(format!("stored object {} is unreadable: {e}", entry.key))
-        })?;
-        Ok(filter.matches(&obj).then(|| ctx.present(obj)))
-    })
-    .await
-}
-
-/// Walks the stored objects a list covers, page by page at one revision, and keeps
-/// what `accept` makes of them (`None`: filtered out) until `limit` items are kept.
-async fn scan<T>(
-    ctx: &Ctx,
-    filter: &Filter,
-    limit: usize,
-    mut accept: impl FnMut(&Entry) -> Result<Option<T>, ApiError>,
-) -> Result<Listed<T>, ApiError> {
-    let store = &ctx.state.store;
-    let (mut start_after, mut at_revision) = match ctx.param("continue").filter(|c| !c.is_empty()) {
-        Some(token) => {
-            let token = decode_continue(token)?;
-            (Some(token.start), Some(token.rv))
-        }
-        None => (None, exact_revision(ctx)?),
-    };
-    // One key holds the name only within one namespace (or for cluster-scoped
-    // kinds); across namespaces (`-A`) the name is matched on every object.
-    let one_key = ctx.namespace.is_some() || !ctx.resource.namespaced;
-    if let (Some(name), None, true) = (filter.exact_name(), &start_after, one_key) {
-        return scan_one(ctx, name, at_revision, accept).await;
-    }
-    let prefix = ctx.resource.prefix(ctx.namespace.as_deref());
-    let page_size = if limit == 0 { 0 } else { limit.max(500) };
-    let mut items = Vec::new();
-    loop {
-        let page = store
-            .list(ListRequest {
-                prefix: prefix.clone(),
-                start_after: start_after.clone(),
-                limit: page_size,
-                at_revision,
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::Compacted { .. } => ApiError::expired(
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                ),
-                other => ApiError::from_store(other, ctx.resource, ""),
-            })?;
-        at_revision = Some(page.revision);
-        let count = page.entries.len();
-        for (i, entry) in page.entries.iter().enumerate() {
-            if let Some(item) = accept(entry)? {
-                items.push(item);
-            }
-            if limit > 0 && items.len() == limit {
-                let more = i + 1 < count || page.more;
-                let token = more.then(|| encode_continue(page.revision, &entry.key));
-                return Ok(Listed {
-                    items,
-                    revision: page.revision,
-                    continue_token: token,
-                });
-            }
-        }
-        match page.entries.last() {
-            Some(last) if page.more => start_after = Some(last.key.clone()),
-            _ => {
-                return Ok(Listed {
-                    items,
-                    revision: page.revision,
-                    continue_token: None,
-                })
-            }
-        }
-    }
-}
-
-/// A list narrowed to one name by `fieldSelector=metadata.name=X` (kubectl's waits).
-async fn scan_one<T>(
-    ctx: &Ctx,
-    name: &str,
-    at: Option<Revision>,
-    mut accept: impl FnMut(&Entry) -> Result<Option<T>, ApiError>,
-) -> Result<Listed<T>, ApiError> {
-    let store = &ctx.state.store;
-    let page = store
-        .list(ListRequest {
-            prefix: ctx.key(name),
-            start_after: None,
-            limit: 0,
-            at_revision: at,
-        })
-        .await
-        .map_err(|e| ApiError::from_store(e, ctx.resource, name))?;
-    let mut items = Vec::new();
-    let key = ctx.key(name);
-    for entry in page.entries.iter().filter(|e| e.key == key) {
-        if let Some(item) = accept(entry)? {
-            items.push(item);
-        }
-    }
-    Ok(Listed {
-        items,
-        revision: page.revision,
-        continue_token: None,
-    })
-}
-
-/// `resourceVersion=N&resourceVersionMatch=Exact` reads at N; anything else the newest.
-fn exact_revision(ctx: &Ctx) -> Result<Option<Revision>, ApiError> {
-    if ctx.param("resourceVersionMatch") != Some("Exact") {
-        return Ok(None);
-    }
-    let rv = ctx.param("resourceVersion").unwrap_or("");
-    rv.parse()
-        .map(Some)
-        .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))
 }
 
 async fn list(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -1874,16 +1557,5 @@ mod tests {
             qos_class(&json!({"spec": {"containers": [{}]}})),
             "BestEffort"
         );
-    }
-
-    #[test]
-    fn continue_tokens_round_trip() {
-        let token = encode_continue(42, "/registry/core/pods/default/a");
-        let back = decode_continue(&token).unwrap();
-        assert_eq!(
-            (back.rv, back.start.as_str()),
-            (42, "/registry/core/pods/default/a")
-        );
-        assert!(decode_continue("!!").is_err());
     }
 }

@@ -36,16 +36,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
 
 use super::auth::{Identity, PeerAddress, BOOTSTRAP_GROUP};
 use super::status::ApiError;
 use super::validation::validate_dns1123_subdomain;
 use super::SharedState;
 
-pub const CREDENTIALS_PATH: &str = "/v1-skiff/node-credentials";
-/// The user the API server is when it calls a node's kubelet API.
-pub const KUBELET_CLIENT_USER: &str = "system:kube-apiserver-kubelet-client";
+pub use crate::model::join::{
+    CredentialsRequest, CredentialsResponse, CREDENTIALS_PATH, KUBELET_CLIENT_USER,
+};
 /// How long issued certificates last (agents renew theirs well before).
 pub const VALIDITY_DAYS: u32 = 365;
 
@@ -108,30 +107,6 @@ impl CredentialIssuer for PkiIssuer {
             .issue_client_cert(KUBELET_CLIENT_USER, &["system:masters"], VALIDITY_DAYS)
             .map_err(|e| e.to_string())
     }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CredentialsRequest {
-    pub node_name: String,
-    /// Also issue a kubelet serving certificate for these addresses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serving_addresses: Option<Vec<IpAddr>>,
-    /// The node's password, proving it is the machine that first joined as the name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_password: Option<String>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CredentialsResponse {
-    pub certificate: String,
-    pub key: String,
-    pub ca: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serving_certificate: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serving_key: Option<String>,
 }
 
 fn issuer(state: &SharedState) -> Result<&Arc<dyn CredentialIssuer>, ApiError> {

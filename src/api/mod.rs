@@ -3,7 +3,10 @@
 //! `Status` errors.
 //!
 //! Owns: everything between an HTTP request and the store.
-//! May call: `store` (through the `Store` trait only) and `pki` (client identities).
+//! May call: `store` (through the `Store` trait only), `pki` (client identities),
+//! `model` (the shared Kubernetes model) and `serve` (the TLS peer address).
+//! Inside `api/` no module cycle (docs/adr/0010-layering.md): `request` and `list`
+//! sit below the handlers, list and watch that share them.
 //! Controllers, the scheduler and agents reach the store only through this API.
 
 pub mod alloc;
@@ -18,6 +21,7 @@ pub mod events;
 mod eviction;
 mod handlers;
 pub mod join;
+mod list;
 pub mod object;
 pub mod openapi;
 pub mod patch;
@@ -25,12 +29,12 @@ pub mod protobuf;
 pub mod proxy;
 mod rawlist;
 pub mod repair;
+mod request;
 pub mod resource_proxy;
 pub mod resources;
 pub mod sa_admission;
 pub mod satoken;
 pub mod schema;
-pub mod selector;
 pub mod status;
 pub mod table;
 mod tokenrequest;
@@ -54,8 +58,7 @@ use alloc::Cidr;
 use auth::Identity;
 use status::ApiError;
 
-/// The version skiff reports; kubectl picks its client version from `minor`.
-pub const KUBERNETES_VERSION: (&str, &str, &str) = ("1", "32", "v1.32.4");
+pub use crate::model::version::{go_arch, KUBERNETES_VERSION};
 
 /// What the API needs to know about the cluster.
 #[derive(Debug, Clone)]
@@ -216,16 +219,6 @@ async fn version() -> Response {
             "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
         }),
     )
-}
-
-/// The architecture as Kubernetes names it (amd64, arm64, arm).
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        other => other,
-    }
 }
 
 async fn healthz() -> &'static str {

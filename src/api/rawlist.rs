@@ -14,8 +14,8 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::handlers::Filter;
-use super::selector::{field_text, value_text, Selectable};
+use super::request::Filter;
+use crate::model::selector::{field_text, value_text, Selectable};
 use crate::store::Revision;
 
 /// An object's top-level fields, each still as its stored JSON text.
@@ -304,7 +304,7 @@ fn find(raw: Option<&RawValue>, path: &[&str]) -> Result<Option<Value>, Unreadab
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::selector::{FieldSelector, LabelSelector};
+    use crate::model::selector::{FieldSelector, LabelSelector};
     use serde_json::json;
 
     fn filter(labels: &str, fields: &str) -> Filter {

@@ -11,7 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::handlers::{read, Ctx};
+use super::request::{read, Ctx};
 use super::satoken::{self, BoundObject, TokenSubject};
 use super::status::ApiError;
 use super::validation::{CauseReason, FieldError};

@@ -6,7 +6,7 @@
 //!
 //! Owns: `validate`, the DNS name rules, `parse_quantity`, and the per-kind
 //! rule table below. Runs after defaulting (see `defaults.rs`).
-//! Calls: `super::selector` (label key/value rules and label-selector matching),
+//! Calls: `crate::model::selector` (label key/value rules and label-selector matching),
 //! and `super::defaults::volume_source_keys`.
 //!
 //! Never panics: a value of the wrong JSON type becomes a `FieldError`.
@@ -23,7 +23,9 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 
 use super::defaults::volume_source_keys;
-use super::selector::{validate_label_key, validate_label_value, LabelSelector};
+pub use crate::model::quantity::parse_quantity;
+use crate::model::quantity::QUANTITY_FORMAT_MSG;
+use crate::model::selector::{validate_label_key, validate_label_value, LabelSelector};
 
 type Obj = Map<String, Value>;
 
@@ -644,8 +646,6 @@ const IMMUTABLE_MSG: &str = "field is immutable";
 const PORT_RANGE_MSG: &str = "must be between 1 and 65535, inclusive";
 const INVALID_IP_MSG: &str = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)";
 const FILE_MODE_MSG: &str = "must be a number between 0 and 0777 (octal), both inclusive";
-const QUANTITY_FORMAT_MSG: &str =
-    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
 
 /// apimachinery's RegexError: message, examples, and the regex.
 fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
@@ -890,94 +890,6 @@ fn cidr_ok(s: &str) -> bool {
 // ---------------------------------------------------------------------------
 // Quantities
 // ---------------------------------------------------------------------------
-
-/// Parses a Kubernetes quantity (`500m`, `256Mi`, `1.5`, `1e3`, `2Gi`, `100k`)
-/// into its value in base units (cores, bytes, ...), with the same grammar and
-/// error texts as apimachinery's `ParseQuantity`.
-pub fn parse_quantity(s: &str) -> Result<f64, String> {
-    const NUMERIC_MSG: &str = "unable to parse numeric value";
-    const SUFFIX_MSG: &str = "unable to parse quantity's suffix";
-    let b = s.as_bytes();
-    if b.is_empty() {
-        return Err(QUANTITY_FORMAT_MSG.into());
-    }
-    let mut pos = 0;
-    let negative = match b[0] {
-        b'-' => {
-            pos = 1;
-            true
-        }
-        b'+' => {
-            pos = 1;
-            false
-        }
-        _ => false,
-    };
-    let digits_end =
-        |from: usize| from + b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
-    let int_end = digits_end(pos);
-    let int_part = &s[pos..int_end];
-    pos = int_end;
-    let mut frac_part = "";
-    if b.get(pos) == Some(&b'.') {
-        let frac_end = digits_end(pos + 1);
-        frac_part = &s[pos + 1..frac_end];
-        pos = frac_end;
-    }
-    // Suffix: letters from the suffix alphabet, then an optional signed integer.
-    let suffix_start = pos;
-    pos += b[pos..]
-        .iter()
-        .take_while(|c| b"eEinumkKMGTP".contains(c))
-        .count();
-    if matches!(b.get(pos), Some(b'+') | Some(b'-')) {
-        pos += 1;
-    }
-    pos = digits_end(pos);
-    if pos != b.len() {
-        return Err(QUANTITY_FORMAT_MSG.into());
-    }
-    let suffix = &s[suffix_start..];
-    let (base, exponent) = quantity_suffix(suffix).ok_or_else(|| SUFFIX_MSG.to_string())?;
-    let int_part = if int_part.is_empty() { "0" } else { int_part };
-    let mantissa: f64 = format!("{int_part}.{frac_part}0")
-        .parse()
-        .map_err(|_| NUMERIC_MSG.to_string())?;
-    let value = mantissa * f64::from(base).powi(exponent);
-    if !value.is_finite() {
-        return Err(NUMERIC_MSG.into());
-    }
-    Ok(if negative { -value } else { value })
-}
-
-/// (base, exponent) of a quantity suffix.
-fn quantity_suffix(suffix: &str) -> Option<(u32, i32)> {
-    let decimal = |e: i32| Some((10, e));
-    let binary = |e: i32| Some((2, e));
-    match suffix {
-        "" => decimal(0),
-        "n" => decimal(-9),
-        "u" => decimal(-6),
-        "m" => decimal(-3),
-        "k" => decimal(3),
-        "M" => decimal(6),
-        "G" => decimal(9),
-        "T" => decimal(12),
-        "P" => decimal(15),
-        "E" => decimal(18),
-        "Ki" => binary(10),
-        "Mi" => binary(20),
-        "Gi" => binary(30),
-        "Ti" => binary(40),
-        "Pi" => binary(50),
-        "Ei" => binary(60),
-        _ => {
-            let rest = suffix.strip_prefix(['e', 'E'])?;
-            let exponent: i32 = rest.parse().ok()?;
-            decimal(exponent)
-        }
-    }
-}
 
 /// A quantity field value: a JSON string, or a JSON number as Kubernetes accepts.
 fn quantity_text(v: &Value) -> Option<String> {

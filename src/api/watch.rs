@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::handlers::{list_objects, Ctx, Filter};
+use super::list::list_objects;
+use super::request::{Ctx, Filter};
 use super::status::ApiError;
 use super::table;
 use super::watchcache::{self, Decoded};

@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::rawlist::View;
-use super::selector::Selectable;
+use crate::model::selector::Selectable;
 use crate::store::{Event, EventKind, Revision, Store, StoreError};
 
 /// Recent events kept per resource type: at least this many …

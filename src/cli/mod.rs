@@ -120,7 +120,7 @@ pub fn run() -> anyhow::Result<()> {
 fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     use crate::agent::{self, Capacity};
     let node = args.node.merge(NodeFlags::default())?;
-    let node_ip = node.node_ip.unwrap_or_else(crate::server::default_address);
+    let node_ip = node.node_ip.unwrap_or_else(crate::host::default_address);
     let capacity = if args.simulate {
         Capacity {
             cpu: args.simulate_cpu,

@@ -5,6 +5,8 @@
 //! Owns: ReplicaSets' pods, Deployments' ReplicaSets and rollouts, node lifecycle
 //! (leases, taints, pod CIDRs), taint eviction, Endpoints and EndpointSlices, garbage
 //! collection and namespace deletion, event expiry.
+//! Built on `component` (Context, Settings, supervise and the event recorder, shared
+//! with the scheduler and agents) and `model`; never `api`, `scheduler` or `agent`.
 //! May call: the API only, through a kube-rs client (`crate::client`) — the same
 //! validation, resourceVersion checks and status subresources every client gets.
 //! Controllers never call each other; they meet in API objects.
@@ -23,7 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::alloc::Cidr;
+pub use crate::component::{supervise, Context, Settings};
 pub use events::Recorder;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,41 +37,6 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Tunables, with skiff's defaults (faster than Kubernetes': edge sites want dead nodes'
-/// pods moved in seconds, not five minutes).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// A node whose lease is older than this is NotReady/Unknown.
-    pub node_monitor_grace_period: Duration,
-    /// Pods of an unreachable node are deleted after this (their own NoExecute
-    /// tolerations win).
-    pub pod_eviction_timeout: Duration,
-    /// Events older than this are deleted.
-    pub event_ttl: Duration,
-    /// Pod CIDRs handed to nodes, one /`node_cidr_prefix` each.
-    pub cluster_cidr: Cidr,
-    pub node_cidr_prefix: u8,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            node_monitor_grace_period: Duration::from_secs(20),
-            pod_eviction_timeout: Duration::from_secs(30),
-            event_ttl: Duration::from_secs(3600),
-            cluster_cidr: "10.42.0.0/16".parse().expect("valid default CIDR"),
-            node_cidr_prefix: 24,
-        }
-    }
-}
-
-/// What every controller gets.
-pub struct Context {
-    pub client: kube::Client,
-    pub recorder: Recorder,
-    pub settings: Settings,
-}
 
 /// Starts every controller, each with its own client named after it (see
 /// `client::user_agent`); each restarts after a pause if it ever stops.
@@ -123,21 +90,6 @@ pub async fn start_service_account_controllers(
         }
     }
     Ok(())
-}
-
-/// Runs `run` forever, restarting it (after a pause) when it returns.
-pub fn supervise<F, Fut>(name: &'static str, ctx: Arc<Context>, run: F)
-where
-    F: Fn(Arc<Context>) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    tokio::spawn(async move {
-        loop {
-            run(ctx.clone()).await;
-            tracing::warn!(controller = name, "controller stopped; restarting");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
 }
 
 /// Runs a reconcile on its own task. kube-runtime polls a controller's reconciles

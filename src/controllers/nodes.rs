@@ -28,7 +28,7 @@ use serde_json::json;
 
 use super::events::EventType;
 use super::Context;
-use crate::api::alloc::Cidr;
+use crate::model::cidr::Cidr;
 
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
 const TICK: Duration = Duration::from_secs(1);

@@ -29,7 +29,7 @@ use serde_json::json;
 
 use super::events::EventType;
 use super::{requeue_after_error, Context, Error, Result};
-use crate::api::selector::LabelSelector;
+use crate::model::selector::LabelSelector;
 
 const NAME: &str = "replicaset";
 /// Most pods created or deleted in one pass (upstream's burst).

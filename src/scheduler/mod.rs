@@ -11,7 +11,8 @@
 //!
 //! Owns: pods' `spec.nodeName` (through `pods/binding`), their `PodScheduled`
 //! condition while unschedulable, `Scheduled` and `FailedScheduling` events.
-//! May call: the API only, through the context's kube client and recorder.
+//! May call: the API only, through the `component::Context`'s kube client and
+//! recorder, and `model` (quantities); never `controllers` or `api`.
 
 mod cache;
 mod filter;
@@ -35,8 +36,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::controllers::events::EventType;
-use crate::controllers::Context;
+use crate::component::events::EventType;
+use crate::component::Context;
 use model::{NodeInfo, PodInfo};
 use state::{Change, Decision, Input, Outcome, PodRef, State};
 

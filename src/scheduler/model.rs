@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::api::validation::parse_quantity;
+use crate::model::quantity::parse_quantity;
 
 /// What the scheduler calls itself in `spec.schedulerName`.
 pub const SCHEDULER_NAME: &str = "default-scheduler";

@@ -1,22 +1,25 @@
 //! `skiff server`: starts the components in order — store, certificates, API,
-//! default objects — signals readiness, runs background upkeep (compaction,
+//! default objects, controllers and scheduler, then its own node agent (unless
+//! `--disable-agent`) — signals readiness, runs background upkeep (compaction,
 //! certificate renewal) and stops cleanly on SIGINT/SIGTERM.
 //!
-//! May call: store, pki, api, controllers, scheduler, and the node agent (configured
+//! May call: every module but `cli`: store, pki, api (served through `serve`),
+//! component, controllers, scheduler, host, and the node agent (configured
 //! by `config.node`, the same node settings `skiff agent` takes).
 
 pub mod own_node;
-pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::{self, bootstrap, ApiConfig, ApiState};
+use crate::api::{self, auth::PeerIdentity, bootstrap, ApiConfig, ApiState};
 use crate::config::ServerConfig;
 use crate::controllers;
+use crate::host::{default_address, hostname, local_addresses};
 use crate::pki::{self, CertOptions, Pki};
+use crate::serve;
 use crate::store::{SqliteOptions, SqliteStore, Store};
 
 const COMPACT_EVERY: Duration = Duration::from_secs(10);
@@ -66,7 +69,7 @@ impl Layout {
 /// Runs the server until a stop signal.
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let started = Instant::now();
-    let fd_limit = tls::raise_fd_limit();
+    let fd_limit = serve::raise_fd_limit();
     let layout = Layout::new(&config);
     // The data dir holds the database and keys: owner-only, whatever the umask.
     pki::secure_dir(&config.data_dir)?;
@@ -108,16 +111,17 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ServerError::Listen { address, source })?;
-    let limits = tls::ConnectionLimits::for_fd_limit(fd_limit);
+    let limits = serve::ConnectionLimits::for_fd_limit(fd_limit);
     tracing::info!(
         fd_limit,
         max_connections = limits.max_connections,
         "connection limits"
     );
-    tokio::spawn(tls::serve(
+    tokio::spawn(serve::serve_limited(
         listener,
         pki.server_tls_config()?,
         router.clone(),
+        PeerIdentity,
         limits,
     ));
 
@@ -295,69 +299,6 @@ fn write_admin_kubeconfig(config: &ServerConfig, pki: &Pki) -> Result<(), Server
         &key,
     )?;
     Ok(())
-}
-
-pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-        .to_lowercase()
-}
-
-/// Every non-loopback address of this machine.
-fn local_addresses() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return vec![];
-    };
-    let mut found = Vec::new();
-    for ifaddr in addrs {
-        let Some(address) = ifaddr.address else {
-            continue;
-        };
-        let ip = if let Some(v4) = address.as_sockaddr_in() {
-            IpAddr::V4(v4.ip())
-        } else if let Some(v6) = address.as_sockaddr_in6() {
-            IpAddr::V6(v6.ip())
-        } else {
-            continue;
-        };
-        let link_local_v6 = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
-        if !ip.is_loopback() && !link_local_v6 && !found.contains(&ip) {
-            found.push(ip);
-        }
-    }
-    found
-}
-
-/// The address of the interface holding the default route, else any IPv4 one,
-/// else loopback.
-pub fn default_address() -> IpAddr {
-    let route_iface = std::fs::read_to_string("/proc/net/route")
-        .ok()
-        .and_then(|table| {
-            table
-                .lines()
-                .skip(1)
-                .map(|l| l.split_whitespace().collect::<Vec<_>>())
-                .find(|f| f.len() > 2 && f[1] == "00000000")
-                .map(|f| f[0].to_string())
-        });
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return IpAddr::from([127, 0, 0, 1]);
-    };
-    let v4: Vec<(String, IpAddr)> = addrs
-        .filter_map(|a| {
-            let ip = a.address?.as_sockaddr_in()?.ip();
-            (!ip.is_loopback()).then_some((a.interface_name, IpAddr::V4(ip)))
-        })
-        .collect();
-    v4.iter()
-        .find(|(name, _)| Some(name) == route_iface.as_ref())
-        .or(v4.first())
-        .map(|(_, ip)| *ip)
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
 /// Keeps at most the newest `keep` revisions of history, and no more history than

@@ -119,7 +119,7 @@ impl Allocatable {
     /// This machine's CPUs, memory and root file system size.
     pub fn of_machine() -> Allocatable {
         let capacity = crate::agent::machine_capacity();
-        let parse = |q: &str| crate::api::validation::parse_quantity(q).unwrap_or(0.0);
+        let parse = |q: &str| crate::model::quantity::parse_quantity(q).unwrap_or(0.0);
         let disk = nix::sys::statvfs::statvfs("/")
             .map(|s| s.blocks() as f64 * s.fragment_size() as f64)
             .unwrap_or(0.0);
@@ -149,7 +149,7 @@ pub fn resource_value(
     let resources = container.resources.as_ref();
     let get = |m: Option<&BTreeMap<String, _>>| -> Option<f64> {
         let q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity = m?.get(name)?;
-        crate::api::validation::parse_quantity(&q.0).ok()
+        crate::model::quantity::parse_quantity(&q.0).ok()
     };
     let limit = get(resources.and_then(|r| r.limits.as_ref()));
     let request = get(resources.and_then(|r| r.requests.as_ref()));
@@ -165,7 +165,7 @@ pub fn resource_value(
         _ => return Err(unsupported()),
     };
     let divisor_text = divisor.filter(|d| !d.is_empty()).unwrap_or("1");
-    let divisor = crate::api::validation::parse_quantity(divisor_text)
+    let divisor = crate::model::quantity::parse_quantity(divisor_text)
         .ok()
         .filter(|d| *d > 0.0)
         .ok_or_else(|| DownwardError::Divisor(divisor_text.to_string()))?;

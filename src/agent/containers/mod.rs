@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 use super::kubelet::ContainerAccess;
 use super::runtime::{NodeEnv, PodRuntime, PodState, RuntimeError};
-use crate::controllers::events::Recorder;
+use crate::component::events::Recorder;
 use crate::image::{ImageStore, RegistriesConfig, StoreOptions};
 use crate::runtime::exec::ExecTarget;
 use sandbox::{Dns, Network};

@@ -261,7 +261,7 @@ impl Sandbox {
         };
         let host_network = self.record.host_network;
         let hostname = if host_network {
-            crate::server::hostname()
+            crate::host::hostname()
         } else {
             hostname.to_string()
         };

@@ -189,7 +189,7 @@ fn user(
 }
 
 fn millis(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> Option<u64> {
-    crate::api::validation::parse_quantity(&q.0)
+    crate::model::quantity::parse_quantity(&q.0)
         .ok()
         .map(|v| (v * 1000.0).ceil() as u64)
 }
@@ -206,7 +206,7 @@ pub fn limits(container: &Container) -> Limits {
         cpu_request_millis: requests.get("cpu").and_then(millis).or(cpu_limit),
         memory_bytes: limits
             .get("memory")
-            .and_then(|q| crate::api::validation::parse_quantity(&q.0).ok())
+            .and_then(|q| crate::model::quantity::parse_quantity(&q.0).ok())
             .map(|b| b as i64),
         pids: None,
         open_files: None,

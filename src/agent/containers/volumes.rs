@@ -361,7 +361,7 @@ fn empty_dir(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(&err)?;
     if medium == Some("Memory") {
         let size = size_limit
-            .and_then(|q| crate::api::validation::parse_quantity(&q.0).ok())
+            .and_then(|q| crate::model::quantity::parse_quantity(&q.0).ok())
             .map(|b| format!(",size={}", b as u64))
             .unwrap_or_default();
         mount(

@@ -27,7 +27,7 @@ use super::sandbox::{self, Sandbox};
 use super::spec;
 use super::{volumes, Inner};
 use crate::agent::runtime::{ContainerPhase, ContainerState, PodState};
-use crate::controllers::events::EventType;
+use crate::component::events::EventType;
 use crate::image::{Image, ImageConfig, PullOptions};
 use crate::runtime::exec::ExecTarget;
 use crate::runtime::ContainerState as RunState;

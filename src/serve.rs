@@ -16,6 +16,10 @@
 //!   refused. So a flood of idle connections delays nobody who completes a request.
 //!
 //! A panic while serving a request becomes a 500 Status (the connection lives on).
+//!
+//! Serves both the API server and each node's kubelet API, so it sits below both.
+//! Owns: the listener, [`ConnectionLimits`], [`PeerAddress`]. May call: `pki` (the
+//! identity in a client certificate); nothing else in skiff.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -40,8 +44,6 @@ use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::api::auth::{PeerAddress, PeerIdentity};
-use crate::api::status::ApiError;
 use crate::pki;
 
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,14 +97,9 @@ pub fn fd_limit() -> u64 {
         .map_or(1024, |(soft, _)| soft)
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    router: Router,
-    limits: ConnectionLimits,
-) {
-    serve_limited(listener, tls, router, PeerIdentity, limits).await
-}
+/// The TCP peer of the request's connection, put on each request by [`serve_limited`].
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddress(pub std::net::SocketAddr);
 
 /// [`serve_limited`] with limits from the current open-file limit.
 pub async fn serve_with<E>(
@@ -273,8 +270,7 @@ where
                 Err(panic) => {
                     let what = panic_message(&panic);
                     tracing::error!(panic = %what, "a request handler panicked");
-                    ApiError::internal(format!("the server failed serving this request: {what}"))
-                        .into_response()
+                    internal_error(&format!("the server failed serving this request: {what}"))
                 }
             };
             if response.status() != StatusCode::UNAUTHORIZED {
@@ -288,6 +284,25 @@ where
             Ok::<_, Infallible>(Response::from_parts(parts, body))
         }
     })
+}
+
+/// A Kubernetes `Status` for a 500, as the API's own errors look.
+fn internal_error(message: &str) -> Response<Body> {
+    let status = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": "InternalError",
+        "code": 500,
+    });
+    let mut response = (StatusCode::INTERNAL_SERVER_ERROR, status.to_string()).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -8,7 +8,8 @@
 //!   escapes), field support checks and matching against JSON objects;
 //! - the Kubernetes label key/value validation rules, exported for reuse.
 //!
-//! Syntax and error texts follow k8s.io/apimachinery. It calls nothing else in skiff.
+//! Syntax and error texts follow k8s.io/apimachinery. Part of the shared model: the
+//! API, controllers and agents use it; it calls nothing else in skiff.
 
 use std::borrow::Cow;
 use std::fmt;

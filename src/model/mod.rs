@@ -1,0 +1,12 @@
+//! The shared Kubernetes model: pieces every layer speaks (quantities, CIDRs, label
+//! and field selectors with the label validators, the version constants, the join
+//! wire types). It sits below `api`, `client`, `controllers`, `scheduler` and `agent`
+//! so they share these without naming each other (docs/adr/0010-layering.md).
+//!
+//! May call: nothing else in skiff.
+
+pub mod cidr;
+pub mod join;
+pub mod quantity;
+pub mod selector;
+pub mod version;
