@@ -3,13 +3,15 @@
 //! PID 1, waits for the deletion's grace period, SIGKILLs what still runs, and only
 //! then removes the pod object; `--grace-period=0 --force` is immediate, a shorter
 //! grace period on a second delete shortens the wait, and a Deployment's scale-down
-//! goes the same way. Termination makes the containers unready at once, and the
-//! pod reports a terminal phase (Succeeded or Failed) before the object goes.
+//! goes the same way. Containers keep their probed readiness while they stop (as
+//! kubelet's), and the pod reports a terminal phase (Succeeded or Failed) before the
+//! object goes.
 //!
 //! Needs root and the Debian packages containernetworking-plugins, busybox-static and
 //! zstd; run with `flock /tmp/skiff-e2e.lock cargo test --test pod_termination --
-//! --include-ignored`. The tests share the node's `cni0` bridge, so they run one at
-//! a time; each cleans up even when it fails.
+//! --include-ignored`. Each test's node has its own bridge and cgroup root
+//! (`common::node::NodeScope`) but the default pod range, so they run one at a time;
+//! each cleans up even when it fails.
 
 mod common;
 
@@ -502,16 +504,17 @@ fn watch_until_gone(node: &Node, name: &str, delete: impl FnOnce()) -> Vec<Strin
 
 #[test]
 #[ignore = "needs root"]
-fn a_deleted_pod_is_unready_at_once_and_terminal_before_it_goes() {
+fn a_deleted_pod_is_terminal_before_it_goes() {
     let node = Node::start();
     // Exits 0 two seconds after SIGTERM: Succeeded, whatever restartPolicy (Always).
     node.apply(&trapping_pod("trapper", &node.markers(), 30));
     node.wait_pod("trapper", "Ready", common::is_ready);
     let seen = watch_until_gone(&node, "trapper", || node.delete("trapper", &[]));
     let deleting: Vec<&String> = seen.iter().filter(|l| !l.ends_with(',')).collect();
+    // No readiness probe: ready until the container exits, as kubelet reports it.
     assert!(
-        deleting.iter().any(|l| l.starts_with("Running,false,")),
-        "no unready Running status while the container handled SIGTERM: {seen:#?}"
+        deleting.iter().any(|l| l.starts_with("Running,true,")),
+        "no Running status while the container handled SIGTERM: {seen:#?}"
     );
     let last = deleting.last().expect("the watch saw the deletion");
     assert!(last.starts_with("Succeeded,false,"), "{seen:#?}");

@@ -53,7 +53,7 @@ pub fn check_labels(config: &AgentConfig) -> Result<(), AgentError> {
         .labels
         .keys()
         .map(String::as_str)
-        .filter(|k| !crate::api::authz::restriction::kubelet_may_set_label(k))
+        .filter(|k| !crate::model::node_labels::kubelet_may_set_label(k))
         .collect();
     if restricted.is_empty() {
         return Ok(());
@@ -63,7 +63,7 @@ pub fn check_labels(config: &AgentConfig) -> Result<(), AgentError> {
         value: restricted.join(", "),
         message: format!(
             "a node may not set its own labels in the kubernetes.io, k8s.io or node-restriction.kubernetes.io namespaces except {} (set them with kubectl label node {}, or on the server's node with skiff server --node-label)",
-            crate::api::authz::restriction::allowed_labels_description(),
+            crate::model::node_labels::allowed_labels_description(),
             config.node_name
         ),
     })

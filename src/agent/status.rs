@@ -48,15 +48,17 @@ fn k8s_state(phase: &ContainerPhase) -> K8sState {
     }
 }
 
-/// A container's status; no container of a terminating pod is ready.
-fn container_status(c: &ContainerState, terminating: bool) -> ContainerStatus {
+/// A container's status. A terminating pod's containers keep the readiness their
+/// probes give until they exit, as kubelet's (it stops only liveness and startup
+/// probes): endpoints mark terminating pods themselves.
+fn container_status(c: &ContainerState) -> ContainerStatus {
     let running = matches!(c.phase, ContainerPhase::Running { .. });
     ContainerStatus {
         name: c.name.clone(),
         image: c.image.clone(),
         image_id: c.image_id.clone(),
         container_id: (!c.id.is_empty()).then(|| c.id.clone()),
-        ready: c.ready && !terminating,
+        ready: c.ready,
         started: Some(running),
         restart_count: c.restart_count,
         state: Some(k8s_state(&c.phase)),
@@ -175,15 +177,8 @@ pub fn pod_status(pod: &Pod, state: &PodState, host_ip: &str, now: DateTime<Utc>
         .and_then(|s| s.restart_policy.as_deref())
         .unwrap_or("Always");
     let phase = reported_phase(pod, state, restart_policy);
-    // Termination makes every container unready at once, as kubelet reports it.
-    let terminating = pod.metadata.deletion_timestamp.is_some();
-    let containers_ready =
-        !terminating && !state.containers.is_empty() && state.containers.iter().all(|c| c.ready);
-    let statuses = |cs: &[ContainerState]| {
-        cs.iter()
-            .map(|c| container_status(c, terminating))
-            .collect::<Vec<_>>()
-    };
+    let containers_ready = !state.containers.is_empty() && state.containers.iter().all(|c| c.ready);
+    let statuses = |cs: &[ContainerState]| cs.iter().map(container_status).collect::<Vec<_>>();
     let ip = state.ip.map(|ip| ip.to_string());
     PodStatus {
         phase: Some(phase.to_string()),
@@ -324,17 +319,16 @@ mod tests {
     }
 
     #[test]
-    fn a_terminating_pods_containers_are_unready_at_once() {
+    fn a_terminating_pods_containers_keep_their_probed_readiness_until_they_exit() {
         let now = Utc::now();
         let s = state(vec![(ContainerPhase::Running { started_at: now }, true)]);
         let status = pod_status(&deleting(pod("Always")), &s, "h", now);
         assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(ready_condition(&status), "True");
+        assert!(status.container_statuses.unwrap()[0].ready);
+        let s = state(vec![(ContainerPhase::Running { started_at: now }, false)]);
+        let status = pod_status(&deleting(pod("Always")), &s, "h", now);
         assert_eq!(ready_condition(&status), "False");
-        let containers = status.container_statuses.unwrap();
-        assert!(!containers[0].ready);
-        let ready = status.conditions.unwrap();
-        let containers_ready = ready.iter().find(|c| c.type_ == "ContainersReady");
-        assert_eq!(containers_ready.unwrap().status, "False");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod cidr;
 pub mod join;
+pub mod node_labels;
 pub mod quantity;
 pub mod selector;
 pub mod version;

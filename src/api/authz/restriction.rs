@@ -8,7 +8,8 @@
 //!
 //! The checks need the written object (and the old one on update), so the handlers
 //! call [`admit_create`] and [`admit_update`]; the agent uses
-//! [`kubelet_may_set_label`] to refuse restricted `--node-label`s at start.
+//! [`kubelet_may_set_label`] (in `model::node_labels`) to refuse restricted
+//! `--node-label`s at start.
 //!
 //! May call: nothing but the identity and object helpers.
 
@@ -20,59 +21,7 @@ use super::node::NODE_USER_PREFIX;
 use crate::api::auth::Identity;
 use crate::api::resources::Resource;
 use crate::api::status::ApiError;
-
-/// Labels kubelet sets itself, allowed by name.
-const KUBELET_LABELS: [&str; 11] = [
-    "kubernetes.io/hostname",
-    "kubernetes.io/arch",
-    "kubernetes.io/os",
-    "beta.kubernetes.io/arch",
-    "beta.kubernetes.io/os",
-    "beta.kubernetes.io/instance-type",
-    "node.kubernetes.io/instance-type",
-    "failure-domain.beta.kubernetes.io/region",
-    "failure-domain.beta.kubernetes.io/zone",
-    "topology.kubernetes.io/region",
-    "topology.kubernetes.io/zone",
-];
-
-/// Label namespaces (and their subdomains) a node may use freely.
-const KUBELET_NAMESPACES: [&str; 2] = ["kubelet.kubernetes.io", "node.kubernetes.io"];
-
-const RESTRICTED_NAMESPACE: &str = "node-restriction.kubernetes.io";
-
-/// The allowed set, for messages.
-pub fn allowed_labels_description() -> String {
-    format!(
-        "{}, or labels under {}",
-        KUBELET_LABELS.join(", "),
-        KUBELET_NAMESPACES
-            .iter()
-            .map(|n| format!("{n}/"))
-            .collect::<Vec<_>>()
-            .join(" or ")
-    )
-}
-
-fn label_namespace(key: &str) -> &str {
-    key.split_once('/').map(|(ns, _)| ns).unwrap_or("")
-}
-
-fn in_namespace(namespace: &str, domain: &str) -> bool {
-    namespace == domain || namespace.ends_with(&format!(".{domain}"))
-}
-
-/// Whether a node may add, change or remove the label `key` on its own Node.
-pub fn kubelet_may_set_label(key: &str) -> bool {
-    let ns = label_namespace(key);
-    if in_namespace(ns, RESTRICTED_NAMESPACE) {
-        return false;
-    }
-    let kubernetes = in_namespace(ns, "kubernetes.io") || in_namespace(ns, "k8s.io");
-    !kubernetes
-        || KUBELET_LABELS.contains(&key)
-        || KUBELET_NAMESPACES.iter().any(|d| in_namespace(ns, d))
-}
+pub use crate::model::node_labels::{allowed_labels_description, kubelet_may_set_label};
 
 fn labels(obj: &Value) -> BTreeMap<String, String> {
     obj["metadata"]["labels"]
