@@ -54,7 +54,12 @@ async fn a_delete_racing_concurrent_writes_succeeds_without_409() {
             .map(|_| tokio::spawn(keep_patching(api.clone(), name.clone())))
             .collect();
         // Let the writers get going, then delete in the middle of their stream.
+        let started = std::time::Instant::now();
         while api.get(&name).await.unwrap().data.unwrap()["n"] == "0" {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "round {round}: no patch landed"
+            );
             tokio::task::yield_now().await;
         }
         let deleted = api.delete(&name, &DeleteParams::default()).await;
