@@ -79,7 +79,7 @@ pub async fn sync_forever(
     let selector = format!("spec.nodeName={}", config.node_name);
     let watch = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default().fields(&selector)),
+        crate::client::lenient::watcher(api, watcher::Config::default().fields(&selector)),
     )
     .default_backoff()
     .touched_objects();

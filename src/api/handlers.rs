@@ -961,9 +961,7 @@ async fn commit_update(
     }
     // A pod in its grace period stays until its node agent completes the delete.
     if object::is_deleting(&new) && finalization_done(&new) && !graceful(&new) {
-        let deleted = finish_delete(ctx, name, entry, &new, ctx.dry_run())
-            .await
-            .map_err(WriteFailure::Api)?;
+        let deleted = finish_delete(ctx, name, entry, &new, ctx.dry_run()).await?;
         return Ok((deleted, warnings));
     }
     let mut ops = allocate(ctx, &mut new, Some(existing)).await?;
@@ -987,6 +985,10 @@ async fn commit_update(
             if existing_still(ctx, name).await =>
         {
             Err(WriteFailure::Conflict)
+        }
+        // Deleted between the read and this write: gone, as a re-read would say.
+        Err(StoreError::Conflict { .. }) => {
+            Err(WriteFailure::Api(ApiError::not_found(ctx.resource, name)))
         }
         Err(e) => Err(WriteFailure::Api(ApiError::from_store(
             e,
@@ -1250,9 +1252,11 @@ pub(super) async fn delete_object(
         if marked == existing && !object::is_deleting(&existing)
             || finalization_done(&marked) && !graceful(&marked)
         {
-            return finish_delete(ctx, name, &entry, &existing, options.dry_run)
-                .await
-                .map(Deleted::Gone);
+            match finish_delete(ctx, name, &entry, &existing, options.dry_run).await {
+                Ok(deleted) => return Ok(Deleted::Gone(deleted)),
+                Err(WriteFailure::Conflict) => continue,
+                Err(WriteFailure::Api(e)) => return Err(e),
+            }
         }
         if marked == existing || options.dry_run {
             return Ok(Deleted::Marked(marked));
@@ -1384,14 +1388,17 @@ fn shorten_grace_period(meta: &mut serde_json::Map<String, Value>, grace: i64) {
     }
 }
 
-/// Removes the object (and what it holds, like a Service's addresses).
+/// Removes the object (and what it holds, like a Service's addresses). Another
+/// writer getting in between the read and this delete (a controller's status write)
+/// is a `Conflict` for the caller to re-read and retry, as kube-apiserver does: only a
+/// failed client precondition is the client's 409.
 async fn finish_delete(
     ctx: &Ctx,
     name: &str,
     entry: &Entry,
     obj: &Value,
     dry_run: bool,
-) -> Result<Value, ApiError> {
+) -> Result<Value, WriteFailure> {
     let mut ops = vec![WriteOp::Delete {
         key: ctx.key(name),
         expected_rev: Some(entry.mod_rev),
@@ -1404,12 +1411,11 @@ async fn finish_delete(
     if dry_run {
         return Ok(deleted);
     }
-    let entries = ctx
-        .state
-        .store
-        .transaction(ops)
-        .await
-        .map_err(|e| ApiError::from_store(e, ctx.resource, name))?;
+    let entries = match ctx.state.store.transaction(ops).await {
+        Ok(entries) => entries,
+        Err(StoreError::Conflict { .. }) => return Err(WriteFailure::Conflict),
+        Err(e) => return Err(ApiError::from_store(e, ctx.resource, name).into()),
+    };
     object::set_resource_version(&mut deleted, entries[0].mod_rev);
     Ok(deleted)
 }

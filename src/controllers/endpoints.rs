@@ -1648,7 +1648,7 @@ async fn feed<K: Feed + Send + Sync + 'static>(
 ) {
     let mut synced = Some(synced);
     let mut listing: Vec<K::Item> = Vec::new();
-    let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut events = std::pin::pin!(crate::client::lenient::watcher(api, config).default_backoff());
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Init) => listing.clear(),

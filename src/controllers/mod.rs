@@ -10,6 +10,8 @@
 //! May call: the API only, through a kube-rs client (`crate::client`) — the same
 //! validation, resourceVersion checks and status subresources every client gets.
 //! Controllers never call each other; they meet in API objects.
+//! Watches and typed lists go through `crate::client::lenient`: a stored object that
+//! no longer decodes is logged once and skipped, never stalls a watch.
 
 pub mod deployment;
 pub mod endpoints;

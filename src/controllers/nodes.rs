@@ -45,10 +45,13 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(|_| futures::future::ready(()));
+    let stream = reflector::reflector(
+        writer,
+        crate::client::lenient::watcher(api, watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| futures::future::ready(()));
     tokio::spawn(stream);
     reader
 }
@@ -272,8 +275,7 @@ async fn mark_unreachable(ctx: &Context, node: &Node) -> Result<(), kube::Error>
 /// to finish their deletion (the pod garbage collector of kube-controller-manager).
 async fn delete_pods_of_deleted_node(ctx: &Context, node: &str) -> Result<(), kube::Error> {
     let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
-    let pods = Api::<Pod>::all(ctx.client.clone())
-        .list(&params)
+    let pods = crate::client::lenient::list(&Api::<Pod>::all(ctx.client.clone()), &params)
         .await?
         .items;
     for pod in pods {
@@ -315,7 +317,7 @@ async fn collect_orphaned_pods(ctx: &Context, nodes: &BTreeSet<String>) -> Resul
     let api = Api::<Pod>::all(ctx.client.clone());
     let mut params = ListParams::default().fields("spec.nodeName!=").limit(500);
     loop {
-        let page = api.list(&params).await?;
+        let page = crate::client::lenient::list(&api, &params).await?;
         for pod in &page.items {
             let node = pod
                 .spec
@@ -335,10 +337,11 @@ async fn collect_orphaned_pods(ctx: &Context, nodes: &BTreeSet<String>) -> Resul
 
 async fn pods_on(ctx: &Context, node: &Node) -> Result<Vec<Pod>, kube::Error> {
     let params = ListParams::default().fields(&format!("spec.nodeName={}", node.name_any()));
-    Ok(Api::<Pod>::all(ctx.client.clone())
-        .list(&params)
-        .await?
-        .items)
+    Ok(
+        crate::client::lenient::list(&Api::<Pod>::all(ctx.client.clone()), &params)
+            .await?
+            .items,
+    )
 }
 
 async fn mark_pods_not_ready(ctx: &Context, node: &Node) -> Result<(), kube::Error> {

@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -145,7 +145,8 @@ pub async fn run(ctx: Arc<Context>) {
     // from one task).
     let (triggers, woken) = futures::channel::mpsc::unbounded();
     let indexer = state.clone();
-    let pod_events = watcher(pods_api, watcher::Config::default()).modify(slim);
+    let pod_events =
+        crate::client::lenient::watcher(pods_api, watcher::Config::default()).modify(slim);
     let feed = reflector::reflector(writer, pod_events)
         .default_backoff()
         .for_each(move |event| {
@@ -155,7 +156,7 @@ pub async fn run(ctx: Arc<Context>) {
             futures::future::ready(())
         });
     let feed = tokio::spawn(feed);
-    Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
+    crate::client::lenient::controller(Api::<ReplicaSet>::all(client), watcher::Config::default())
         .reconcile_on(woken)
         .run(
             |rs, state| super::spawned(reconcile(rs, state)),

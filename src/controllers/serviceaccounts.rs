@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 
@@ -91,13 +91,14 @@ pub(super) async fn run_per_namespace<K, F, Fut>(
     let client = ctx.client.clone();
     let ensure = Arc::new(ensure);
     let kept = watcher::Config::default().fields(&format!("metadata.name={object_name}"));
-    Controller::new(
+    crate::client::lenient::controller(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
     )
-    .watches(Api::<K>::all(client), kept, |obj: K| {
-        obj.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns))
-    })
+    .watches_stream(
+        crate::client::lenient::watcher(Api::<K>::all(client), kept).touched_objects(),
+        |obj: K| obj.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
+    )
     .run(
         move |ns, ctx| {
             let ensure = ensure.clone();

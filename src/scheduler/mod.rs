@@ -29,7 +29,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -116,7 +116,10 @@ async fn forward<K>(
 ) where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    let mut events =
+        std::pin::pin!(
+            crate::client::lenient::watcher(api, watcher::Config::default()).default_backoff()
+        );
     while let Some(event) = events.next().await {
         let input = match event {
             Ok(Event::Apply(object)) => applied(&object),

@@ -32,7 +32,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
@@ -60,21 +60,24 @@ struct Shared {
 pub async fn run(ctx: Arc<Context>) {
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
     let replicasets: Api<ReplicaSet> = Api::all(ctx.client.clone());
-    let controller = Controller::new(deployments, watcher::Config::default());
+    let controller = crate::client::lenient::controller(deployments, watcher::Config::default());
     let store = controller.store();
     // One ReplicaSet watch feeds the cache reconciles read and the triggers.
     // The watch runs in its own task (see the ReplicaSet controller).
     let (cache, writer) = reflector::store();
     let (triggers, woken) = futures::channel::mpsc::unbounded();
-    let feed = reflector::reflector(writer, watcher(replicasets, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects()
-        .for_each(move |rs| {
-            for deployment in rs.ok().iter().flat_map(|rs| deployments_for(&store, rs)) {
-                let _ = triggers.unbounded_send(deployment);
-            }
-            futures::future::ready(())
-        });
+    let feed = reflector::reflector(
+        writer,
+        crate::client::lenient::watcher(replicasets, watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(move |rs| {
+        for deployment in rs.ok().iter().flat_map(|rs| deployments_for(&store, rs)) {
+            let _ = triggers.unbounded_send(deployment);
+        }
+        futures::future::ready(())
+    });
     let feed = tokio::spawn(feed);
     let shared = Arc::new(Shared {
         ctx,
@@ -582,10 +585,8 @@ impl Sync<'_> {
     async fn pods(&self, selector: &Selector) -> Result<Vec<Pod>> {
         let namespace = self.d.metadata.namespace.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &namespace);
-        Ok(api
-            .list(&ListParams::default().labels_from(selector))
-            .await?
-            .items)
+        let params = ListParams::default().labels_from(selector);
+        Ok(crate::client::lenient::list(&api, &params).await?.items)
     }
 
     // -----------------------------------------------------------------------
