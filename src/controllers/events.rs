@@ -20,7 +20,7 @@ pub async fn expire_forever(ctx: Arc<Context>) {
     let api: Api<Event> = Api::all(ctx.client.clone());
     loop {
         let mut params = ListParams::default().limit(500);
-        while let Ok(list) = api.list(&params).await {
+        while let Ok(list) = crate::client::lenient::list(&api, &params).await {
             let cutoff = Utc::now() - ttl;
             for event in list.items {
                 let last = event

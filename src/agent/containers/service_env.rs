@@ -115,7 +115,9 @@ pub async fn for_pod(
     let master = master.get_opt(MASTER_SERVICE).await?;
     let in_namespace = if links {
         let api: Api<Service> = Api::namespaced(client.clone(), &namespace);
-        api.list(&ListParams::default()).await?.items
+        crate::client::lenient::list(&api, &ListParams::default())
+            .await?
+            .items
     } else {
         Vec::new()
     };
