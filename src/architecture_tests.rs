@@ -16,7 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("serve", &["pki"]),
     ("pki", &["model"]),
     ("runtime", &["model"]),
-    ("image", &["model"]),
+    ("image", &["model", "pki"]),
     ("network", &["model"]),
     ("api", &["store", "pki", "model", "host", "serve"]),
     ("client", &["pki", "model"]),

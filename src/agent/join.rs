@@ -104,7 +104,9 @@ fn insecure_config(url: &str) -> Result<rustls::ClientConfig, JoinError> {
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_error(url, e))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::image::NoVerification(provider)))
+            .with_custom_certificate_verifier(Arc::new(crate::pki::insecure::NoVerification(
+                provider,
+            )))
             .with_no_client_auth(),
     )
 }

@@ -47,7 +47,6 @@ pub use registries::{
     AuthConfig, Credentials, Endpoint, HostConfig, MirrorConfig, RegistriesConfig, TlsConfig,
     DEFAULT_REGISTRIES_PATH,
 };
-pub(crate) use registry::NoVerification;
 pub use spec::Platform;
 pub use store::{GcReport, Image, Layer};
 

@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
 use serde::Deserialize;
 
 use super::reference::Digest;
 use super::registries::{Credentials, Endpoint, RegistriesConfig, TlsConfig};
 use super::spec::MANIFEST_ACCEPT;
 use super::ImageError;
+use crate::pki::insecure::NoVerification;
 
 /// Manifests and indexes larger than this are refused (containerd's limit too).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -649,56 +649,6 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| format!("parsing {}: {e}", path.display()))?
         .ok_or_else(|| format!("no private key in {}", path.display()))
-}
-
-/// `insecure_skip_verify`: accepts any server certificate (handshake signatures are
-/// still checked, so the connection is encrypted, just not authenticated).
-#[derive(Debug)]
-pub(crate) struct NoVerification(pub(crate) Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! when a file is missing, unreadable as a certificate or does not belong to
 //! the CA. The CA itself is never replaced automatically.
 
+pub mod insecure;
 pub mod signing;
 
 use std::collections::BTreeSet;

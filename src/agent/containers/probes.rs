@@ -281,7 +281,9 @@ async fn http_get(
             .with_safe_default_protocol_versions()
             .map_err(std::io::Error::other)?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::image::NoVerification(provider)))
+            .with_custom_certificate_verifier(Arc::new(crate::pki::insecure::NoVerification(
+                provider,
+            )))
             .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let name = rustls::pki_types::ServerName::IpAddress(host.into());
