@@ -40,30 +40,13 @@ impl Node {
     fn start(archives: &[PathBuf], registries: &str) -> Node {
         let lock = NODE.lock().unwrap_or_else(|p| p.into_inner());
         let work = tempfile::tempdir().unwrap();
-        let agent_dir = work.path().join("agent");
-        let images_dir = agent_dir.join("data/agent/images");
-        std::fs::create_dir_all(&images_dir).unwrap();
-        for archive in archives {
-            std::fs::copy(archive, images_dir.join(archive.file_name().unwrap())).unwrap();
-        }
-        std::fs::write(agent_dir.join("registries.yaml"), registries).unwrap();
-        let server = Server::start();
-        let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
-        let agent = Agent::start(skiff, server.port, &server.data_dir(), &agent_dir, &[]);
-        let node = Node {
+        let (server, agent) = common::node_cluster(work.path(), archives, registries);
+        Node {
             server,
             agent: Some(agent),
             _work: work,
             _lock: lock,
-        };
-        let ready = eventually(Duration::from_secs(30), || {
-            node.server
-                .kubectl(&["get", "node", "e2e-node", "--no-headers"])
-                .1
-                .contains(" Ready")
-        });
-        assert!(ready, "node not ready:\n{}", node.agent().log());
-        node
+        }
     }
 
     fn agent(&self) -> &Agent {
