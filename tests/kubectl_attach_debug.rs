@@ -13,7 +13,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::images;
-use common::node::force_clean;
 use common::{eventually, Server};
 
 const IMAGE: &str = "busybox:attach";
@@ -32,16 +31,8 @@ fn with_node(body: impl FnOnce(&Server)) {
     let _lock = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_image(build.path(), IMAGE, images::ImageConfigSpec::cmd(&["sh"]));
-    let mut server = Server::start_with_agent(
-        |data| {
-            let images_dir = data.join("agent/images");
-            std::fs::create_dir_all(&images_dir).unwrap();
-            std::fs::copy(&archive, images_dir.join("busybox.tar")).unwrap();
-        },
-        &["--advertise-address", "127.0.0.1"],
-    );
-    let data = server.data_dir();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let server = common::start_server_node(&archive, &[]);
+    common::run_then_clean_node(server, |server| {
         let ready = eventually(Duration::from_secs(30), || {
             server
                 .kubectl(&["get", "nodes", "--no-headers"])
@@ -49,15 +40,8 @@ fn with_node(body: impl FnOnce(&Server)) {
                 .contains(" Ready ")
         });
         assert!(ready, "no ready node:\n{}", tail(&server.log(), 30));
-        body(&server)
-    }));
-    let _ = server.kubectl(&["delete", "pods", "--all", "--timeout=30s"]);
-    server.kill9();
-    force_clean(&data);
-    drop(server);
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+        body(server)
+    });
 }
 
 /// A kubectl that is killed when dropped.

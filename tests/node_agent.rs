@@ -633,15 +633,9 @@ fn the_server_is_a_node_too_unless_its_agent_is_disabled() {
         images::ImageConfigSpec::cmd(&["sh"]),
     );
     let kubelet_port = images::free_port();
-    let mut server = Server::start_with_agent(
-        |data| {
-            let images_dir = data.join("agent/images");
-            std::fs::create_dir_all(&images_dir).unwrap();
-            std::fs::copy(&archive, images_dir.join("busybox.tar")).unwrap();
-        },
+    let server = common::start_server_node(
+        &archive,
         &[
-            "--advertise-address",
-            "127.0.0.1",
             "--node-name",
             "e2e-server",
             "--node-label",
@@ -654,7 +648,7 @@ fn the_server_is_a_node_too_unless_its_agent_is_disabled() {
     );
     let data = server.data_dir();
     let scope = server.node_scope();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    common::run_then_clean_node(server, |server| {
         let ready = eventually(Duration::from_secs(30), || {
             let out = server.kubectl(&["get", "nodes", "--no-headers"]).1;
             out.contains(" Ready ") && out.contains("control-plane")
@@ -733,13 +727,5 @@ spec:
         server.ok(&["delete", "pod", "local", "--timeout=60s"]);
         let clean = eventually(Duration::from_secs(30), || leftovers(&data).is_empty());
         assert!(clean, "{:?}", leftovers(&data));
-    }));
-    // Stop the server (and its agent) by PID, then clean, then drop its directory.
-    let _ = server.kubectl(&["delete", "pods", "--all", "--timeout=30s"]);
-    server.kill9();
-    force_clean(&data);
-    drop(server);
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    });
 }

@@ -436,3 +436,32 @@ pub fn offline_registries() -> String {
 pub fn busybox_e2e_archive(work: &Path) -> PathBuf {
     images::busybox_image(work, "busybox:e2e", images::ImageConfigSpec::cmd(&["sh"]))
 }
+
+/// A server that is a node too (`--advertise-address 127.0.0.1`, then `extra_args`),
+/// whose air-gap directory holds the image `archive`. Needs root.
+pub fn start_server_node(archive: &Path, extra_args: &[&str]) -> Server {
+    let mut args = vec!["--advertise-address", "127.0.0.1"];
+    args.extend_from_slice(extra_args);
+    Server::start_with_agent(
+        |data| {
+            let images_dir = data.join("agent/images");
+            std::fs::create_dir_all(&images_dir).unwrap();
+            std::fs::copy(archive, images_dir.join("busybox.tar")).unwrap();
+        },
+        &args,
+    )
+}
+
+/// Runs `body` against `server` (a node too), then removes its pods, stops it by PID
+/// and cleans its node, also when `body` panics (the panic goes on afterwards).
+pub fn run_then_clean_node(mut server: Server, body: impl FnOnce(&Server)) {
+    let data = server.data_dir();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&server)));
+    let _ = server.kubectl(&["delete", "pods", "--all", "--timeout=30s"]);
+    server.kill9();
+    node::force_clean(&data);
+    drop(server);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
