@@ -244,6 +244,27 @@ fn ephemeral_status(server: &Server, pod: &str, container: &str) -> Option<serde
         .cloned()
 }
 
+/// Waits until the ephemeral container has terminated; returns its status, or panics
+/// with the status and the pod's description.
+fn wait_ephemeral_terminated(
+    server: &Server,
+    pod: &str,
+    container: &str,
+    timeout: Duration,
+) -> serde_json::Value {
+    let terminated = |s: &serde_json::Value| s["state"]["terminated"].is_object();
+    let done = eventually(timeout, || {
+        ephemeral_status(server, pod, container).is_some_and(|s| terminated(&s))
+    });
+    assert!(
+        done,
+        "{:?}\n{}",
+        ephemeral_status(server, pod, container),
+        server.kubectl(&["describe", "pod", pod]).1
+    );
+    ephemeral_status(server, pod, container).unwrap()
+}
+
 #[test]
 #[ignore = "needs root"]
 fn debug_runs_ephemeral_containers_in_a_running_pod() {
@@ -286,16 +307,8 @@ spec:
             Duration::from_secs(60),
         );
         assert!(ok, "{out}\n{err}");
-        let finished = eventually(Duration::from_secs(60), || {
-            ephemeral_status(server, "app", "dbg")
-                .is_some_and(|s| s["state"]["terminated"]["exitCode"] == 0)
-        });
-        assert!(
-            finished,
-            "{:?}\n{}",
-            ephemeral_status(server, "app", "dbg"),
-            server.kubectl(&["describe", "pod", "app"]).1
-        );
+        let status = wait_ephemeral_terminated(server, "app", "dbg", Duration::from_secs(60));
+        assert_eq!(status["state"]["terminated"]["exitCode"], 0, "{status}");
         let logs = server.ok(&["logs", "app", "-c", "dbg"]);
         assert_eq!(logs.trim(), "hi from app");
         let pod = server.get_json(&["pod", "app"]);
@@ -323,11 +336,7 @@ spec:
             Duration::from_secs(60),
         );
         assert!(ok, "{out}\n{err}");
-        let finished = eventually(Duration::from_secs(60), || {
-            ephemeral_status(server, "app", "peek")
-                .is_some_and(|s| s["state"]["terminated"].is_object())
-        });
-        assert!(finished, "{:?}", ephemeral_status(server, "app", "peek"));
+        wait_ephemeral_terminated(server, "app", "peek", Duration::from_secs(60));
         let processes = server.ok(&["logs", "app", "-c", "peek"]);
         assert!(processes.contains("sleep 3600"), "{processes}");
 
@@ -348,11 +357,7 @@ spec:
         );
         assert!(ok, "{out}\n{err}");
         assert!(out.contains("42"), "stdout: {out}\nstderr: {err}");
-        let done = eventually(Duration::from_secs(30), || {
-            ephemeral_status(server, "app", "shell")
-                .is_some_and(|s| s["state"]["terminated"].is_object())
-        });
-        assert!(done, "{:?}", ephemeral_status(server, "app", "shell"));
+        wait_ephemeral_terminated(server, "app", "shell", Duration::from_secs(30));
 
         // Only additions: an existing ephemeral container may not be changed.
         let (ok, _, err) = server.kubectl(&[
