@@ -74,6 +74,13 @@ impl Http {
         self.call("DELETE", path, "application/json", b"")
     }
 
+    /// DELETE that must answer 200 with a body of `kind`; returns the body.
+    fn delete_ok(&self, path: &str, kind: &str) -> Value {
+        let (code, body) = self.delete(path);
+        assert_eq!((code, &body["kind"]), (200, &Value::from(kind)), "{body}");
+        body
+    }
+
     fn get(&self, path: &str) -> (u16, Value) {
         let out = Command::new("curl")
             .args(["-sS", "-w", "\n%{http_code}"])
@@ -155,30 +162,15 @@ fn deletes_answer_a_status_or_the_object_as_kube_apiserver() {
     assert!(body["details"].get("group").is_none(), "{body}");
 
     server.ok(&["create", "deployment", "d1", "--image=busybox"]);
-    let (code, body) = http.delete("/apis/apps/v1/namespaces/default/deployments/d1");
-    assert_eq!(
-        (code, &body["kind"]),
-        (200, &Value::from("Status")),
-        "{body}"
-    );
+    let body = http.delete_ok("/apis/apps/v1/namespaces/default/deployments/d1", "Status");
     assert_eq!(body["details"]["group"], "apps");
     assert_eq!(body["details"]["kind"], "deployments");
 
     // ReturnDeletedObject registries: the object itself.
     server.ok(&["create", "service", "clusterip", "s1", "--tcp=80:80"]);
-    let (code, body) = http.delete("/api/v1/namespaces/default/services/s1");
-    assert_eq!(
-        (code, &body["kind"]),
-        (200, &Value::from("Service")),
-        "{body}"
-    );
+    http.delete_ok("/api/v1/namespaces/default/services/s1", "Service");
     server.ok(&["create", "namespace", "n1"]);
-    let (code, body) = http.delete("/api/v1/namespaces/n1");
-    assert_eq!(
-        (code, &body["kind"]),
-        (200, &Value::from("Namespace")),
-        "{body}"
-    );
+    let body = http.delete_ok("/api/v1/namespaces/n1", "Namespace");
     assert_eq!(body["status"]["phase"], "Terminating");
 
     // kubectl is fine with it.

@@ -13,7 +13,6 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::images;
-use common::node::force_clean;
 use common::{eventually, Server};
 
 const PAGE: &str = "<h1>hello through the proxy</h1>\n";
@@ -28,29 +27,13 @@ fn start_node(build: &std::path::Path) -> Server {
     let spec =
         images::ImageConfigSpec::cmd(&["sh"]).with_file("www/index.html", PAGE.as_bytes(), 0o644);
     let archive = images::busybox_image(build, "busybox:proxy", spec);
-    Server::start_with_agent(
-        |data| {
-            let images_dir = data.join("agent/images");
-            std::fs::create_dir_all(&images_dir).unwrap();
-            std::fs::copy(&archive, images_dir.join("busybox.tar")).unwrap();
-        },
-        &["--advertise-address", "127.0.0.1"],
-    )
+    common::start_server_node(&archive, &[])
 }
 
 /// Runs `body`, then removes pods, stops the server by PID and cleans the node.
 fn with_node(body: impl FnOnce(&Server)) {
     let build = tempfile::tempdir().unwrap();
-    let mut server = start_node(build.path());
-    let data = server.data_dir();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&server)));
-    let _ = server.kubectl(&["delete", "pods", "--all", "--timeout=30s"]);
-    server.kill9();
-    force_clean(&data);
-    drop(server);
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    common::run_then_clean_node(start_node(build.path()), body);
 }
 
 fn node_name(server: &Server) -> String {

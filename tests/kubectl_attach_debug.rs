@@ -13,7 +13,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::images;
-use common::node::force_clean;
 use common::{eventually, Server};
 
 const IMAGE: &str = "busybox:attach";
@@ -32,16 +31,8 @@ fn with_node(body: impl FnOnce(&Server)) {
     let _lock = NODE.lock().unwrap_or_else(|p| p.into_inner());
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_image(build.path(), IMAGE, images::ImageConfigSpec::cmd(&["sh"]));
-    let mut server = Server::start_with_agent(
-        |data| {
-            let images_dir = data.join("agent/images");
-            std::fs::create_dir_all(&images_dir).unwrap();
-            std::fs::copy(&archive, images_dir.join("busybox.tar")).unwrap();
-        },
-        &["--advertise-address", "127.0.0.1"],
-    );
-    let data = server.data_dir();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let server = common::start_server_node(&archive, &[]);
+    common::run_then_clean_node(server, |server| {
         let ready = eventually(Duration::from_secs(30), || {
             server
                 .kubectl(&["get", "nodes", "--no-headers"])
@@ -49,15 +40,8 @@ fn with_node(body: impl FnOnce(&Server)) {
                 .contains(" Ready ")
         });
         assert!(ready, "no ready node:\n{}", tail(&server.log(), 30));
-        body(&server)
-    }));
-    let _ = server.kubectl(&["delete", "pods", "--all", "--timeout=30s"]);
-    server.kill9();
-    force_clean(&data);
-    drop(server);
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+        body(server)
+    });
 }
 
 /// A kubectl that is killed when dropped.
@@ -260,6 +244,27 @@ fn ephemeral_status(server: &Server, pod: &str, container: &str) -> Option<serde
         .cloned()
 }
 
+/// Waits until the ephemeral container has terminated; returns its status, or panics
+/// with the status and the pod's description.
+fn wait_ephemeral_terminated(
+    server: &Server,
+    pod: &str,
+    container: &str,
+    timeout: Duration,
+) -> serde_json::Value {
+    let terminated = |s: &serde_json::Value| s["state"]["terminated"].is_object();
+    let done = eventually(timeout, || {
+        ephemeral_status(server, pod, container).is_some_and(|s| terminated(&s))
+    });
+    assert!(
+        done,
+        "{:?}\n{}",
+        ephemeral_status(server, pod, container),
+        server.kubectl(&["describe", "pod", pod]).1
+    );
+    ephemeral_status(server, pod, container).unwrap()
+}
+
 #[test]
 #[ignore = "needs root"]
 fn debug_runs_ephemeral_containers_in_a_running_pod() {
@@ -302,16 +307,8 @@ spec:
             Duration::from_secs(60),
         );
         assert!(ok, "{out}\n{err}");
-        let finished = eventually(Duration::from_secs(60), || {
-            ephemeral_status(server, "app", "dbg")
-                .is_some_and(|s| s["state"]["terminated"]["exitCode"] == 0)
-        });
-        assert!(
-            finished,
-            "{:?}\n{}",
-            ephemeral_status(server, "app", "dbg"),
-            server.kubectl(&["describe", "pod", "app"]).1
-        );
+        let status = wait_ephemeral_terminated(server, "app", "dbg", Duration::from_secs(60));
+        assert_eq!(status["state"]["terminated"]["exitCode"], 0, "{status}");
         let logs = server.ok(&["logs", "app", "-c", "dbg"]);
         assert_eq!(logs.trim(), "hi from app");
         let pod = server.get_json(&["pod", "app"]);
@@ -339,11 +336,7 @@ spec:
             Duration::from_secs(60),
         );
         assert!(ok, "{out}\n{err}");
-        let finished = eventually(Duration::from_secs(60), || {
-            ephemeral_status(server, "app", "peek")
-                .is_some_and(|s| s["state"]["terminated"].is_object())
-        });
-        assert!(finished, "{:?}", ephemeral_status(server, "app", "peek"));
+        wait_ephemeral_terminated(server, "app", "peek", Duration::from_secs(60));
         let processes = server.ok(&["logs", "app", "-c", "peek"]);
         assert!(processes.contains("sleep 3600"), "{processes}");
 
@@ -364,11 +357,7 @@ spec:
         );
         assert!(ok, "{out}\n{err}");
         assert!(out.contains("42"), "stdout: {out}\nstderr: {err}");
-        let done = eventually(Duration::from_secs(30), || {
-            ephemeral_status(server, "app", "shell")
-                .is_some_and(|s| s["state"]["terminated"].is_object())
-        });
-        assert!(done, "{:?}", ephemeral_status(server, "app", "shell"));
+        wait_ephemeral_terminated(server, "app", "shell", Duration::from_secs(30));
 
         // Only additions: an existing ephemeral container may not be changed.
         let (ok, _, err) = server.kubectl(&[

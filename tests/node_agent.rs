@@ -40,30 +40,13 @@ impl Node {
     fn start(archives: &[PathBuf], registries: &str) -> Node {
         let lock = NODE.lock().unwrap_or_else(|p| p.into_inner());
         let work = tempfile::tempdir().unwrap();
-        let agent_dir = work.path().join("agent");
-        let images_dir = agent_dir.join("data/agent/images");
-        std::fs::create_dir_all(&images_dir).unwrap();
-        for archive in archives {
-            std::fs::copy(archive, images_dir.join(archive.file_name().unwrap())).unwrap();
-        }
-        std::fs::write(agent_dir.join("registries.yaml"), registries).unwrap();
-        let server = Server::start();
-        let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
-        let agent = Agent::start(skiff, server.port, &server.data_dir(), &agent_dir, &[]);
-        let node = Node {
+        let (server, agent) = common::node_cluster(work.path(), archives, registries);
+        Node {
             server,
             agent: Some(agent),
             _work: work,
             _lock: lock,
-        };
-        let ready = eventually(Duration::from_secs(30), || {
-            node.server
-                .kubectl(&["get", "node", "e2e-node", "--no-headers"])
-                .1
-                .contains(" Ready")
-        });
-        assert!(ready, "node not ready:\n{}", node.agent().log());
-        node
+        }
     }
 
     fn agent(&self) -> &Agent {
@@ -650,15 +633,9 @@ fn the_server_is_a_node_too_unless_its_agent_is_disabled() {
         images::ImageConfigSpec::cmd(&["sh"]),
     );
     let kubelet_port = images::free_port();
-    let mut server = Server::start_with_agent(
-        |data| {
-            let images_dir = data.join("agent/images");
-            std::fs::create_dir_all(&images_dir).unwrap();
-            std::fs::copy(&archive, images_dir.join("busybox.tar")).unwrap();
-        },
+    let server = common::start_server_node(
+        &archive,
         &[
-            "--advertise-address",
-            "127.0.0.1",
             "--node-name",
             "e2e-server",
             "--node-label",
@@ -671,7 +648,7 @@ fn the_server_is_a_node_too_unless_its_agent_is_disabled() {
     );
     let data = server.data_dir();
     let scope = server.node_scope();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    common::run_then_clean_node(server, |server| {
         let ready = eventually(Duration::from_secs(30), || {
             let out = server.kubectl(&["get", "nodes", "--no-headers"]).1;
             out.contains(" Ready ") && out.contains("control-plane")
@@ -750,13 +727,5 @@ spec:
         server.ok(&["delete", "pod", "local", "--timeout=60s"]);
         let clean = eventually(Duration::from_secs(30), || leftovers(&data).is_empty());
         assert!(clean, "{:?}", leftovers(&data));
-    }));
-    // Stop the server (and its agent) by PID, then clean, then drop its directory.
-    let _ = server.kubectl(&["delete", "pods", "--all", "--timeout=30s"]);
-    server.kill9();
-    force_clean(&data);
-    drop(server);
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    });
 }

@@ -12,11 +12,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::images;
 use common::node::{force_clean, Agent};
 use common::{eventually, Server};
 use serde_json::Value;
@@ -36,39 +35,15 @@ impl Node {
     fn start() -> Node {
         let lock = NODE.lock().unwrap_or_else(|p| p.into_inner());
         let work = tempfile::tempdir().unwrap();
-        let agent_dir = work.path().join("agent");
-        let images_dir = agent_dir.join("data/agent/images");
-        std::fs::create_dir_all(&images_dir).unwrap();
-        let archive = images::busybox_image(
-            work.path(),
-            "busybox:e2e",
-            images::ImageConfigSpec::cmd(&["sh"]),
-        );
-        std::fs::copy(&archive, images_dir.join(archive.file_name().unwrap())).unwrap();
-        // docker.io goes to a loopback port where nothing listens: nothing leaves.
-        let dead = images::free_port();
-        std::fs::write(
-            agent_dir.join("registries.yaml"),
-            format!("mirrors:\n  docker.io:\n    endpoint: [\"http://127.0.0.1:{dead}\"]\n"),
-        )
-        .unwrap();
-        let server = Server::start();
-        let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
-        let agent = Agent::start(skiff, server.port, &server.data_dir(), &agent_dir, &[]);
-        let node = Node {
+        let archive = common::busybox_e2e_archive(work.path());
+        let (server, agent) =
+            common::node_cluster(work.path(), &[archive], &common::offline_registries());
+        Node {
             server,
             agent: Some(agent),
             _work: work,
             _lock: lock,
-        };
-        let ready = eventually(Duration::from_secs(30), || {
-            node.server
-                .kubectl(&["get", "node", "e2e-node", "--no-headers"])
-                .1
-                .contains(" Ready")
-        });
-        assert!(ready, "node not ready:\n{}", node.agent_log());
-        node
+        }
     }
 
     fn agent_log(&self) -> String {

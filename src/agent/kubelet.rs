@@ -378,23 +378,35 @@ async fn exec_handler(
             "container {container:?} in pod {pod:?} is not running"
         ));
     };
-    let upgrade =
-        match upgrade {
-            Ok(upgrade) => upgrade,
-            Err(_) => return bad_request(
-                "skiff serves exec over WebSocket only (v5.channel.k8s.io or v4.channel.k8s.io); \
-                 SPDY is not supported: use kubectl 1.30 or newer",
-            ),
-        };
+    let upgrade = match streaming_upgrade(upgrade, "exec") {
+        Ok(upgrade) => upgrade,
+        Err(message) => return bad_request(&message),
+    };
+    let helper = state.helper.clone();
+    upgrade.on_upgrade(move |socket| exec::session(socket, helper, target, options))
+}
+
+/// The WebSocket upgrade of an exec/attach (`verb`) stream with one of the channel
+/// subprotocols selected, or the message of the 400 kubectl prints (SPDY, unknown
+/// subprotocol).
+fn streaming_upgrade(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    verb: &str,
+) -> Result<WebSocketUpgrade, String> {
+    let Ok(upgrade) = upgrade else {
+        return Err(format!(
+            "skiff serves {verb} over WebSocket only (v5.channel.k8s.io or v4.channel.k8s.io); \
+             SPDY is not supported: use kubectl 1.30 or newer"
+        ));
+    };
     let upgrade = upgrade.protocols(exec::PROTOCOLS);
     if upgrade.selected_protocol().is_none() {
-        return bad_request(&format!(
-            "unsupported exec subprotocol: expected one of {:?}",
+        return Err(format!(
+            "unsupported {verb} subprotocol: expected one of {:?}",
             exec::PROTOCOLS
         ));
     }
-    let helper = state.helper.clone();
-    upgrade.on_upgrade(move |socket| exec::session(socket, helper, target, options))
+    Ok(upgrade)
 }
 
 async fn attach_handler(
@@ -422,19 +434,10 @@ async fn attach_handler(
             )
         }
     };
-    let Ok(upgrade) = upgrade else {
-        return bad_request(
-            "skiff serves attach over WebSocket only (v5.channel.k8s.io or v4.channel.k8s.io); \
-             SPDY is not supported: use kubectl 1.30 or newer",
-        );
+    let upgrade = match streaming_upgrade(upgrade, "attach") {
+        Ok(upgrade) => upgrade,
+        Err(message) => return bad_request(&message),
     };
-    let upgrade = upgrade.protocols(exec::PROTOCOLS);
-    if upgrade.selected_protocol().is_none() {
-        return bad_request(&format!(
-            "unsupported attach subprotocol: expected one of {:?}",
-            exec::PROTOCOLS
-        ));
-    }
     upgrade.on_upgrade(move |socket| attach::session(socket, shim, stdio))
 }
 

@@ -110,3 +110,41 @@ pub fn requeue_after_error(name: &str, error: &Error) -> kube::runtime::controll
     tracing::debug!(controller = name, %error, "reconcile failed; retrying");
     kube::runtime::controller::Action::requeue(Duration::from_secs(2))
 }
+
+/// Deletes `pod` only if it is still the same object (uid precondition) with the given
+/// grace period (`None`: the pod's own), then records `reason`/`message` as a Normal
+/// event on it. A pod already gone or replaced by a namesake (404/409) is done.
+pub async fn delete_pod_and_record(
+    ctx: &Context,
+    pod: &k8s_openapi::api::core::v1::Pod,
+    grace_period_seconds: Option<u32>,
+    reason: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
+    use kube::{Resource, ResourceExt};
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let params = kube::api::DeleteParams {
+        grace_period_seconds,
+        preconditions: pod.uid().map(|uid| kube::api::Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..kube::api::DeleteParams::default()
+    };
+    match api.delete(&pod.name_any(), &params).await {
+        Ok(_) => {
+            ctx.recorder
+                .publish(
+                    &pod.object_ref(&()),
+                    events::EventType::Normal,
+                    reason,
+                    message,
+                )
+                .await;
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -20,7 +20,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
@@ -285,31 +285,8 @@ async fn delete_pods_of_deleted_node(ctx: &Context, node: &str) -> Result<(), ku
 }
 
 async fn force_delete(ctx: &Context, pod: &Pod, node: &str) -> Result<(), kube::Error> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
-    let params = DeleteParams {
-        grace_period_seconds: Some(0),
-        preconditions: pod.uid().map(|uid| kube::api::Preconditions {
-            uid: Some(uid),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&pod.name_any(), &params).await {
-        Ok(_) => {
-            let message = format!("Node {node} is gone: deleting pod {}", pod.name_any());
-            ctx.recorder
-                .publish(
-                    &pod.object_ref(&()),
-                    EventType::Normal,
-                    "NodeGone",
-                    &message,
-                )
-                .await;
-            Ok(())
-        }
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e),
-    }
+    let message = format!("Node {node} is gone: deleting pod {}", pod.name_any());
+    super::delete_pod_and_record(ctx, pod, Some(0), "NodeGone", &message).await
 }
 
 /// Pods bound to a node that is not in `nodes` (e.g. deleted while the server was down).

@@ -23,13 +23,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use serde_json::json;
 
-use super::events::EventType;
 use super::Context;
 
 /// The taints node lifecycle puts on nodes it cannot hear from.
@@ -224,29 +223,8 @@ async fn evict(ctx: &Context, pod: &Pod) -> Result<(), kube::Error> {
     {
         tracing::debug!(pod = %pod.name_any(), error = %e, "marking a pod's disruption failed");
     }
-    let params = DeleteParams {
-        preconditions: pod.uid().map(|uid| kube::api::Preconditions {
-            uid: Some(uid),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&pod.name_any(), &params).await {
-        Ok(_) => {
-            let message = format!("Marking for deletion Pod {namespace}/{}", pod.name_any());
-            ctx.recorder
-                .publish(
-                    &pod.object_ref(&()),
-                    EventType::Normal,
-                    "TaintManagerEviction",
-                    &message,
-                )
-                .await;
-            Ok(())
-        }
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e),
-    }
+    let message = format!("Marking for deletion Pod {namespace}/{}", pod.name_any());
+    super::delete_pod_and_record(ctx, pod, None, "TaintManagerEviction", &message).await
 }
 
 #[cfg(test)]

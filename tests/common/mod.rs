@@ -400,3 +400,68 @@ pub fn is_ready(pod: &serde_json::Value) -> bool {
 pub fn is_terminating(pod: &serde_json::Value) -> bool {
     !pod["metadata"]["deletionTimestamp"].is_null()
 }
+
+/// A server and one real agent (`node::Agent`, named `e2e-node`) kept in
+/// `<work>/agent`, whose air-gap directory holds `archives` and whose registries.yaml
+/// is `registries`; returns once the node is Ready. Needs root.
+pub fn node_cluster(work: &Path, archives: &[PathBuf], registries: &str) -> (Server, node::Agent) {
+    let agent_dir = work.join("agent");
+    let images_dir = agent_dir.join("data/agent/images");
+    std::fs::create_dir_all(&images_dir).unwrap();
+    for archive in archives {
+        std::fs::copy(archive, images_dir.join(archive.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(agent_dir.join("registries.yaml"), registries).unwrap();
+    let server = Server::start();
+    let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
+    let agent = node::Agent::start(skiff, server.port, &server.data_dir(), &agent_dir, &[]);
+    let ready = eventually(Duration::from_secs(30), || {
+        server
+            .kubectl(&["get", "node", "e2e-node", "--no-headers"])
+            .1
+            .contains(" Ready")
+    });
+    assert!(ready, "node not ready:\n{}", agent.log());
+    (server, agent)
+}
+
+/// A registries.yaml sending docker.io to a loopback port where nothing listens:
+/// no pull leaves the machine.
+pub fn offline_registries() -> String {
+    let dead = free_port();
+    format!("mirrors:\n  docker.io:\n    endpoint: [\"http://127.0.0.1:{dead}\"]\n")
+}
+
+/// The busybox test image `busybox:e2e` (command `sh`) as an archive under `work`.
+pub fn busybox_e2e_archive(work: &Path) -> PathBuf {
+    images::busybox_image(work, "busybox:e2e", images::ImageConfigSpec::cmd(&["sh"]))
+}
+
+/// A server that is a node too (`--advertise-address 127.0.0.1`, then `extra_args`),
+/// whose air-gap directory holds the image `archive`. Needs root.
+pub fn start_server_node(archive: &Path, extra_args: &[&str]) -> Server {
+    let mut args = vec!["--advertise-address", "127.0.0.1"];
+    args.extend_from_slice(extra_args);
+    Server::start_with_agent(
+        |data| {
+            let images_dir = data.join("agent/images");
+            std::fs::create_dir_all(&images_dir).unwrap();
+            std::fs::copy(archive, images_dir.join("busybox.tar")).unwrap();
+        },
+        &args,
+    )
+}
+
+/// Runs `body` against `server` (a node too), then removes its pods, stops it by PID
+/// and cleans its node, also when `body` panics (the panic goes on afterwards).
+pub fn run_then_clean_node(mut server: Server, body: impl FnOnce(&Server)) {
+    let data = server.data_dir();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&server)));
+    let _ = server.kubectl(&["delete", "pods", "--all", "--timeout=30s"]);
+    server.kill9();
+    node::force_clean(&data);
+    drop(server);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -10,7 +10,7 @@
 //! then loses its stdin).
 
 use axum::extract::ws::{Message, WebSocket};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::exec::{self, close_normal, frame, ClientFrame, ERROR, STDERR, STDOUT};
@@ -38,17 +38,8 @@ pub fn parse(query: &str) -> Result<ExecStdio, String> {
 
 /// Runs one attach session on an upgraded WebSocket.
 pub async fn session(socket: WebSocket, shim: shim::AttachClient, stdio: ExecStdio) {
-    let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = socket.split();
+    let (out_tx, writer) = exec::spawn_sender(sink);
     let (reader, mut input) = shim.split();
     let output = tokio::spawn(relay_output(reader, stdio, out_tx.clone()));
     let mut output = std::pin::pin!(output);

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use bytes::Bytes;
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -108,6 +109,24 @@ pub fn close_normal() -> Message {
     }))
 }
 
+/// The session's only writer to the socket: sends what arrives on the returned
+/// channel until a close frame or the last sender goes, then closes the socket.
+pub fn spawn_sender(
+    mut sink: SplitSink<WebSocket, Message>,
+) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = out_rx.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (out_tx, writer)
+}
+
 /// One message on a channel.
 pub fn frame(channel: u8, data: &[u8]) -> Message {
     let mut bytes = Vec::with_capacity(data.len() + 1);
@@ -156,17 +175,8 @@ pub async fn session(
     target: ExecTarget,
     options: ExecOptions,
 ) {
-    let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = socket.split();
+    let (out_tx, writer) = spawn_sender(sink);
     let process = match exec::spawn(&helper, &target, &options.command, options.stdio) {
         Ok(process) => process,
         Err(e) => {
