@@ -1,5 +1,5 @@
 //! The `proxy` subresources end to end: the server is its own node (real agent, real
-//! containers on cni0), a busybox httpd pod serves a page, and the real kubectl reaches
+//! containers on its own bridge), a busybox httpd pod serves a page, and the real kubectl reaches
 //! it through `pods/web:8080/proxy/`, `services/web:http/proxy/` and `kubectl proxy`;
 //! `nodes/N/proxy/healthz` reaches the node's kubelet API.
 //!

@@ -17,7 +17,7 @@ use common::{eventually, Server};
 
 const IMAGE: &str = "busybox:attach";
 
-/// One node at a time: the tests share cni0 and the pod CIDR.
+/// One node at a time: each has its own bridge, but they share the pod CIDR.
 static NODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn tail(text: &str, lines: usize) -> String {

@@ -20,7 +20,7 @@ use common::node::{force_clean, Agent};
 use common::{eventually, Server};
 use serde_json::Value;
 
-/// One test at a time: they share cni0 and the pod CIDR.
+/// One test at a time: each node has its own bridge, but they share the pod CIDR.
 static NODE: Mutex<()> = Mutex::new(());
 
 /// A server, one real agent with a busybox image; cleans the node on drop.
