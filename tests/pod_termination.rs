@@ -387,7 +387,7 @@ spec:
   containers:
   - name: app
     image: "busybox:e2e"
-    command: ["sh", "-c", "trap 'echo term >> /markers/{name}; exit 0' TERM; while true; do sleep 1; done"]
+    command: ["sh", "-c", "trap 'echo term >> /markers/{name}; exit 0' TERM; while true; do sleep 1 & wait $!; done"]
     lifecycle:
       preStop:
         exec: {{command: ["sh", "-c", "{hook}"]}}
@@ -408,7 +408,9 @@ spec:
     node.wait_gone("hooked", Duration::from_secs(30));
     let hooked = std::fs::read_to_string(node.markers().join("hooked")).unwrap_or_default();
     assert_eq!(hooked, "prestop\nterm\n");
-    // The hook still sleeps when the 2 s are over: SIGTERM comes anyway, then SIGKILL.
+    // The hook still sleeps when the 2 s are over: SIGTERM comes anyway, then SIGKILL
+    // 2 s later (the container waits on `wait`, so its trap runs at once, even on a
+    // loaded machine).
     node.wait_gone("overrun", Duration::from_secs(30));
     let overrun = std::fs::read_to_string(node.markers().join("overrun")).unwrap_or_default();
     assert_eq!(overrun, "term\n");

@@ -1,6 +1,9 @@
 //! The object handlers: routing of `/api` and `/apis` paths to get, list, watch,
 //! create, update, patch, delete and deletecollection, and the subresources
-//! (status, scale, binding, finalize; token in `tokenrequest`).
+//! (status, scale, binding, finalize; eviction in `handlers::eviction`; token in
+//! `tokenrequest`).
+
+mod eviction;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -253,7 +256,7 @@ async fn subresource(
         ("binding", Method::POST) => bind(ctx, name, body).await,
         ("token", Method::POST) => super::tokenrequest::create(ctx, name, body).await,
         ("finalize", Method::PUT) => update(ctx, name, body, Some("finalize")).await,
-        ("eviction", Method::POST) => super::eviction::evict(ctx, name, body).await,
+        ("eviction", Method::POST) => eviction::evict(ctx, name, body).await,
         ("ephemeralcontainers", Method::GET) => get(ctx, name).await,
         ("ephemeralcontainers", Method::PUT) => {
             update(ctx, name, body, Some("ephemeralcontainers")).await

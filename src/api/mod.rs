@@ -18,7 +18,6 @@ pub mod defaults;
 pub mod discovery;
 pub mod ephemeral;
 pub mod events;
-mod eviction;
 mod handlers;
 pub mod join;
 mod list;

@@ -21,11 +21,11 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::handlers::{delete_object, parse_delete_options, write_with_retries};
-use super::object;
-use super::request::{read, Ctx};
-use super::status::{self, ApiError};
-use super::{body, json_response};
+use super::{delete_object, parse_delete_options, write_with_retries};
+use crate::api::object;
+use crate::api::request::{read, Ctx};
+use crate::api::status::{self, ApiError};
+use crate::api::{body, json_response};
 
 /// The API versions an Eviction body may carry.
 const EVICTION_VERSIONS: &[&str] = &["policy/v1", "policy/v1beta1"];
