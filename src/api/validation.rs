@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use super::defaults::volume_source_keys;
 pub use crate::model::quantity::parse_quantity;
 use crate::model::quantity::QUANTITY_FORMAT_MSG;
+use crate::model::quote::go_quote;
 use crate::model::selector::{validate_label_key, validate_label_value, LabelSelector};
 
 type Obj = Map<String, Value>;
@@ -240,32 +241,6 @@ fn render_json(v: &Value) -> String {
         Value::Array(a) if a.iter().all(Value::is_string) => go_string_slice(a),
         other => other.to_string(),
     }
-}
-
-/// Go's `%q`.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Go's `%#v` of a `map[string]string` (keys sorted, as fmt prints maps).

@@ -9,5 +9,6 @@ pub mod cidr;
 pub mod join;
 pub mod node_labels;
 pub mod quantity;
+pub mod quote;
 pub mod selector;
 pub mod version;
