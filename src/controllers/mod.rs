@@ -148,3 +148,30 @@ pub async fn delete_pod_and_record(
         Err(e) => Err(e),
     }
 }
+
+/// A cache of every `K`, fed by a lenient watch in its own task (objects that do not
+/// decode are logged and skipped).
+pub(crate) fn cache<K>(api: kube::Api<K>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    use futures::StreamExt;
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        crate::client::lenient::watcher(api, watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| futures::future::ready(()));
+    tokio::spawn(stream);
+    reader
+}

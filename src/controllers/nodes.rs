@@ -16,45 +16,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::events::EventType;
-use super::Context;
+use super::{cache, Context};
 use crate::model::cidr::Cidr;
 
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
 const TICK: Duration = Duration::from_secs(1);
-
-fn cache<K>(api: Api<K>) -> Store<K>
-where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        crate::client::lenient::watcher(api, watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|_| futures::future::ready(()));
-    tokio::spawn(stream);
-    reader
-}
 
 pub async fn run(ctx: Arc<Context>) {
     let nodes = cache(Api::<Node>::all(ctx.client.clone()));

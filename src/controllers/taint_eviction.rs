@@ -21,15 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::Context;
+use super::{cache, Context};
 
 /// The taints node lifecycle puts on nodes it cannot hear from.
 pub const LIFECYCLE_TAINTS: &[&str] = &[
@@ -37,29 +34,6 @@ pub const LIFECYCLE_TAINTS: &[&str] = &[
     "node.kubernetes.io/not-ready",
 ];
 const TICK: Duration = Duration::from_secs(1);
-
-fn cache<K>(api: Api<K>) -> Store<K>
-where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        crate::client::lenient::watcher(api, watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|_| futures::future::ready(()));
-    tokio::spawn(stream);
-    reader
-}
 
 /// A taint as it identifies itself on one node.
 type TaintId = (String, String, String, String);

@@ -210,21 +210,30 @@ async fn run_local_agent(config: ServerConfig, advertise: IpAddr, token: String)
     }
 }
 
-/// Starts labelling the server's own node (see [`own_node`]), as an admin client.
-async fn label_own_node(config: &ServerConfig, pki: &Pki) -> Result<(), ServerError> {
-    let (cert_pem, key_pem) =
-        pki.issue_client_cert("system:skiff-server", &["system:masters"], 365)?;
+/// Credentials of an in-server component: a `system:masters` client certificate for
+/// `user`, reaching this server's API over loopback (or its bind address).
+fn admin_credentials(
+    config: &ServerConfig,
+    pki: &Pki,
+    user: &str,
+) -> Result<crate::client::Credentials, ServerError> {
+    let (cert_pem, key_pem) = pki.issue_client_cert(user, &["system:masters"], 365)?;
     let host = match config.bind_address {
         a if a.is_unspecified() || a.is_loopback() => "127.0.0.1".to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
         a => a.to_string(),
     };
-    let credentials = crate::client::Credentials {
+    Ok(crate::client::Credentials {
         server: format!("https://{host}:{}", config.https_listen_port),
         ca_pem: pki.ca_pem().to_string(),
         cert_pem,
         key_pem,
-    };
+    })
+}
+
+/// Starts labelling the server's own node (see [`own_node`]), as an admin client.
+async fn label_own_node(config: &ServerConfig, pki: &Pki) -> Result<(), ServerError> {
+    let credentials = admin_credentials(config, pki, "system:skiff-server")?;
     let client = crate::client::connect(&credentials, &crate::client::user_agent("server")).await?;
     let labels = own_node::split_labels(&config.node.labels).1;
     tokio::spawn(own_node::label_when_registered(
@@ -237,19 +246,7 @@ async fn label_own_node(config: &ServerConfig, pki: &Pki) -> Result<(), ServerEr
 
 /// The controllers and the scheduler, as API clients with their own certificate.
 async fn start_controllers(config: &ServerConfig, pki: &Pki) -> Result<(), ServerError> {
-    let (cert_pem, key_pem) =
-        pki.issue_client_cert("system:kube-controller-manager", &["system:masters"], 365)?;
-    let host = match config.bind_address {
-        a if a.is_unspecified() || a.is_loopback() => "127.0.0.1".to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-        a => a.to_string(),
-    };
-    let credentials = crate::client::Credentials {
-        server: format!("https://{host}:{}", config.https_listen_port),
-        ca_pem: pki.ca_pem().to_string(),
-        cert_pem,
-        key_pem,
-    };
+    let credentials = admin_credentials(config, pki, "system:kube-controller-manager")?;
     let settings = controllers::Settings {
         cluster_cidr: config.cluster_cidr,
         ..Default::default()
