@@ -151,6 +151,14 @@ pub struct NodeFlags {
     /// Seconds between node lease renewals [default: 10]
     #[arg(long)]
     pub lease_interval_seconds: Option<u64>,
+    /// How pods on different nodes reach each other: vxlan, host-gw,
+    /// wireguard-native or none [default: vxlan]
+    #[arg(long)]
+    pub flannel_backend: Option<String>,
+    /// The interface whose address carries the pod network between nodes
+    /// [default: the node IP's interface]
+    #[arg(long)]
+    pub flannel_iface: Option<String>,
 }
 
 /// The settings a node runs with (see `NodeFlags`).
@@ -170,6 +178,18 @@ pub struct NodeConfig {
     pub private_registry: PathBuf,
     pub disable_default_registry_endpoint: bool,
     pub lease_interval: Duration,
+    pub flannel_backend: crate::agent::network::FlannelBackend,
+    pub flannel_iface: Option<String>,
+}
+
+/// The cluster-wide network settings a node needs (the server's flags; an agent's
+/// own flags, which must match the server's).
+#[derive(Debug, Clone)]
+pub struct ClusterNetwork {
+    pub cluster_cidr: Cidr,
+    pub service_cidr: Cidr,
+    pub cluster_dns: IpAddr,
+    pub cluster_domain: String,
 }
 
 /// The longest `--cni-bridge`: Linux link names have at most 15 bytes, and the
@@ -237,6 +257,15 @@ impl NodeFlags {
                     .unwrap_or(10)
                     .max(1),
             ),
+            flannel_backend: match self.flannel_backend.or(file.flannel_backend) {
+                Some(value) => value.parse().map_err(|message| ConfigError::Invalid {
+                    flag: "--flannel-backend",
+                    value,
+                    message,
+                })?,
+                None => Default::default(),
+            },
+            flannel_iface: self.flannel_iface.or(file.flannel_iface),
         })
     }
 }
@@ -332,23 +361,37 @@ impl NodeConfig {
         &self,
         data_dir: PathBuf,
         node_ip: IpAddr,
-        dns: crate::agent::containers::sandbox::Dns,
-        service_cidr: String,
+        cluster: ClusterNetwork,
     ) -> Result<crate::agent::containers::RuntimeConfig, ConfigError> {
         let mut registries = crate::image::RegistriesConfig::load(&self.private_registry)
             .map_err(|e| ConfigError::Registries(e.to_string()))?;
         registries.disable_default_endpoint = self.disable_default_registry_endpoint;
+        let network = crate::agent::network::NetworkConfig {
+            node_name: self.node_name.clone(),
+            node_ip,
+            cluster_cidr: cluster.cluster_cidr,
+            service_cidr: cluster.service_cidr,
+            cluster_dns: cluster.cluster_dns,
+            cluster_domain: cluster.cluster_domain.clone(),
+            bridge: self.cni_bridge.clone(),
+            sink_link: self.sink_link(),
+            state_dir: data_dir.join("agent"),
+            backend: self.flannel_backend,
+            iface: self.flannel_iface.clone(),
+        };
         Ok(crate::agent::containers::RuntimeConfig {
             data_dir,
             node_ip,
-            dns,
+            dns: crate::agent::containers::sandbox::Dns {
+                server: cluster.cluster_dns,
+                domain: cluster.cluster_domain,
+            },
             cni_bin_dirs: self.cni_bin_dirs.clone(),
             cni_conf_dir: self.cni_conf_dir.clone(),
             cni_bridge: self.cni_bridge.clone(),
-            sink_link: self.sink_link(),
             cgroup_root: self.cgroup_root.clone(),
             registries,
-            service_cidr,
+            network: std::sync::Arc::new(network),
         })
     }
 }

@@ -12,6 +12,7 @@
 pub mod containers;
 pub mod join;
 pub mod kubelet;
+pub mod network;
 mod node;
 mod pods;
 pub mod runtime;

@@ -65,9 +65,13 @@ struct AgentArgs {
     /// Cluster domain
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
-    /// Service IP range, routed to a local sink on this node
+    /// Service IP range, routed to a local sink on this node (the server's
+    /// --service-cidr)
     #[arg(long, default_value = "10.43.0.0/16")]
-    service_cidr: String,
+    service_cidr: crate::model::cidr::Cidr,
+    /// Pod IP range of the whole cluster (the server's --cluster-cidr)
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: crate::model::cidr::Cidr,
     /// Simulated nodes: the real agent loop with a runtime that only pretends to run
     /// containers (a test and scale tool, like Kubernetes' kubemark)
     #[arg(long)]
@@ -152,11 +156,13 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("skiff agent runs containers and must run as root (try: sudo skiff agent …)");
     }
-    let dns = agent::containers::sandbox::Dns {
-        server: args.cluster_dns,
-        domain: args.cluster_domain,
+    let cluster = config::ClusterNetwork {
+        cluster_cidr: args.cluster_cidr,
+        service_cidr: args.service_cidr,
+        cluster_dns: args.cluster_dns,
+        cluster_domain: args.cluster_domain,
     };
-    let runtime_config = node.runtime_config(args.data_dir, node_ip, dns, args.service_cidr)?;
+    let runtime_config = node.runtime_config(args.data_dir, node_ip, cluster)?;
     runtime
         .block_on(agent::run_containers(config, runtime_config))
         .context("skiff agent failed (run with --log info for details)")

@@ -189,16 +189,16 @@ async fn run_local_agent(config: ServerConfig, advertise: IpAddr, token: String)
     );
     // The labels a node may not set on itself are the server's (see own_node).
     agent.labels = own_node::split_labels(&config.node.labels).0;
-    let dns = crate::agent::containers::sandbox::Dns {
-        server: config.cluster_dns,
-        domain: config.cluster_domain.clone(),
+    let cluster = crate::config::ClusterNetwork {
+        cluster_cidr: config.cluster_cidr,
+        service_cidr: config.service_cidr,
+        cluster_dns: config.cluster_dns,
+        cluster_domain: config.cluster_domain.clone(),
     };
-    let runtime = match config.node.runtime_config(
-        config.data_dir.clone(),
-        node_ip,
-        dns,
-        config.service_cidr.to_string(),
-    ) {
+    let runtime = match config
+        .node
+        .runtime_config(config.data_dir.clone(), node_ip, cluster)
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "the server's agent is not started");

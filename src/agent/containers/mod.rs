@@ -53,14 +53,11 @@ pub struct RuntimeConfig {
     pub cni_conf_dir: Option<PathBuf>,
     /// The bridge of the default network (`--cni-bridge`).
     pub cni_bridge: String,
-    /// The link the service CIDR is routed to (`<bridge>-sink`).
-    pub sink_link: String,
     /// The cgroup containers run under (`--cgroup-root`).
     pub cgroup_root: PathBuf,
     pub registries: RegistriesConfig,
-    /// The service CIDR, routed to a local sink so unanswered service traffic dies
-    /// on the node instead of leaving by the default route.
-    pub service_cidr: String,
+    /// The node's network beyond the pods' interfaces (sink, services, DNS, routes).
+    pub network: Arc<crate::agent::network::NetworkConfig>,
 }
 
 /// What the runtime gets once the node is registered.
@@ -271,67 +268,22 @@ fn first_conflist(dir: &std::path::Path) -> Option<serde_json::Value> {
     serde_json::from_str(&text).ok()
 }
 
-/// Routes the service CIDR to a sink link (`link`), so service traffic nobody
-/// answers dies here. Uses a `dummy` link where the kernel has them, else `ifb`.
-fn route_service_cidr_to_sink(cidr: &str, link: &str) -> Result<(), String> {
-    let ip = |args: &[&str]| {
-        std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(|e| format!("running ip {}: {e}", args.join(" ")))
-    };
-    let exists = ip(&["link", "show", link])?.status.success();
-    if !exists {
-        let dummy = ip(&["link", "add", link, "type", "dummy"])?;
-        if !dummy.status.success() {
-            let ifb = ip(&["link", "add", link, "type", "ifb"])?;
-            if !ifb.status.success() {
-                return Err(format!(
-                    "creating the sink link {link}: {}",
-                    String::from_utf8_lossy(&ifb.stderr).trim()
-                ));
-            }
-        }
-    }
-    ip(&["link", "set", link, "up"])?;
-    let route = ip(&["route", "replace", cidr, "dev", link])?;
-    if !route.status.success() {
-        return Err(format!(
-            "routing {cidr} to {link}: {}",
-            String::from_utf8_lossy(&route.stderr).trim()
-        ));
-    }
-    Ok(())
-}
-
-/// Kernel settings pods need: forwarding, and bridged traffic through iptables.
-fn enable_forwarding() {
-    for (path, value) in [
-        ("/proc/sys/net/ipv4/ip_forward", "1"),
-        ("/proc/sys/net/bridge/bridge-nf-call-iptables", "1"),
-    ] {
-        if let Err(e) = std::fs::write(path, value) {
-            tracing::warn!(path, error = %e, "setting a kernel parameter failed");
-        }
-    }
-}
-
 #[async_trait]
 impl PodRuntime for ContainerRuntime {
     async fn attach(&self, env: NodeEnv) -> Result<(), RuntimeError> {
         if self.inner.env.get().is_some() {
             return Ok(());
         }
-        let cidr = self.inner.config.service_cidr.clone();
-        let sink = self.inner.config.sink_link.clone();
-        tokio::task::spawn_blocking(move || route_service_cidr_to_sink(&cidr, &sink))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
-            .map_err(|message| RuntimeError::Pod {
-                pod: String::new(),
-                message,
-            })?;
-        enable_forwarding();
+        crate::agent::network::start(
+            env.client.clone(),
+            self.inner.config.network.clone(),
+            &env.pod_cidr,
+        )
+        .await
+        .map_err(|e| RuntimeError::Pod {
+            pod: String::new(),
+            message: e.to_string(),
+        })?;
         let network = Arc::new(self.network(&env.pod_cidr)?);
         let recorder = Recorder::new(env.client.clone(), "kubelet");
         let _ = self.inner.env.set(Attached {
