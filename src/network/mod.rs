@@ -6,3 +6,4 @@
 
 pub mod cni;
 pub mod netns;
+pub mod nft;
