@@ -10,6 +10,10 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Started through a link named after a built-in CNI plugin: be that plugin.
+    if let Some(code) = skiff::network::plugins::run_if_invoked_as_plugin() {
+        return code;
+    }
     match skiff::cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
