@@ -125,8 +125,8 @@ pub struct NodeFlags {
     /// Port of the node's HTTPS API for logs and exec, like the kubelet's [default: 10250]
     #[arg(long)]
     pub kubelet_port: Option<u16>,
-    /// Directories searched for CNI plugins, colon-separated
-    /// [default: /usr/lib/cni:/opt/cni/bin]
+    /// Directories searched for CNI plugins, colon-separated, instead of skiff's
+    /// built-in plugins [default: <data-dir>/agent/cni/bin, links to skiff itself]
     #[arg(long)]
     pub cni_bin_dir: Option<String>,
     /// A directory whose first .conflist replaces skiff's default bridge network
@@ -171,6 +171,7 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub kubelet_port: u16,
+    /// `--cni-bin-dir`; empty: the built-in plugins' links.
     pub cni_bin_dirs: Vec<PathBuf>,
     pub cni_conf_dir: Option<PathBuf>,
     pub cni_bridge: String,
@@ -237,7 +238,7 @@ impl NodeFlags {
             cni_bin_dirs: self
                 .cni_bin_dir
                 .or(file.cni_bin_dir)
-                .unwrap_or_else(|| "/usr/lib/cni:/opt/cni/bin".into())
+                .unwrap_or_default()
                 .split(':')
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from)
@@ -379,6 +380,11 @@ impl NodeConfig {
             backend: self.flannel_backend,
             iface: self.flannel_iface.clone(),
         };
+        let cni_bin_dirs = if self.cni_bin_dirs.is_empty() {
+            vec![crate::agent::containers::builtin_cni_dir(&data_dir)]
+        } else {
+            self.cni_bin_dirs.clone()
+        };
         Ok(crate::agent::containers::RuntimeConfig {
             data_dir,
             node_ip,
@@ -386,7 +392,7 @@ impl NodeConfig {
                 server: cluster.cluster_dns,
                 domain: cluster.cluster_domain,
             },
-            cni_bin_dirs: self.cni_bin_dirs.clone(),
+            cni_bin_dirs,
             cni_conf_dir: self.cni_conf_dir.clone(),
             cni_bridge: self.cni_bridge.clone(),
             cgroup_root: self.cgroup_root.clone(),
@@ -660,10 +666,7 @@ mod tests {
         assert_eq!(node.sink_link(), "cni0-sink");
         assert_eq!(node.cgroup_root, Path::new("/skiff"));
         assert_eq!(node.kubelet_port, 10250);
-        assert_eq!(
-            node.cni_bin_dirs,
-            vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")]
-        );
+        assert!(node.cni_bin_dirs.is_empty(), "the built-in plugins");
         for bridge in ["", "much-too-long", "a b"] {
             let flags = NodeFlags {
                 cni_bridge: Some(bridge.into()),

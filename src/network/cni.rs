@@ -327,15 +327,16 @@ pub fn first_ipv4(result: &Value) -> Option<std::net::Ipv4Addr> {
         .find_map(|a| a.parse().ok())
 }
 
-/// skiff's default network: the node's bridge (`--cni-bridge`, `cni0` by default)
-/// with host-local IPAM over the node's pod CIDR, masquerading, hairpin, and portmap
-/// for hostPorts.
+/// skiff's default network: the node's bridge (`--cni-bridge`, `cni0` by default,
+/// the pods' gateway) with host-local IPAM over the node's pod CIDR, hairpin, and
+/// portmap for hostPorts. No masquerading here: pod traffic to other nodes keeps its
+/// source, and egress masquerading belongs to the node's services data plane.
 pub fn default_conflist(pod_cidr: &str, ipam_dir: &Path, bridge: &str) -> Value {
     json!({
         "cniVersion": "1.0.0",
         "name": "skiff",
         "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+            {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]],
                       "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ipam_dir}},
             {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}

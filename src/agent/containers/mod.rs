@@ -124,6 +124,24 @@ impl Inner {
     }
 }
 
+/// Where the links to the built-in CNI plugins live: `<data-dir>/agent/cni/bin`.
+pub fn builtin_cni_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("agent").join("cni").join("bin")
+}
+
+/// Points the built-in plugins' links at this executable (again, if it moved).
+fn link_builtin_plugins(data_dir: &std::path::Path) -> Result<(), String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("finding the skiff executable for the cni plugins: {e}"))?;
+    // Replaced on disk while running (an upgrade): the new binary is at the old path.
+    let exe = match exe.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    };
+    crate::network::plugins::install_links(&builtin_cni_dir(data_dir), &exe)
+        .map_err(|e| e.to_string())
+}
+
 /// The bundled container runtime as a `PodRuntime`.
 #[derive(Clone)]
 pub struct ContainerRuntime {
@@ -193,6 +211,10 @@ impl ContainerRuntime {
     fn network(&self, pod_cidr: &str) -> Result<Network, RuntimeError> {
         let config = &self.inner.config;
         let state = self.inner.agent_dir().join("cni");
+        link_builtin_plugins(&config.data_dir).map_err(|message| RuntimeError::Pod {
+            pod: String::new(),
+            message,
+        })?;
         let conflist = config
             .cni_conf_dir
             .as_ref()

@@ -276,7 +276,7 @@ fn masquerade(conf: &BridgeConf, addrs: &[Address], add: bool) -> Result<(), Plu
     if add {
         let subnets: Vec<String> = addrs.iter().map(|a| network_of(&a.cidr)).collect();
         let script = format!(
-            "table ip {table} {{\n  set pods {{ type ipv4_addr; }}\n  set subnets {{ type ipv4_addr; flags interval; auto-merge; }}\n  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n}}\n\
+            "table ip {table} {{\n  set pods {{ type ipv4_addr; }}\n  set subnets {{ type ipv4_addr; flags interval; auto-merge; }}\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept; }}\n}}\n\
              flush chain ip {table} postrouting\n\
              add rule ip {table} postrouting ip saddr @pods ip daddr != @subnets ip daddr != 224.0.0.0/4 masquerade\n\
              add element ip {table} subnets {{ {} }}\n\

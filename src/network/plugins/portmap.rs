@@ -128,7 +128,7 @@ fn table_for(call: &Call, prev: &Value) -> String {
 /// The nftables script adding the container's rules to `table`.
 pub fn add_script(table: &str, id: &str, ip: &str, mappings: &[Mapping], snat: bool) -> String {
     let mut script = format!(
-        "table ip {table} {{\n  chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}\n  chain output {{ type nat hook output priority dstnat; policy accept; }}\n  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n}}\n"
+        "table ip {table} {{\n  chain prerouting {{ type nat hook prerouting priority -100; policy accept; }}\n  chain output {{ type nat hook output priority -100; policy accept; }}\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept; }}\n}}\n"
     );
     for m in mappings {
         let to = if m.host_ip.is_empty() || m.host_ip == "0.0.0.0" {
