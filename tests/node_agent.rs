@@ -644,6 +644,9 @@ fn the_server_is_a_node_too_unless_its_agent_is_disabled() {
             "skiff.test/soft=yes:PreferNoSchedule",
             "--kubelet-port",
             &kubelet_port.to_string(),
+            // Debian's CNI plugins instead of the built-in ones still work.
+            "--cni-bin-dir",
+            "/usr/lib/cni",
         ],
     );
     let data = server.data_dir();

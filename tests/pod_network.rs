@@ -1,6 +1,8 @@
-//! Pod networking through real CNI plugins (Debian's containernetworking-plugins):
-//! a network namespace gets an address from the pod CIDR over a bridge, reachable from
-//! the host, and DEL plus namespace removal leave no link, address or cache behind.
+//! Pod networking through skiff's CNI invoker and real plugins — skiff's built-in
+//! ones (the skiff binary through links named after them, as the agent runs them) and
+//! Debian's containernetworking-plugins: a network namespace gets an address from the
+//! pod CIDR over a bridge, reachable from the host, and DEL plus namespace removal
+//! leave no link, address or cache behind.
 //! Needs root: `#[ignore = "needs root"]`, run with `--include-ignored` (CI does).
 
 use std::path::PathBuf;
@@ -10,7 +12,7 @@ use serde_json::{json, Map};
 use skiff::network::cni::{first_ipv4, Attachment, Invoker};
 use skiff::network::netns;
 
-const PLUGINS: &str = "/usr/lib/cni";
+const DEBIAN: &str = "/usr/lib/cni";
 
 fn run(cmd: &[&str]) -> (bool, String) {
     let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect(cmd[0]);
@@ -39,19 +41,38 @@ impl Drop for Cleanup {
 
 #[tokio::test]
 #[ignore = "needs root"]
-async fn a_pod_namespace_gets_an_address_over_the_bridge_and_del_cleans_up() {
+async fn a_pod_namespace_gets_an_address_over_the_builtin_bridge_and_del_cleans_up() {
+    let links = tempfile::tempdir().unwrap();
+    for name in ["bridge", "host-local", "portmap", "loopback"] {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_skiff"), links.path().join(name)).unwrap();
+    }
+    address_over_the_bridge_and_del_cleans_up(links.path().to_path_buf(), 0).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn a_pod_namespace_gets_an_address_over_debians_bridge_and_del_cleans_up() {
     assert!(
-        PathBuf::from(PLUGINS).join("bridge").exists(),
-        "needs {PLUGINS} (containernetworking-plugins)"
+        PathBuf::from(DEBIAN).join("bridge").exists(),
+        "needs {DEBIAN} (containernetworking-plugins)"
     );
+    address_over_the_bridge_and_del_cleans_up(DEBIAN.into(), 1).await;
+}
+
+/// The case for the plugins in `plugins`; `run_no` (0, 1) keeps names and subnets of
+/// runs in parallel apart.
+async fn address_over_the_bridge_and_del_cleans_up(plugins: PathBuf, run_no: u32) {
     let dir = tempfile::tempdir().unwrap();
-    let bridge = format!("skt{}", std::process::id() % 100_000);
+    let bridge = format!("skt{run_no}{}", std::process::id() % 100_000);
     let mut cleanup = Cleanup {
         bridge: bridge.clone(),
         netns: None,
     };
     // A subnet only this test uses, inside the pod range the rules allow.
-    let subnet = format!("10.42.{}.0/24", 200 + std::process::id() % 50);
+    let subnet = format!(
+        "10.42.{}.0/24",
+        200 + (std::process::id() % 25) * 2 + run_no
+    );
     let conflist = json!({
         "cniVersion": "1.0.0",
         "name": "skiff-test",
@@ -59,7 +80,7 @@ async fn a_pod_namespace_gets_an_address_over_the_bridge_and_del_cleans_up() {
                      "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
                               "dataDir": dir.path().join("ipam")}}],
     });
-    let invoker = Invoker::new(vec![PLUGINS.into()], dir.path().join("cache"), conflist).unwrap();
+    let invoker = Invoker::new(vec![plugins], dir.path().join("cache"), conflist).unwrap();
     let ns = netns::create(&dir.path().join("netns"), "pod1").unwrap();
     cleanup.netns = Some(ns.clone());
     let at = Attachment {

@@ -354,6 +354,13 @@ pub fn force_clean_in(scope: &NodeScope) {
     for link in [scope.bridge.clone(), scope.sink()] {
         let _ = Command::new("ip").args(["link", "del", &link]).output();
     }
+    // The built-in CNI plugins' nftables tables of this node's bridge.
+    for table in ["skiff-portmap-", "skiff-masq-"] {
+        let table = format!("{table}{}", scope.bridge);
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &table])
+            .output();
+    }
 }
 
 /// Deletes the nat-table rules CNI plugins made for pod addresses in `subnet`
