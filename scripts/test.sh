@@ -25,8 +25,12 @@ command -v curl >/dev/null || need_pkgs+=(curl)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
+# Debian's CNI plugins: the tests run the same cases against them as against
+# skiff's built-in ones (tests/cni_plugins.rs, pod_network.rs).
 [ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
-# CNI's portmap and masquerading, and the tests' clean-up of their chains.
+# The built-in portmap and the node's rules.
+command -v nft >/dev/null || need_pkgs+=(nftables)
+# Debian's portmap and masquerading, and the tests' clean-up of their chains.
 command -v iptables >/dev/null || need_pkgs+=(iptables)
 # The container runtime (libcontainer links libseccomp statically) and its tests.
 [ -e /usr/include/seccomp.h ] || need_pkgs+=(libseccomp-dev)
