@@ -148,6 +148,8 @@ impl Drop for Container {
 /// its DEL (Debian's portmap keeps its chains in the host's iptables).
 struct HostCleanup {
     bridge: String,
+    /// The host end of the "outside" namespace's link.
+    outside_link: String,
     listeners: Vec<Child>,
     plugins: PathBuf,
     /// (plugin, container id, namespace path, config) of each ADD.
@@ -191,12 +193,20 @@ impl Drop for HostCleanup {
             let _ = child.wait();
         }
         let _ = run(&["ip", "link", "del", &self.bridge]);
+        let _ = run(&["ip", "link", "del", &self.outside_link]);
         let _ = run(&[
             "nft",
             "delete",
             "table",
             "ip",
             &format!("skiff-portmap-{}", self.bridge),
+        ]);
+        let _ = run(&[
+            "nft",
+            "delete",
+            "table",
+            "ip",
+            &format!("skiff-masq-{}", self.bridge),
         ]);
     }
 }
@@ -212,6 +222,15 @@ fn run(cmd: &[&str]) -> (bool, String) {
 /// The host's NAT rules, in nftables and iptables (Debian's portmap uses iptables).
 fn nat_rules() -> String {
     run(&["nft", "list", "ruleset"]).1 + &run(&["iptables-save", "-t", "nat"]).1
+}
+
+/// Whether `text` names `ip` (not merely an address it is a prefix of).
+fn mentions(text: &str, ip: Ipv4Addr) -> bool {
+    let ip = ip.to_string();
+    text.match_indices(&ip).any(|(at, _)| {
+        !text[at + ip.len()..].starts_with(|c: char| c.is_ascii_digit())
+            && !text[..at].ends_with(|c: char| c.is_ascii_digit() || c == '.')
+    })
 }
 
 fn address(result: &Value) -> Ipv4Addr {
@@ -277,13 +296,14 @@ fn same_cases(plugins: Plugins) {
     // Dropped before the namespaces: its DELs still find them.
     let mut host = HostCleanup {
         bridge: bridge.clone(),
+        outside_link: format!("sko{tag}{}", pid % 100_000),
         listeners: Vec::new(),
         plugins: plugins.dir.clone(),
         added: Vec::new(),
     };
     let bridge_conf = json!({
         "cniVersion": "1.0.0", "name": format!("skcni-{tag}"), "type": "bridge",
-        "bridge": bridge, "isGateway": true, "hairpinMode": true,
+        "bridge": bridge, "isGateway": true, "hairpinMode": true, "ipMasq": true,
         "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
                  "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ipam_dir.path()},
     });
@@ -371,6 +391,30 @@ fn same_cases(plugins: Plugins) {
         assert!(ok, "{} pings {to}: {out}", c.id);
     }
 
+    // ipMasq: a namespace outside the pod network, routed from the host but with no
+    // route back to the pods, answers container a only if a's traffic is masqueraded.
+    let outside = Container::new(format!("skcni-{tag}{pid}-o"));
+    let outside_ip = format!("198.18.{subnet_octet}.2");
+    for cmd in [
+        format!(
+            "ip link add {} type veth peer name eth0 netns {}",
+            host.outside_link, outside.netns
+        ),
+        format!(
+            "ip addr add 198.18.{subnet_octet}.1/24 dev {}",
+            host.outside_link
+        ),
+        format!("ip link set {} up", host.outside_link),
+        format!("ip -n {} addr add {outside_ip}/24 dev eth0", outside.netns),
+        format!("ip -n {} link set eth0 up", outside.netns),
+    ] {
+        let (ok, out) = run(&cmd.split(' ').collect::<Vec<_>>());
+        assert!(ok, "{cmd}: {out}");
+    }
+    let (ok, out) = a.exec(&["ping", "-c", "1", "-W", "2", &outside_ip]);
+    assert!(ok, "masqueraded ping to {outside_ip}: {out}");
+    assert!(mentions(&nat_rules(), ip_b), "no masquerading for {ip_b}");
+
     // portmap, chained after bridge: hostPort → 8080 in container a.
     let mut portmap_conf = json!({
         "cniVersion": "1.0.0", "name": format!("skcni-{tag}"), "type": "portmap", "snat": true,
@@ -434,18 +478,33 @@ fn same_cases(plugins: Plugins) {
         "mapping left"
     );
 
-    // DEL after the namespace is gone (no CNI_NETNS) releases the address.
-    b.remove();
+    plugins.ok("bridge", "DEL", &b, &bridge_conf);
+    let (_, links) = b.exec(&["ip", "-o", "link"]);
+    assert!(!links.contains("eth0"), "{links}");
+
+    // DEL after the namespace is gone (no CNI_NETNS) releases the address. (Without
+    // ipMasq: Debian's bridge cannot find a masqueraded address without the namespace.)
+    let c = Container::new(format!("skcni-{tag}{pid}-c"));
+    let mut plain_conf = bridge_conf.clone();
+    plain_conf["ipMasq"] = json!(false);
+    host.added("bridge", &c, &plain_conf);
+    let ip_c = address(&plugins.ok("bridge", "ADD", &c, &plain_conf));
+    assert!(ipam_files.join(ip_c.to_string()).exists());
+    c.remove();
     for _ in 0..2 {
         let (ok, out) = plugins.call(
             "bridge",
             "DEL",
-            &[("CNI_CONTAINERID", b.id.as_str()), ("CNI_IFNAME", "eth0")],
-            &bridge_conf.to_string(),
+            &[("CNI_CONTAINERID", c.id.as_str()), ("CNI_IFNAME", "eth0")],
+            &plain_conf.to_string(),
         );
         assert!(ok, "DEL without a namespace: {out}");
     }
-    assert!(!ipam_files.join(ip_b.to_string()).exists());
+    assert!(!ipam_files.join(ip_c.to_string()).exists());
+    let rules = nat_rules();
+    for ip in [ip_a, ip_b, ip_c] {
+        assert!(!mentions(&rules, ip), "rules for {ip} left: {rules}");
+    }
     drop(host);
 }
 

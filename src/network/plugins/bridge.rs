@@ -5,7 +5,7 @@
 //! namespace as `CNI_IFNAME` with the IPAM plugin's addresses and routes (via the
 //! gateway; `isDefaultGateway` adds the default route) — and, with `ipMasq`,
 //! masquerading of the container's traffic leaving the subnet, in the nftables table
-//! `ip skiff-masq-<bridge>` (a set of container addresses).
+//! `ip skiff-masq-<bridge>` (rules commented with the container id, see `rules`).
 //! DEL releases the addresses and deletes the container's end (the pair goes with
 //! it); a namespace already gone is fine, and a second DEL finds nothing to do.
 //!
@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use super::link;
 use super::protocol::{delegate, Call, Command, Plugin, PluginError};
+use super::rules;
 
 pub struct Bridge;
 
@@ -227,7 +228,7 @@ fn add(call: &Call, conf: &BridgeConf, ipam: &Value) -> Result<Value, PluginErro
             PluginError::internal(format!("netns {} does not exist", netns.display()))
         })?;
     if conf.ip_masq {
-        masquerade(conf, &addrs, true)?;
+        masquerade(conf, &call.container_id, &addrs)?;
     }
     let ips: Vec<Value> = addrs
         .iter()
@@ -255,46 +256,31 @@ fn add(call: &Call, conf: &BridgeConf, ipam: &Value) -> Result<Value, PluginErro
     Ok(result)
 }
 
-/// The nftables table of the bridge's masquerading.
-fn masq_table(conf: &BridgeConf) -> String {
-    format!("skiff-masq-{}", conf.bridge)
+pub const MASQ_TABLE_PREFIX: &str = "skiff-masq-";
+
+/// The script masquerading the container's traffic that leaves its subnet (and is
+/// not multicast), one rule per address commented with the container id, in the
+/// bridge's table `ip skiff-masq-<bridge>`.
+pub fn masquerade_script(bridge: &str, id: &str, addrs: &[Address]) -> String {
+    let table = format!("{MASQ_TABLE_PREFIX}{bridge}");
+    let mut script = format!(
+        "table ip {table} {{\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept; }}\n}}\n"
+    );
+    for addr in addrs {
+        let ip = addr.cidr.split('/').next().unwrap_or_default();
+        let subnet = network_of(&addr.cidr);
+        script += &format!(
+            "add rule ip {table} postrouting ip saddr {ip} ip daddr != {subnet} ip daddr != 224.0.0.0/4 masquerade comment \"{id}\"\n"
+        );
+    }
+    script
 }
 
-/// Adds (or removes) the containers' addresses to the masquerade set; the table
-/// masquerades traffic from the set that leaves the subnet and is not multicast.
-fn masquerade(conf: &BridgeConf, addrs: &[Address], add: bool) -> Result<(), PluginError> {
-    let table = masq_table(conf);
-    let nft = |e: crate::network::nft::NftError| PluginError::internal(e.to_string());
-    let ips: Vec<&str> = addrs
-        .iter()
-        .filter_map(|a| a.cidr.split('/').next())
-        .collect();
-    if ips.is_empty() {
-        return Ok(());
-    }
-    let elements = ips.join(", ");
-    if add {
-        let subnets: Vec<String> = addrs.iter().map(|a| network_of(&a.cidr)).collect();
-        let script = format!(
-            "table ip {table} {{\n  set pods {{ type ipv4_addr; }}\n  set subnets {{ type ipv4_addr; flags interval; auto-merge; }}\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept; }}\n}}\n\
-             flush chain ip {table} postrouting\n\
-             add rule ip {table} postrouting ip saddr @pods ip daddr != @subnets ip daddr != 224.0.0.0/4 masquerade\n\
-             add element ip {table} subnets {{ {} }}\n\
-             add element ip {table} pods {{ {elements} }}\n",
-            subnets.join(", ")
-        );
-        crate::network::nft::apply(&script).map_err(nft)
-    } else {
-        if !crate::network::nft::table_exists("ip", &table).map_err(nft)? {
-            return Ok(());
-        }
-        for ip in ips {
-            // One element at a time: deleting an element that is gone fails.
-            let _ =
-                crate::network::nft::apply(&format!("delete element ip {table} pods {{ {ip} }}\n"));
-        }
-        Ok(())
-    }
+fn masquerade(conf: &BridgeConf, id: &str, addrs: &[Address]) -> Result<(), PluginError> {
+    let id = rules::comment(id);
+    rules::delete_rules(MASQ_TABLE_PREFIX, &id)?;
+    crate::network::nft::apply(&masquerade_script(&conf.bridge, &id, addrs))
+        .map_err(rules::nft_error)
 }
 
 /// `10.42.0.5/24` → `10.42.0.0/24`.
@@ -371,9 +357,7 @@ impl Plugin for Bridge {
             })?;
         }
         if conf.ip_masq {
-            if let Some(prev) = call.prev_result() {
-                masquerade(&conf, &addresses(prev), false)?;
-            }
+            rules::delete_rules(MASQ_TABLE_PREFIX, &rules::comment(&call.container_id))?;
         }
         Ok(())
     }
@@ -423,5 +407,7 @@ mod tests {
         );
         assert_eq!(network_of("10.42.0.5/24"), "10.42.0.0/24");
         assert_eq!(network_of("10.42.7.5/16"), "10.42.0.0/16");
+        let script = masquerade_script("cni0", "c1", &addresses(&result));
+        assert!(script.contains("add rule ip skiff-masq-cni0 postrouting ip saddr 10.42.0.5 ip daddr != 10.42.0.0/24 ip daddr != 224.0.0.0/4 masquerade comment \"c1\""), "{script}");
     }
 }

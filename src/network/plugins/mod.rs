@@ -13,6 +13,7 @@ pub mod link;
 pub mod loopback;
 pub mod portmap;
 pub mod protocol;
+pub mod rules;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

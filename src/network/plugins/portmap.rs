@@ -9,18 +9,18 @@
 //! host interface), `ip skiff-portmap-<bridge>`, so nodes sharing a namespace with
 //! their own bridges never touch each other's; every rule carries the container id as
 //! its comment, and DEL deletes the rules with that comment in every
-//! `skiff-portmap-*` table (so it needs no prevResult and a second DEL is a no-op).
+//! `skiff-portmap-*` table (`rules`; so it needs no prevResult, and a second DEL is
+//! a no-op).
 //! The result is the prevResult, passed through.
 //!
 //! Owns: the `skiff-portmap-*` tables. Calls: `crate::network::nft`, `link`.
-
-use std::process::Command as Process;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::link;
 use super::protocol::{Call, Plugin, PluginError};
+use super::rules::{self, comment};
 use crate::network::nft;
 
 pub struct Portmap;
@@ -87,15 +87,6 @@ fn parse(call: &Call) -> Result<(PortmapConf, Vec<Mapping>), PluginError> {
     Ok((conf, mappings))
 }
 
-/// The container id as an nftables comment (ids are `[A-Za-z0-9_.-]`; others dropped).
-fn comment(container_id: &str) -> String {
-    container_id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
-        .take(120)
-        .collect()
-}
-
 /// The host-side interface of the prevResult (the bridge), if any.
 fn host_interface(prev: &Value) -> Option<String> {
     prev["interfaces"]
@@ -153,74 +144,6 @@ pub fn add_script(table: &str, id: &str, ip: &str, mappings: &[Mapping], snat: b
     script
 }
 
-fn nft_error(e: nft::NftError) -> PluginError {
-    PluginError::internal(e.to_string())
-}
-
-/// `nft -j …` as JSON.
-fn nft_json(args: &[&str]) -> Result<Value, PluginError> {
-    let output = Process::new("nft")
-        .arg("-j")
-        .args(args)
-        .output()
-        .map_err(|e| PluginError::internal(format!("running nft: {e}")))?;
-    if !output.status.success() {
-        return Err(PluginError::internal(format!(
-            "nft {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    serde_json::from_slice(&output.stdout)
-        .map_err(|e| PluginError::internal(format!("reading nft's json: {e}")))
-}
-
-/// The `(table, chain, handle)` of every rule commented with `id` in our tables.
-fn rules_of(id: &str) -> Result<Vec<(String, String, u64)>, PluginError> {
-    let tables = nft_json(&["list", "tables", "ip"])?;
-    let names: Vec<String> = tables["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["table"]["name"].as_str())
-        .filter(|n| n.starts_with(TABLE_PREFIX))
-        .map(str::to_string)
-        .collect();
-    let mut rules = Vec::new();
-    for name in names {
-        let Ok(listing) = nft_json(&["list", "table", "ip", &name]) else {
-            continue; // gone meanwhile
-        };
-        for rule in listing["nftables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|o| o.get("rule"))
-        {
-            if rule["comment"].as_str() == Some(id) {
-                if let (Some(chain), Some(handle)) =
-                    (rule["chain"].as_str(), rule["handle"].as_u64())
-                {
-                    rules.push((name.clone(), chain.to_string(), handle));
-                }
-            }
-        }
-    }
-    Ok(rules)
-}
-
-fn delete_rules(id: &str) -> Result<(), PluginError> {
-    let rules = rules_of(id)?;
-    if rules.is_empty() {
-        return Ok(());
-    }
-    let script: String = rules
-        .iter()
-        .map(|(table, chain, handle)| format!("delete rule ip {table} {chain} handle {handle}\n"))
-        .collect();
-    nft::apply(&script).map_err(nft_error)
-}
-
 fn first_ipv4(prev: &Value) -> Option<String> {
     prev["ips"]
         .as_array()?
@@ -249,7 +172,7 @@ impl Plugin for Portmap {
                 link::sysctl(&format!("net/ipv4/conf/{host}/route_localnet"), "1")?;
             }
         }
-        delete_rules(&id)?;
+        rules::delete_rules(TABLE_PREFIX, &id)?;
         nft::apply(&add_script(
             &table_for(call, &prev),
             &id,
@@ -257,7 +180,7 @@ impl Plugin for Portmap {
             &mappings,
             snat,
         ))
-        .map_err(nft_error)?;
+        .map_err(rules::nft_error)?;
         Ok(prev)
     }
 
@@ -266,7 +189,7 @@ impl Plugin for Portmap {
         if mappings.is_empty() {
             return Ok(());
         }
-        let dnat = rules_of(&comment(&call.container_id))?
+        let dnat = rules::rules_of(TABLE_PREFIX, &comment(&call.container_id))?
             .iter()
             .filter(|(_, chain, _)| chain == "prerouting")
             .count();
@@ -281,7 +204,7 @@ impl Plugin for Portmap {
     }
 
     fn del(&self, call: &Call) -> Result<(), PluginError> {
-        delete_rules(&comment(&call.container_id))
+        rules::delete_rules(TABLE_PREFIX, &comment(&call.container_id))
     }
 }
 
