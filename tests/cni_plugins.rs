@@ -353,8 +353,12 @@ fn same_cases(plugins: Plugins) {
     }
     plugins.ok("loopback", "ADD", &a, &loopback_conf);
     plugins.ok("loopback", "ADD", &b, &loopback_conf);
-    let result_a = plugins.ok("bridge", "ADD", &a, &bridge_conf);
-    let result_b = plugins.ok("bridge", "ADD", &b, &bridge_conf);
+    // At once, as a node starts pods: both may find the bridge missing.
+    let (result_a, result_b) = std::thread::scope(|s| {
+        let a = s.spawn(|| plugins.ok("bridge", "ADD", &a, &bridge_conf));
+        let b = s.spawn(|| plugins.ok("bridge", "ADD", &b, &bridge_conf));
+        (a.join().unwrap(), b.join().unwrap())
+    });
     let (ip_a, ip_b) = (address(&result_a), address(&result_b));
     assert_eq!(result_a["cniVersion"], "1.0.0");
     assert_eq!(result_a["ips"][0]["gateway"], gateway.to_string());

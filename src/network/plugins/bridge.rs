@@ -135,7 +135,12 @@ fn ensure_gateways(conf: &BridgeConf, addrs: &[Address]) -> Result<(), PluginErr
         };
         let cidr = format!("{gw}/{prefix}");
         if !have.contains(&cidr) {
-            link::ip(&["addr", "add", &cidr, "dev", &conf.bridge])?;
+            if let Err(e) = link::ip(&["addr", "add", &cidr, "dev", &conf.bridge]) {
+                // A concurrent ADD may have given it meanwhile.
+                if !link::addresses(&conf.bridge)?.contains(&cidr) {
+                    return Err(e);
+                }
+            }
         }
     }
     link::sysctl("net/ipv4/ip_forward", "1")
