@@ -167,6 +167,12 @@ pub fn answer(
             })
         })
         .map_err(|e| (e, fallback()))?;
+    // VERSION answers whatever came on stdin (the spec sends `{"cniVersion"}`).
+    if command == Command::Version {
+        return Ok(Some(
+            json!({"cniVersion": "1.0.0", "supportedVersions": SUPPORTED_VERSIONS}),
+        ));
+    }
     let config: Value = serde_json::from_slice(&stdin)
         .ok()
         .filter(Value::is_object)
@@ -180,11 +186,6 @@ pub fn answer(
             )
         })?;
     let version = config["cniVersion"].as_str().unwrap_or("0.1.0").to_string();
-    if command == Command::Version {
-        return Ok(Some(
-            json!({"cniVersion": "1.0.0", "supportedVersions": SUPPORTED_VERSIONS}),
-        ));
-    }
     let fail = |e: PluginError| (e, version.clone());
     if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
         return Err(fail(PluginError::new(
@@ -209,7 +210,21 @@ pub fn answer(
         })
     };
     let container_id = required("CNI_CONTAINERID")?;
+    if !valid_container_id(&container_id) {
+        return Err(fail(PluginError::new(
+            code::INVALID_ENVIRONMENT,
+            format!(
+                "invalid CNI_CONTAINERID {container_id:?}: letters, digits, '_', '.' and '-' only"
+            ),
+        )));
+    }
     let ifname = required("CNI_IFNAME")?;
+    if !valid_ifname(&ifname) {
+        return Err(fail(PluginError::new(
+            code::INVALID_ENVIRONMENT,
+            format!("invalid CNI_IFNAME {ifname:?}: a Linux link name of at most 15 bytes"),
+        )));
+    }
     let netns = match command {
         Command::Del => env("CNI_NETNS").map(PathBuf::from),
         _ => Some(PathBuf::from(required("CNI_NETNS")?)),
@@ -232,6 +247,25 @@ pub fn answer(
         Command::Version => unreachable!("answered above"),
     }
     .map_err(fail)
+}
+
+/// Container ids as libcni accepts them: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
+fn valid_container_id(id: &str) -> bool {
+    id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Link names the kernel takes: 1 to 15 bytes, no '/', ':' or whitespace, not `.`/`..`.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
 /// `K=V;K=V` pairs of `CNI_ARGS`.
@@ -368,6 +402,7 @@ pub(crate) mod tests {
 
     #[test]
     fn version_lists_the_supported_versions() {
+        assert!(ask(&[("CNI_COMMAND", "VERSION")], "").unwrap().is_some());
         let got = ask(&[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"1.0.0"}"#)
             .unwrap()
             .unwrap();
@@ -431,6 +466,19 @@ pub(crate) mod tests {
             err.to_json(&version),
             json!({"cniVersion": "0.4.0", "code": 3, "msg": "gone", "details": ""})
         );
+        for (key, bad) in [
+            ("CNI_CONTAINERID", "../x"),
+            ("CNI_IFNAME", "much-too-long-name"),
+            ("CNI_IFNAME", "a/b"),
+        ] {
+            let mut vars: Vec<_> = with("ADD").into_iter().filter(|(k, _)| *k != key).collect();
+            vars.push((key, bad));
+            assert_eq!(
+                code_of(&vars, r#"{"cniVersion":"1.0.0"}"#),
+                code::INVALID_ENVIRONMENT,
+                "{key}={bad}"
+            );
+        }
         // DEL needs no namespace.
         let no_netns: Vec<_> = with("DEL")
             .into_iter()
