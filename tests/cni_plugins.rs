@@ -4,8 +4,11 @@
 //! input gives an error JSON with the spec's code, ADD into namespaces the test makes
 //! (address, routes, gateway and peer reachable over the bridge, lo up), portmap DNAT
 //! from the host's bridge address, from localhost and from another container, CHECK,
-//! DEL twice, DEL after the namespace is gone.
+//! DEL twice, DEL after the namespace is gone. And a pod's hostPort through a real
+//! node, which runs the built-ins by default.
 //! Needs root: `#[ignore = "needs root"]`; run under `flock /tmp/skiff-e2e.lock`.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -522,4 +525,77 @@ fn builtin_plugins_pass_the_cases() {
 #[ignore = "needs root"]
 fn debian_plugins_pass_the_same_cases() {
     same_cases(Plugins::debian());
+}
+
+/// A pod with a hostPort on a node with the default (built-in) plugins: the port on
+/// the node's loopback reaches the container, and deleting the pod removes the rule.
+#[test]
+#[ignore = "needs root"]
+fn a_pods_host_port_reaches_it_through_the_builtin_portmap() {
+    const PAGE: &str = "<h1>through the host port</h1>\n";
+    let build = tempfile::tempdir().unwrap();
+    let spec = common::images::ImageConfigSpec::cmd(&["sh"]).with_file(
+        "www/index.html",
+        PAGE.as_bytes(),
+        0o644,
+    );
+    let archive = common::images::busybox_image(build.path(), "busybox:hostport", spec);
+    let host_port = common::images::free_port();
+    let server = common::start_server_node(&archive, &[]);
+    let scope = server.node_scope();
+    common::run_then_clean_node(server, |server| {
+        let links = scope.data.join("agent/cni/bin/portmap");
+        let manifest = format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  containers:
+  - name: httpd
+    image: "busybox:hostport"
+    imagePullPolicy: IfNotPresent
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: [{{containerPort: 8080, hostPort: {host_port}}}]
+"#
+        );
+        let (ok, out, err) = server.with_stdin(&["apply", "-f", "-"], &manifest);
+        assert!(ok, "{out}{err}");
+        let ready = common::eventually(Duration::from_secs(60), || {
+            common::is_ready(&server.get_json(&["pod", "web"]))
+        });
+        assert!(ready, "{}", server.kubectl(&["describe", "pod", "web"]).1);
+        assert_eq!(
+            std::fs::read_link(&links).unwrap(),
+            std::fs::canonicalize(env!("CARGO_BIN_EXE_skiff")).unwrap()
+        );
+        let mut answer = String::new();
+        let served = common::eventually(Duration::from_secs(20), || {
+            answer = http_get(host_port);
+            answer.contains(PAGE)
+        });
+        assert!(served, "127.0.0.1:{host_port}: {answer:?}");
+        let table = format!("skiff-portmap-{}", scope.bridge);
+        assert!(run(&["nft", "list", "table", "ip", &table])
+            .1
+            .contains(&format!("dport {host_port}")));
+        server.ok(&["delete", "pod", "web", "--timeout=60s"]);
+        let gone = common::eventually(Duration::from_secs(30), || {
+            !run(&["nft", "list", "table", "ip", &table])
+                .1
+                .contains(&format!("dport {host_port}"))
+        });
+        assert!(gone, "the pod's port mapping stayed");
+    });
+}
+
+fn http_get(port: u16) -> String {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(stream, "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
 }

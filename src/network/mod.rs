@@ -1,7 +1,8 @@
 //! Pod networking: network namespaces and the CNI invoker that wires them up.
 //! (Services' data plane and routes come with the networking issue.)
 //!
-//! Owns: pod network namespaces, CNI invocation and its result cache.
+//! Owns: pod network namespaces, CNI invocation and its result cache, the built-in
+//! CNI plugins (`plugins`: bridge, host-local, portmap, loopback), nftables.
 //! May call: nothing else in skiff; the kernel (namespaces, mounts) and CNI plugins.
 
 pub mod cni;

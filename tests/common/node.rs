@@ -266,6 +266,21 @@ pub fn leftovers_in(scope: &NodeScope) -> Vec<String> {
                 .map(|l| format!("iptables {l}")),
         );
     }
+    // Rules of the built-in CNI plugins (each carries its container id as comment).
+    for table in ["skiff-portmap-", "skiff-masq-"] {
+        let table = format!("{table}{}", scope.bridge);
+        if let Ok(out) = Command::new("nft")
+            .args(["list", "table", "ip", &table])
+            .output()
+        {
+            found.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| l.contains("comment"))
+                    .map(|l| format!("nft {table}: {}", l.trim())),
+            );
+        }
+    }
     let ipam = data.join("agent/cni/ipam/skiff");
     found.extend(
         entries(ipam)
