@@ -292,7 +292,7 @@ fn same_cases(plugins: Plugins) {
     let subnet_octet = 150 + (pid % 20) * 2 + second;
     let subnet = format!("10.42.{subnet_octet}.0/24");
     let gateway: Ipv4Addr = format!("10.42.{subnet_octet}.1").parse().unwrap();
-    let host_port = 20_000 + (pid % 10_000) as u16 * 2 + second as u16;
+    let host_port = common::images::free_port();
     let ipam_dir = tempfile::tempdir().unwrap();
     let a = Container::new(format!("skcni-{tag}{pid}-a"));
     let b = Container::new(format!("skcni-{tag}{pid}-b"));
@@ -495,6 +495,15 @@ fn same_cases(plugins: Plugins) {
     let mut plain_conf = bridge_conf.clone();
     plain_conf["ipMasq"] = json!(false);
     host.added("bridge", &c, &plain_conf);
+    // An older cniVersion gets its result in that version's shape.
+    let old_loopback = json!({"cniVersion": "0.3.1", "name": "lo", "type": "loopback"});
+    host.added("loopback", &c, &old_loopback);
+    let old = plugins.ok("loopback", "ADD", &c, &old_loopback);
+    assert_eq!(old["cniVersion"], "0.3.1", "{old}");
+    // (Debian's 1.1 plugins leave out the `version` 0.3/0.4 results have.)
+    let version = &old["ips"][0]["version"];
+    assert!(version.is_null() || version == "4", "{old}");
+    assert_eq!(old["ips"][0]["address"], "127.0.0.1/8", "{old}");
     let ip_c = address(&plugins.ok("bridge", "ADD", &c, &plain_conf));
     assert!(ipam_files.join(ip_c.to_string()).exists());
     c.remove();
