@@ -7,3 +7,4 @@
 pub mod cni;
 pub mod netns;
 pub mod nft;
+pub mod overlay;
