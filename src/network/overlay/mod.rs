@@ -35,6 +35,8 @@ pub mod netlink;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod kernel_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeSet;

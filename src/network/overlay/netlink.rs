@@ -254,6 +254,12 @@ fn entry_of(
     for attribute in &message.attributes {
         match attribute {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(*a),
+            // Bridge (fdb) entries: the crate leaves the address as bytes.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                ip = <[u8; 4]>::try_from(bytes.as_slice())
+                    .ok()
+                    .map(Ipv4Addr::from)
+            }
             NeighbourAttribute::LinkLayerAddress(bytes) => mac = mac_of(bytes),
             _ => {}
         }
