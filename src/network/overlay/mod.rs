@@ -283,7 +283,10 @@ pub fn remote_peers<'a>(local: &Local, peers: &'a [Peer], local_ips: &[Ipv4Addr]
         .into_iter()
         .filter(|p| p.name != local.node_name)
         .filter(|p| local.mode != Mode::Vxlan || p.vtep_mac.is_some())
-        .filter(|p| !local_ips.contains(&p.public_ip) && !p.public_ip.is_unspecified())
+        .filter(|p| {
+            let ip = p.public_ip;
+            !(local_ips.contains(&ip) || ip.is_loopback() || ip.is_unspecified())
+        })
         .filter(|p| local.cluster_cidr.contains(p.pod_cidr.network))
         .filter(|p| {
             let clash = seen_cidrs.iter().any(|c| overlaps(*c, p.pod_cidr));

@@ -211,11 +211,15 @@ fn peers_that_cannot_or_need_not_be_routed_are_left_out() {
         pod_cidr: cidr("10.42.0.0/24"),
         ..peer(4)
     };
+    let loopback = Peer {
+        public_ip: ip("127.0.0.2"),
+        ..peer(6)
+    };
     let me = Peer {
         name: "n0".into(),
         ..peer(5)
     };
-    let peers = [no_mac, here, outside, clash, me];
+    let peers = [no_mac, here, outside, clash, loopback, me];
     reconcile(&mut kernel, &local(Mode::Vxlan), &peers).unwrap();
     assert_eq!(kernel.writes, 0);
     assert!(kernel.link(VXLAN_DEVICE).is_none());
