@@ -3,8 +3,9 @@
 //! `flannel.alpha.coreos.com/*` annotations: backend type, backend data with the VTEP
 //! MAC, public IP, `kube-subnet-manager: "true"`), watches all Nodes, and hands the
 //! peers they announce to the kernel side (`network::overlay::reconcile`), level-
-//! triggered: on every Node change and every [`RESYNC`], so a route someone deleted
-//! comes back and the routes of nodes that went away go.
+//! triggered: on every change of the peers the Nodes announce (Node heartbeats alone
+//! do not touch the kernel) and every [`RESYNC`], so a route someone deleted comes
+//! back and the routes of nodes that went away go.
 //!
 //! The node's address on the overlay is the first IPv4 address of `--flannel-iface`
 //! when given, else the node IP; the uplink (VXLAN `dev`, MTU) is that interface,
@@ -32,6 +33,8 @@ use crate::network::overlay::{self as kernel, netlink::NetlinkKernel, Local, Mod
 
 /// How often the kernel is compared with the Nodes even without a change.
 pub const RESYNC: Duration = Duration::from_secs(30);
+/// How soon a failed pass is tried again.
+const RETRY: Duration = Duration::from_secs(5);
 
 const PREFIX: &str = "flannel.alpha.coreos.com/";
 pub const BACKEND_TYPE: &str = "flannel.alpha.coreos.com/backend-type";
@@ -161,22 +164,32 @@ async fn run(client: kube::Client, local: Arc<Local>) {
     if reader.wait_until_ready().await.is_err() {
         return;
     }
+    let mut applied = None;
+    let mut resync = true;
     loop {
-        if let Err(e) = sync_once(&api, &reader, &local).await {
-            tracing::warn!(error = %e, "the pod network across nodes is not in place yet");
-        }
-        tokio::select! {
-            _ = changed.notified() => {}
-            _ = tokio::time::sleep(RESYNC) => {}
-        }
+        let wait = match sync_once(&api, &reader, &local, &mut applied, resync).await {
+            Ok(()) => RESYNC,
+            Err(e) => {
+                tracing::warn!(error = %e, "the pod network across nodes is not in place yet");
+                applied = None;
+                RETRY
+            }
+        };
+        resync = tokio::select! {
+            _ = changed.notified() => false,
+            _ = tokio::time::sleep(wait) => true,
+        };
     }
 }
 
-/// One pass: this node's annotations, then the kernel.
+/// One pass: this node's annotations, then the kernel — unless the peers are the
+/// ones `applied` last and this is no `resync` (most Node changes are heartbeats).
 async fn sync_once(
     api: &Api<Node>,
     nodes: &Store<Node>,
     local: &Arc<Local>,
+    applied: &mut Option<Vec<Peer>>,
+    resync: bool,
 ) -> Result<(), NetworkError> {
     let all: Vec<Arc<Node>> = nodes.state();
     let own = all
@@ -193,7 +206,12 @@ async fn sync_once(
         .await
         .map_err(|e| overlay_error(format!("annotating node {}: {e}", local.node_name)))?;
     }
-    let peers: Vec<Peer> = all.iter().filter_map(|n| peer_of(n, local.mode)).collect();
+    let mut peers: Vec<Peer> = all.iter().filter_map(|n| peer_of(n, local.mode)).collect();
+    peers.sort_by(|a, b| a.name.cmp(&b.name));
+    if !resync && applied.as_ref() == Some(&peers) {
+        return Ok(());
+    }
+    *applied = Some(peers.clone());
     let local = local.clone();
     let changes = tokio::task::spawn_blocking(move || {
         let mut netlink = NetlinkKernel::open()?;
