@@ -221,3 +221,22 @@ fn wireguard_is_detected_from_the_kernel() {
         Err(e) => assert!(e.to_string().contains("modprobe wireguard"), "{e}"),
     }
 }
+
+#[test]
+#[ignore = "needs root"]
+fn the_hosts_tables_parse() {
+    // Read-only: whatever links, routes and entries this machine holds parse.
+    let mut kernel = NetlinkKernel::open().unwrap();
+    let links = kernel.links().unwrap();
+    assert!(links.iter().any(|l| l.name == "lo"), "{links:?}");
+    assert!(kernel
+        .addresses()
+        .unwrap()
+        .iter()
+        .any(|a| a.ip.is_loopback()));
+    kernel.routes().unwrap();
+    for link in &links {
+        kernel.neighbours(link.index).unwrap();
+        kernel.fdb(link.index).unwrap();
+    }
+}

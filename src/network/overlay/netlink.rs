@@ -11,8 +11,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -75,8 +75,23 @@ impl NetlinkKernel {
             let (data, _) = self.socket.recv_from_full().map_err(fail)?;
             let mut offset = 0;
             while offset < data.len() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
-                    .map_err(|e| fail(io::Error::other(e.to_string())))?;
+                let rest = &data[offset..];
+                let reply = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest) {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        // An object this crate cannot parse (a newer kernel's
+                        // attribute): skipped, so one odd link does not stop the rest.
+                        let length = NetlinkBuffer::new_checked(rest)
+                            .map(|b| b.length() as usize)
+                            .map_err(|_| fail(io::Error::other(e.to_string())))?;
+                        tracing::debug!(error = %e, "skipping a netlink message that does not parse");
+                        if length == 0 {
+                            break;
+                        }
+                        offset += length;
+                        continue;
+                    }
+                };
                 let length = reply.header.length as usize;
                 if reply.header.sequence_number == self.sequence {
                     match reply.payload {
