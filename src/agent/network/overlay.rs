@@ -71,6 +71,9 @@ pub async fn start(
     let local = tokio::task::spawn_blocking(move || local_node(&for_local, mode, pod_cidr))
         .await
         .map_err(overlay_error)??;
+    if !first_start(&local.node_name) {
+        return Ok(());
+    }
     tracing::info!(
         backend = %config.backend,
         public_ip = %local.public_ip,
@@ -79,6 +82,17 @@ pub async fn start(
     );
     tokio::spawn(run(client, Arc::new(local)));
     Ok(())
+}
+
+/// Whether this is the first start for `node` in this process: a runtime that
+/// retries its set-up calls [`start`] again, and one loop per node is enough.
+fn first_start(node: &str) -> bool {
+    static STARTED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::LazyLock::new(Default::default);
+    STARTED
+        .lock()
+        .map(|mut started| started.insert(node.to_string()))
+        .unwrap_or(false)
 }
 
 /// The error for `wireguard-native`: what the kernel lacks, or that skiff lacks it.
@@ -316,6 +330,13 @@ mod tests {
             ..Default::default()
         });
         node
+    }
+
+    #[test]
+    fn one_loop_per_node() {
+        assert!(first_start("once-a"));
+        assert!(!first_start("once-a"));
+        assert!(first_start("once-b"));
     }
 
     #[test]
