@@ -110,8 +110,8 @@ pub struct NodeFlags {
     /// This node's name [default: the host name]
     #[arg(long)]
     pub node_name: Option<String>,
-    /// This node's address [default: the agent's default-route address; the server's
-    /// advertise address]
+    /// This node's address [default: the agent's default-route address, else its
+    /// first global address; the server's advertise address]
     #[arg(long)]
     pub node_ip: Option<IpAddr>,
     /// A label for this node, key=value (repeatable)

@@ -1,9 +1,9 @@
 //! What a node's credentials and the join token may do: a simulated node's own
-//! certificate reads only the Secrets its pods use, cannot touch other nodes, their
-//! leases or create pods; the join token registers new names only (an existing name
-//! needs its node password) and never acts as an admin; serving certificates name
-//! only addresses the server can check; and the database, token, keys and agent
-//! credentials are owner-only whatever the umask.
+//! certificate reads only the Secrets its pods use, reads every Node but cannot touch
+//! other nodes or their leases or create pods; the join token registers new names
+//! only (an existing name needs its node password) and never acts as an admin;
+//! serving certificates name only addresses the server can check; and the database,
+//! token, keys and agent credentials are owner-only whatever the umask.
 
 mod common;
 
@@ -132,6 +132,11 @@ fn a_nodes_credentials_reach_only_what_its_pods_need() {
     refused(&node, &["get", "secrets"], None);
     refused(&node, &["get", "secret", "used", "-n", "kube-system"], None);
 
+    // Every Node is readable (the agent is also flannel and kube-proxy), only its own
+    // writable.
+    let nodes = allowed(&node, &["get", "nodes", "-o", "name"]);
+    assert!(nodes.contains("node/n2"), "{nodes}");
+    allowed(&node, &["get", "node", "n2"]);
     let out = refused(&node, &["delete", "node", "n2"], None);
     assert!(out.contains("node 'n1' cannot modify node 'n2'"), "{out}");
     refused(&node, &["label", "node", "n2", "evil=yes"], None);

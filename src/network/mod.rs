@@ -9,3 +9,4 @@ pub mod cni;
 pub mod netns;
 pub mod nft;
 pub mod plugins;
+pub mod overlay;

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use crate::model::cidr::Cidr;
 
+pub mod overlay;
+
 /// How pods on different nodes reach each other (`--flannel-backend`, as in k3s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FlannelBackend {
@@ -84,6 +86,8 @@ pub struct NetworkConfig {
 pub enum NetworkError {
     #[error("{0}")]
     Sink(String),
+    #[error("pod network across nodes: {0}")]
+    Overlay(String),
 }
 
 /// Sets up the node's network once its pod CIDR is known: the service sink first
@@ -100,6 +104,7 @@ pub async fn start(
         .unwrap_or_else(|e| Err(e.to_string()))
         .map_err(NetworkError::Sink)?;
     enable_forwarding();
+    overlay::start(_client.clone(), config.clone(), _pod_cidr).await?;
     Ok(())
 }
 

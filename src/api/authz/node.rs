@@ -4,9 +4,10 @@
 //! `system:node:<n>` in group `system:nodes` may, as on Kubernetes 1.32 (with
 //! `AuthorizeNodeWithSelectors`, on by default):
 //!
-//! - nodes: get its own Node, list/watch with `fieldSelector=metadata.name=<n>`,
-//!   create its own (the name in the body), update/patch its own Node and its status;
-//!   never delete a Node, never touch another node's;
+//! - nodes: get/list/watch every Node (read-only: the agent is also the cluster's
+//!   flannel and kube-proxy, ADR 0008's amendment), create its own (the name in the
+//!   body), update/patch its own Node and its status; never delete a Node, never
+//!   write another node's;
 //! - pods: get pods bound to it, list/watch with `fieldSelector=spec.nodeName=<n>`,
 //!   update/patch the status of, delete and evict pods bound to it; never create pods
 //!   (Kubernetes allows mirror pods of static pods; skiff has no static pods);
@@ -165,15 +166,9 @@ fn authorize_node_object(
 ) -> Result<(), String> {
     let own = attrs.name == node;
     match (attrs.subresource.as_str(), attrs.verb) {
-        ("", "get") if own => Ok(()),
-        ("", "list" | "watch") if attrs.selects("metadata.name", node) => Ok(()),
-        ("", "get" | "list" | "watch") if attrs.name.is_empty() => Err(format!(
-            "node '{node}' cannot read all nodes, only its own Node object"
-        )),
-        ("", "get") => Err(format!(
-            "node '{node}' cannot read '{}', only its own Node object",
-            attrs.name
-        )),
+        // Every Node, read-only: the agent is also the cluster's flannel and
+        // kube-proxy (ADR 0008, amendment).
+        ("", "get" | "list" | "watch") => Ok(()),
         ("", "create") if created_name == Some(node) => Ok(()),
         ("", "create") => Err(format!(
             "node '{node}' cannot create node '{}'",
@@ -291,7 +286,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn nodes_touch_only_their_own_node() {
+    async fn nodes_read_every_node_and_write_only_their_own() {
         assert!(allowed(Method::GET, "/api/v1/nodes/n1").await);
         assert!(allowed(Method::PATCH, "/api/v1/nodes/n1/status").await);
         assert!(allowed(Method::PUT, "/api/v1/nodes/n1").await);
@@ -308,8 +303,11 @@ mod tests {
         assert!(check(Method::POST, "/api/v1/nodes", Some("n2"))
             .await
             .is_err());
-        assert!(!allowed(Method::GET, "/api/v1/nodes").await);
-        assert!(!allowed(Method::GET, "/api/v1/nodes/n2").await);
+        assert!(allowed(Method::GET, "/api/v1/nodes").await);
+        assert!(allowed(Method::GET, "/api/v1/nodes?watch=true").await);
+        assert!(allowed(Method::GET, "/api/v1/nodes/n2").await);
+        assert!(!allowed(Method::PUT, "/api/v1/nodes/n2").await);
+        assert!(!allowed(Method::PUT, "/api/v1/nodes/n2/status").await);
         assert!(!allowed(Method::PATCH, "/api/v1/nodes/n2").await);
         assert!(!allowed(Method::PATCH, "/api/v1/nodes/n2/status").await);
         assert!(!allowed(Method::DELETE, "/api/v1/nodes/n1").await);
