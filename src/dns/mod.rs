@@ -11,6 +11,8 @@
 pub mod forward;
 pub mod server;
 pub mod snapshot;
+#[cfg(test)]
+mod test_upstream;
 pub mod upstreams;
 pub mod zone;
 
