@@ -159,6 +159,10 @@ pub struct NodeFlags {
     /// [default: the node IP's interface]
     #[arg(long)]
     pub flannel_iface: Option<String>,
+    /// The resolv.conf whose nameservers cluster DNS forwards to [default:
+    /// /etc/resolv.conf, or systemd-resolved's upstreams when it names only the stub]
+    #[arg(long)]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// The settings a node runs with (see `NodeFlags`).
@@ -180,6 +184,7 @@ pub struct NodeConfig {
     pub lease_interval: Duration,
     pub flannel_backend: crate::agent::network::FlannelBackend,
     pub flannel_iface: Option<String>,
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// The cluster-wide network settings a node needs (the server's flags; an agent's
@@ -266,6 +271,7 @@ impl NodeFlags {
                 None => Default::default(),
             },
             flannel_iface: self.flannel_iface.or(file.flannel_iface),
+            resolv_conf: self.resolv_conf.or(file.resolv_conf),
         })
     }
 }
@@ -378,6 +384,7 @@ impl NodeConfig {
             state_dir: data_dir.join("agent"),
             backend: self.flannel_backend,
             iface: self.flannel_iface.clone(),
+            resolv_conf: self.resolv_conf.clone(),
         };
         Ok(crate::agent::containers::RuntimeConfig {
             data_dir,

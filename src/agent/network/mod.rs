@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use crate::model::cidr::Cidr;
 
+pub mod dns;
+
 /// How pods on different nodes reach each other (`--flannel-backend`, as in k3s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FlannelBackend {
@@ -78,6 +80,8 @@ pub struct NetworkConfig {
     pub backend: FlannelBackend,
     /// `--flannel-iface`: the interface whose address carries the pod network.
     pub iface: Option<String>,
+    /// `--resolv-conf`: where cluster DNS finds its upstreams (`None`: the host's).
+    pub resolv_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +93,7 @@ pub enum NetworkError {
 /// Sets up the node's network once its pod CIDR is known: the service sink first
 /// (so no service packet ever takes the default route), then the components.
 pub async fn start(
-    _client: kube::Client,
+    client: kube::Client,
     config: Arc<NetworkConfig>,
     _pod_cidr: &str,
 ) -> Result<(), NetworkError> {
@@ -100,6 +104,7 @@ pub async fn start(
         .unwrap_or_else(|e| Err(e.to_string()))
         .map_err(NetworkError::Sink)?;
     enable_forwarding();
+    dns::start(client.clone(), config.clone());
     Ok(())
 }
 
