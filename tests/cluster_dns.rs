@@ -1,6 +1,6 @@
 //! Cluster DNS end to end: the server is its own node, its agent serves the cluster
 //! DNS address (10.43.0.10) on the node's sink link. From a busybox pod `nslookup`
-//! resolves `kubernetes.default` to 10.43.0.1, a headless Service to every ready
+//! resolves `kubernetes` (through the search path) to 10.43.0.1, a headless Service to every ready
 //! pod, an unknown name to NXDOMAIN and an outside name through the upstream the
 //! test runs on a loopback address (given with `--resolv-conf`); from the host
 //! `dig` asks for A, SRV, PTR and CNAME records over UDP and TCP.
@@ -213,13 +213,18 @@ fn pods_and_the_host_resolve_cluster_names_and_outside_names() {
         }
         let (db0, db1) = (pod_ip(server, "db-0"), pod_ip(server, "db-1"));
 
-        // From the pod: the API's Service through the search path.
+        // From the pod: the API's Service by its full name and through the search
+        // path. (busybox's nslookup applies the search path to dotless names only,
+        // so `kubernetes.default` is asked as is there, with any cluster DNS;
+        // libc resolvers with `ndots:5` expand it like `kubernetes`.)
         let mut last = String::new();
         let resolved = eventually(Duration::from_secs(30), || {
-            last = nslookup(server, "kubernetes.default");
+            last = nslookup(server, "kubernetes.default.svc.cluster.local");
             has_address(&last, "10.43.0.1")
         });
         assert!(resolved, "{last}\n{}", server.log());
+        let out = nslookup(server, "kubernetes");
+        assert!(has_address(&out, "10.43.0.1"), "{out}");
 
         // The headless Service: both ready pods.
         let resolved = eventually(Duration::from_secs(30), || {
