@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, Name, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 use hickory_proto::xfer::Protocol;
 use hickory_server::authority::MessageResponseBuilder;
@@ -194,16 +194,19 @@ impl RequestHandler for Handler {
 /// Returns whether it was truncated. A cheap uncompressed bound decides first;
 /// only replies that may not fit are encoded to measure.
 fn fit(reply: &mut Reply, limit: usize, query: Option<&Query>) -> bool {
-    // Header, question (a name is at most 255 bytes) and EDNS.
-    const OVERHEAD: usize = 12 + 259 + 11;
+    if limit == usize::MAX {
+        return false;
+    }
+    // Header, question and the OPT record.
+    let overhead = 12 + query.map_or(256, |q| q.name().len() + 1 + 4) + 11;
     let bound: usize = reply
         .answers
         .iter()
         .chain(&reply.authority)
         .chain(&reply.additionals)
-        .map(|r| r.to_bytes().map(|b| b.len()).unwrap_or(usize::MAX / 4))
+        .map(encoded_bound)
         .sum();
-    if OVERHEAD + bound <= limit {
+    if overhead + bound <= limit {
         return false;
     }
     let encoded = |reply: &Reply| {
@@ -228,6 +231,23 @@ fn fit(reply: &mut Reply, limit: usize, query: Option<&Query>) -> bool {
         reply.answers.pop();
     }
     true
+}
+
+/// An upper bound of `record`'s encoded size (names uncompressed), without
+/// encoding it for the common types.
+fn encoded_bound(record: &Record) -> usize {
+    let name = |n: &Name| n.len() + 1;
+    let data = match record.data() {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::SRV(srv) => 6 + name(srv.target()),
+        RData::PTR(n) => name(n),
+        RData::CNAME(n) => name(n),
+        RData::NS(n) => name(n),
+        RData::SOA(soa) => name(soa.mname()) + name(soa.rname()) + 20,
+        _ => return record.to_bytes().map_or(usize::MAX / 4, |b| b.len()),
+    };
+    name(record.name()) + 10 + data
 }
 
 /// Binds the UDP socket and TCP listener of `addr`.

@@ -278,3 +278,31 @@ async fn updates_and_other_opcodes_are_not_implemented() {
     let response = ask_udp(server.addr, &message).await;
     assert_eq!(response.response_code(), ResponseCode::NotImp);
 }
+
+#[test]
+fn the_size_bound_is_never_below_the_encoded_size() {
+    let zone = Zone::build("cluster.local", ip("10.43.0.10"), &snapshot(), 1).unwrap();
+    let mut records = vec![];
+    for (name, qtype) in [
+        ("kubernetes.default.svc.cluster.local.", RecordType::A),
+        (
+            "_https._tcp.kubernetes.default.svc.cluster.local.",
+            RecordType::SRV,
+        ),
+        ("1.0.43.10.in-addr.arpa.", RecordType::PTR),
+        ("ext.default.svc.cluster.local.", RecordType::CNAME),
+        ("cluster.local.", RecordType::ANY),
+        ("dns-version.cluster.local.", RecordType::TXT),
+        ("fd00-1--2.default.pod.cluster.local.", RecordType::AAAA),
+    ] {
+        let answer = zone
+            .lookup(&Name::from_ascii(name).unwrap(), qtype)
+            .unwrap();
+        assert!(!answer.answers.is_empty(), "{name}");
+        records.extend(answer.answers);
+    }
+    for record in records {
+        let exact = record.to_bytes().unwrap().len();
+        assert!(encoded_bound(&record) >= exact, "{record}");
+    }
+}
