@@ -284,3 +284,41 @@ fn pods_and_the_host_resolve_cluster_names_and_outside_names() {
     });
     drop(upstream);
 }
+
+#[test]
+fn the_kube_dns_service_holds_the_cluster_dns_address() {
+    let server = Server::start();
+    let service = server.get_json(&["svc", "-n", "kube-system", "kube-dns"]);
+    assert_eq!(service["spec"]["clusterIP"], CLUSTER_DNS);
+    assert_eq!(service["metadata"]["labels"]["k8s-app"], "kube-dns");
+    assert_eq!(
+        service["metadata"]["labels"]["kubernetes.io/name"],
+        "CoreDNS"
+    );
+    let ports: Vec<String> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}/{}/{}",
+                p["name"].as_str().unwrap(),
+                p["port"],
+                p["protocol"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(ports, ["dns/53/UDP", "dns-tcp/53/TCP", "metrics/9153/TCP"]);
+    // The address is taken: no other Service gets it.
+    let err = server.fails(&[
+        "create",
+        "service",
+        "clusterip",
+        "thief",
+        "--clusterip",
+        CLUSTER_DNS,
+        "--tcp",
+        "53",
+    ]);
+    assert!(err.contains("already allocated"), "{err}");
+}
