@@ -183,8 +183,14 @@ async fn exchange(
     let fail = |message: String| ForwardError::Upstream { upstream, message };
     let id: u16 = rand::random();
     let request = request_bytes(id, name, qtype, class).map_err(|e| fail(e.to_string()))?;
+    let answers = |message: &Message| {
+        message
+            .queries()
+            .first()
+            .is_some_and(|q| q.name() == name && q.query_type() == qtype)
+    };
     let response = tokio::time::timeout(UPSTREAM_TIMEOUT, async {
-        let response = udp_exchange(upstream, id, &request).await?;
+        let response = udp_exchange(upstream, id, &request, &answers).await?;
         if response.truncated() {
             return tcp_exchange(upstream, id, &request).await;
         }
@@ -223,7 +229,12 @@ fn request_bytes(
     message.to_vec()
 }
 
-async fn udp_exchange(upstream: SocketAddr, id: u16, request: &[u8]) -> Result<Message, String> {
+async fn udp_exchange(
+    upstream: SocketAddr,
+    id: u16,
+    request: &[u8],
+    answers: &impl Fn(&Message) -> bool,
+) -> Result<Message, String> {
     let local: IpAddr = match upstream {
         SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
@@ -245,9 +256,12 @@ async fn udp_exchange(upstream: SocketAddr, id: u16, request: &[u8]) -> Result<M
             .recv(&mut buffer)
             .await
             .map_err(|e| format!("receiving: {e}"))?;
-        // Anything but the answer to our id is ignored (late or spoofed).
+        // Anything but the answer to our id and question is ignored (late or spoofed).
         if let Ok(message) = Message::from_vec(&buffer[..len]) {
-            if message.id() == id && message.message_type() == MessageType::Response {
+            if message.id() == id
+                && message.message_type() == MessageType::Response
+                && answers(&message)
+            {
                 return Ok(message);
             }
         }
