@@ -281,6 +281,13 @@ fn pods_and_the_host_resolve_cluster_names_and_outside_names() {
         );
         assert_eq!(dig_status("nope.default.svc.cluster.local"), "NXDOMAIN");
         assert_eq!(dig_status("default.svc.cluster.local"), "NOERROR");
+        // For the record (no assertion on it): the server-and-node's memory now.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        let rss = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap_or("");
+        eprintln!("server with its node and cluster dns: {rss}");
     });
     drop(upstream);
 }
