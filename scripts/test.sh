@@ -41,6 +41,8 @@ command -v skopeo >/dev/null || need_pkgs+=(skopeo)
 command -v zstd >/dev/null || need_pkgs+=(zstd)
 command -v htpasswd >/dev/null || need_pkgs+=(apache2-utils)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+# Cluster DNS tests ask with dig.
+command -v dig >/dev/null || need_pkgs+=(dnsutils)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   as_root apt-get update -qq

@@ -18,6 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("runtime", &["model"]),
     ("image", &["model", "pki"]),
     ("network", &["model"]),
+    ("dns", &["model"]),
     ("api", &["store", "pki", "model", "host", "serve"]),
     ("client", &["pki", "model"]),
     ("component", &["client", "model"]),
@@ -35,6 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "pki",
             "host",
             "serve",
+            "dns",
         ],
     ),
     // The node's one configuration path: it assembles the agent's own config types.
@@ -57,6 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "scheduler",
             "agent",
             "config",
+            "dns",
         ],
     ),
     (
@@ -78,6 +81,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "agent",
             "config",
             "server",
+            "dns",
         ],
     ),
 ];

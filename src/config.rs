@@ -159,6 +159,10 @@ pub struct NodeFlags {
     /// [default: the node IP's interface]
     #[arg(long)]
     pub flannel_iface: Option<String>,
+    /// The resolv.conf whose nameservers cluster DNS forwards to [default:
+    /// /etc/resolv.conf, or systemd-resolved's upstreams when it names only the stub]
+    #[arg(long)]
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// The settings a node runs with (see `NodeFlags`).
@@ -181,6 +185,7 @@ pub struct NodeConfig {
     pub lease_interval: Duration,
     pub flannel_backend: crate::agent::network::FlannelBackend,
     pub flannel_iface: Option<String>,
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// The cluster-wide network settings a node needs (the server's flags; an agent's
@@ -267,6 +272,7 @@ impl NodeFlags {
                 None => Default::default(),
             },
             flannel_iface: self.flannel_iface.or(file.flannel_iface),
+            resolv_conf: self.resolv_conf.or(file.resolv_conf),
         })
     }
 }
@@ -379,6 +385,7 @@ impl NodeConfig {
             state_dir: data_dir.join("agent"),
             backend: self.flannel_backend,
             iface: self.flannel_iface.clone(),
+            resolv_conf: self.resolv_conf.clone(),
         };
         let cni_bin_dirs = if self.cni_bin_dirs.is_empty() {
             vec![crate::agent::containers::builtin_cni_dir(&data_dir)]

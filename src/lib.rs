@@ -21,6 +21,7 @@ pub mod client;
 pub mod component;
 pub mod config;
 pub mod controllers;
+pub mod dns;
 pub mod host;
 pub mod image;
 pub mod model;

@@ -51,6 +51,26 @@ pub async fn ensure_defaults(router: &Router, endpoint: &ApiEndpoint) -> Result<
     .await
 }
 
+/// The `kube-dns` Service in `kube-system` with the cluster DNS address, as k3s has
+/// it, so tools find the cluster DNS (every node's agent answers on that address).
+/// Its ClusterIP is taken like any requested one, so no other Service gets it. No
+/// selector: no pods serve it, the agents do (and the data plane leaves it alone).
+pub async fn ensure_cluster_dns(router: &Router, cluster_dns: IpAddr) -> Result<(), ApiError> {
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
+                                "kubernetes.io/name": "CoreDNS"},
+                     "annotations": {"prometheus.io/port": "9153", "prometheus.io/scrape": "true"}},
+        "spec": {"clusterIP": cluster_dns.to_string(), "clusterIPs": [cluster_dns.to_string()],
+                 "type": "ClusterIP",
+                 "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                           {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                           {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]},
+    });
+    ensure(router, "/api/v1/namespaces/kube-system/services", service).await
+}
+
 fn admin_request(method: Method, uri: &str, body: &Value) -> Result<Request<Body>, ApiError> {
     let mut request = Request::builder()
         .method(method)

@@ -169,6 +169,13 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging(filter: &str) {
+    // hickory-server (cluster DNS) logs every query at info: only its warnings,
+    // unless the filter names it.
+    let filter = if filter.contains("hickory") {
+        filter.to_string()
+    } else {
+        format!("{filter},hickory_server=warn,hickory_proto=warn")
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()

@@ -133,6 +133,9 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     bootstrap::ensure_defaults(&router, &endpoint)
         .await
         .map_err(ServerError::Bootstrap)?;
+    if let Err(e) = bootstrap::ensure_cluster_dns(&router, config.cluster_dns).await {
+        tracing::warn!(error = %e, "the kube-dns service could not be created");
+    }
     write_admin_kubeconfig(&config, &pki)?;
     state.set_ready();
     tracing::info!(

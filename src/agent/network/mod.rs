@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::model::cidr::Cidr;
 
+pub mod dns;
 pub mod overlay;
 
 /// How pods on different nodes reach each other (`--flannel-backend`, as in k3s).
@@ -80,6 +81,8 @@ pub struct NetworkConfig {
     pub backend: FlannelBackend,
     /// `--flannel-iface`: the interface whose address carries the pod network.
     pub iface: Option<String>,
+    /// `--resolv-conf`: where cluster DNS finds its upstreams (`None`: the host's).
+    pub resolv_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,9 +96,9 @@ pub enum NetworkError {
 /// Sets up the node's network once its pod CIDR is known: the service sink first
 /// (so no service packet ever takes the default route), then the components.
 pub async fn start(
-    _client: kube::Client,
+    client: kube::Client,
     config: Arc<NetworkConfig>,
-    _pod_cidr: &str,
+    pod_cidr: &str,
 ) -> Result<(), NetworkError> {
     let cidr = config.service_cidr.to_string();
     let sink = config.sink_link.clone();
@@ -104,7 +107,8 @@ pub async fn start(
         .unwrap_or_else(|e| Err(e.to_string()))
         .map_err(NetworkError::Sink)?;
     enable_forwarding();
-    overlay::start(_client.clone(), config.clone(), _pod_cidr).await?;
+    overlay::start(client.clone(), config.clone(), pod_cidr).await?;
+    dns::start(client.clone(), config.clone());
     Ok(())
 }
 
