@@ -1,0 +1,652 @@
+//! Several nodes on one machine, each in a network namespace of its own, joined by a
+//! test "underlay" (issue 13): [`TestNet`] makes the namespaces and links,
+//! [`NetCluster`] runs a `skiff server` node and `skiff agent`s in them. Needs root.
+//!
+//! Layout of one [`TestNet`] (`<id>` = `skt<pid>x<counter>`, unique per test):
+//!
+//! ```text
+//!  netns <id>b   bridge `br0` (198.18.<k>.254/24, the underlay), ports p0, p1, …
+//!  netns <id>n0  eth0 198.18.<k>.1/24 ── veth ── p0     (node 0: the server)
+//!  netns <id>n1  eth0 198.18.<k>.2/24 ── veth ── p1     (node 1: an agent)
+//!  …
+//! ```
+//!
+//! The underlay is a /24 of 198.18.0.0/15, the range RFC 2544 sets aside for
+//! benchmarking test networks, which no real network here uses (the machine's own is
+//! 192.0.2.0/24, pods 10.42/16, services 10.43/16, the bystander 10.142/10.143). No
+//! namespace has a default route, so nothing a node does can leave its test net; and
+//! the host namespace has no route into it: kubectl runs inside the server's
+//! namespace ([`crate::common::Server::start_in_netns`]).
+//!
+//! Processes run in a namespace with `nsenter --net=/run/netns/NS`, which enters
+//! only the network namespace: the mount namespace stays the host's, so each node's
+//! mounts (pods' rootfs, netns files under its data dir) are visible to the
+//! leftover checks, and the data dirs are what keeps nodes apart on disk. (`ip netns
+//! exec` would also give a private mount namespace and hide them.)
+//!
+//! Drop kills the processes [`TestNet::spawn_in`] started (by PID), then whatever
+//! still runs in its namespaces (only ever started there by this test), and deletes
+//! the namespaces, which takes their links, addresses, routes and rules along;
+//! failures are collected and fail the test unless it already panics.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::node::{self, NodeScope};
+use super::{eventually, Server};
+
+static NETS: AtomicU32 = AtomicU32::new(0);
+
+/// The underlay's bridge inside the bridge namespace.
+pub const UNDERLAY_BRIDGE: &str = "br0";
+/// A node's underlay link inside its namespace.
+pub const NODE_LINK: &str = "eth0";
+
+pub use super::node::command_in;
+
+/// Runs `args` in `ns`; returns its output (a failure to start is a failed output).
+pub fn run_in(ns: &str, args: &[&str]) -> Output {
+    command_in(ns, args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?} in {ns}: {e}"))
+}
+
+/// Runs `args` in `ns`, panicking with its stderr when it fails; returns stdout.
+pub fn ok_in(ns: &str, args: &[&str]) -> String {
+    let out = run_in(ns, args);
+    assert!(
+        out.status.success(),
+        "{args:?} in {ns} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// One node's place on the test net.
+#[derive(Debug, Clone)]
+pub struct NetNode {
+    /// The network namespace (`/run/netns/<ns>`).
+    pub ns: String,
+    /// The node's underlay address (without prefix length).
+    pub ip: String,
+}
+
+/// Namespaces and an underlay bridge for `nodes` nodes; removed on drop.
+pub struct TestNet {
+    pub id: String,
+    /// The namespace holding the underlay bridge.
+    pub bridge_ns: String,
+    /// The third octet of the underlay 198.18.<k>.0/24.
+    k: u8,
+    pub nodes: Vec<NetNode>,
+    children: Vec<Child>,
+    namespaces: Vec<String>,
+}
+
+impl TestNet {
+    /// Makes the bridge namespace and `nodes` node namespaces; panics (after undoing
+    /// what it made) when the kernel refuses.
+    pub fn new(nodes: usize) -> TestNet {
+        assert!(nodes < 250, "at most 249 nodes on one test net");
+        let n = NETS.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let id = format!("skt{pid}x{n}");
+        let k = ((pid as u64 * 7 + n as u64) % 256) as u8;
+        let mut net = TestNet {
+            bridge_ns: format!("{id}b"),
+            id,
+            k,
+            nodes: Vec::new(),
+            children: Vec::new(),
+            namespaces: Vec::new(),
+        };
+        if let Err(e) = net.build(nodes) {
+            panic!("making the test net {}: {e}", net.id);
+        }
+        net
+    }
+
+    fn build(&mut self, nodes: usize) -> Result<(), String> {
+        let br = self.bridge_ns.clone();
+        self.add_namespace(&br)?;
+        ip(&["-n", &br, "link", "add", UNDERLAY_BRIDGE, "type", "bridge"])?;
+        ip(&[
+            "-n",
+            &br,
+            "addr",
+            "add",
+            &format!("{}/24", self.bridge_ip()),
+            "dev",
+            UNDERLAY_BRIDGE,
+        ])?;
+        ip(&["-n", &br, "link", "set", UNDERLAY_BRIDGE, "up"])?;
+        for i in 0..nodes {
+            let ns = format!("{}n{i}", self.id);
+            self.add_namespace(&ns)?;
+            let port = format!("p{i}");
+            ip(&[
+                "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", NODE_LINK,
+                "netns", &ns,
+            ])?;
+            ip(&["-n", &br, "link", "set", &port, "master", UNDERLAY_BRIDGE])?;
+            ip(&["-n", &br, "link", "set", &port, "up"])?;
+            let node_ip = format!("198.18.{}.{}", self.k, i + 1);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{node_ip}/24"),
+                "dev",
+                NODE_LINK,
+            ])?;
+            ip(&["-n", &ns, "link", "set", NODE_LINK, "up"])?;
+            self.nodes.push(NetNode { ns, ip: node_ip });
+        }
+        Ok(())
+    }
+
+    fn add_namespace(&mut self, ns: &str) -> Result<(), String> {
+        ip(&["netns", "add", ns])?;
+        self.namespaces.push(ns.to_string());
+        ip(&["-n", ns, "link", "set", "lo", "up"])
+    }
+
+    /// The underlay, `198.18.<k>.0/24`.
+    pub fn subnet(&self) -> String {
+        format!("198.18.{}.0/24", self.k)
+    }
+
+    /// The bridge's own address on the underlay (for test services such as an
+    /// upstream resolver, and captures).
+    pub fn bridge_ip(&self) -> String {
+        format!("198.18.{}.254", self.k)
+    }
+
+    pub fn node(&self, i: usize) -> &NetNode {
+        &self.nodes[i]
+    }
+
+    /// Starts `args` in `ns` with stdout and stderr to `log`; killed (by PID) on drop.
+    /// Returns its PID.
+    pub fn spawn_in(&mut self, ns: &str, args: &[&str], log: &Path) -> u32 {
+        let out = std::fs::File::create(log).expect("log file");
+        let child = command_in(ns, args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {args:?} in {ns}: {e}"));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Stops a process [`TestNet::spawn_in`] started (SIGTERM, so captures flush).
+    pub fn stop(&mut self, pid: u32) {
+        if let Some(at) = self.children.iter().position(|c| c.id() == pid) {
+            let mut child = self.children.remove(at);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let stopped = eventually(Duration::from_secs(5), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
+            if !stopped {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Tears everything down now; returns what could not be removed.
+    pub fn teardown(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for mut child in self.children.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            kill_all_in(&ns);
+            if let Err(e) = ip(&["netns", "del", &ns]) {
+                errors.push(e);
+            }
+            if Path::new("/run/netns").join(&ns).exists() {
+                errors.push(format!("namespace {ns} still exists"));
+            }
+        }
+        errors
+    }
+}
+
+/// SIGKILLs what still runs in the test's own namespace `ns` (by PID).
+fn kill_all_in(ns: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|p| *p > 1 && *p != std::process::id() as i32)
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        let errors = self.teardown();
+        if !errors.is_empty() {
+            eprintln!("test net {} not fully removed: {errors:?}", self.id);
+            if !std::thread::panicking() {
+                panic!("test net {} not fully removed: {errors:?}", self.id);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- clusters
+
+/// How a [`NetCluster`] is started.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSpec {
+    /// Agents besides the server's own node.
+    pub agents: usize,
+    /// Flags for every node (server and agents), e.g. `--flannel-backend host-gw`.
+    pub node_args: Vec<String>,
+    /// Flags for the server only.
+    pub server_args: Vec<String>,
+    /// Air-gap archives put in every node's `agent/images` (the busybox test image
+    /// `busybox:e2e` is always there).
+    pub archives: Vec<PathBuf>,
+}
+
+impl ClusterSpec {
+    pub fn agents(agents: usize) -> ClusterSpec {
+        ClusterSpec {
+            agents,
+            ..ClusterSpec::default()
+        }
+    }
+
+    pub fn node_args(mut self, args: &[&str]) -> ClusterSpec {
+        self.node_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn server_args(mut self, args: &[&str]) -> ClusterSpec {
+        self.server_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+}
+
+/// Node names: the server's node is `node-a`, the agents `node-b`, `node-c`, …
+pub fn node_name(i: usize) -> String {
+    format!("node-{}", (b'a' + i as u8) as char)
+}
+
+/// A cluster on a [`TestNet`]: node 0 is `skiff server` (a node too), nodes 1.. are
+/// `skiff agent`s joined over the underlay, each with its own data dir, bridge, sink
+/// and cgroup root ([`NodeScope`]). Drop deletes the workloads, stops every node by
+/// PID, cleans what their pods left ([`node::force_clean_in`]) and removes the net.
+pub struct NetCluster {
+    server: Option<Server>,
+    pub agents: Vec<Option<node::Agent>>,
+    pub net: TestNet,
+    /// Registries, image builds, agents' dirs.
+    pub work: tempfile::TempDir,
+    scopes: Vec<NodeScope>,
+    torn_down: bool,
+}
+
+impl NetCluster {
+    /// Starts the cluster and waits until every node is Ready.
+    pub fn start(spec: ClusterSpec) -> NetCluster {
+        let work = tempfile::tempdir().expect("temp dir");
+        let net = TestNet::new(spec.agents + 1);
+        let mut archives = vec![super::busybox_e2e_archive(work.path())];
+        archives.extend(spec.archives.iter().cloned());
+        let registries = work.path().join("registries.yaml");
+        std::fs::write(&registries, offline_registries()).unwrap();
+        let mut cluster = NetCluster {
+            server: None,
+            agents: Vec::new(),
+            net,
+            work,
+            scopes: Vec::new(),
+            torn_down: false,
+        };
+        let server_node = cluster.net.node(0).clone();
+        let mut server_args: Vec<String> = vec![
+            "--node-name".into(),
+            node_name(0),
+            "--private-registry".into(),
+            registries.display().to_string(),
+            "--disable-default-registry-endpoint".into(),
+            "--lease-interval-seconds".into(),
+            "2".into(),
+        ];
+        server_args.extend(spec.node_args.iter().cloned());
+        server_args.extend(spec.server_args.iter().cloned());
+        let args: Vec<&str> = server_args.iter().map(String::as_str).collect();
+        let server = Server::start_in_netns(
+            &server_node.ns,
+            &server_node.ip,
+            |data| copy_archives(data, &archives),
+            &args,
+        );
+        cluster.scopes.push(server.node_scope());
+        let server_url = format!("https://{}:{}", server_node.ip, server.port);
+        let server_data = server.data_dir();
+        cluster.server = Some(server);
+        let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
+        for i in 1..=spec.agents {
+            let place = node::Place {
+                name: node_name(i),
+                node_ip: cluster.net.node(i).ip.clone(),
+                server_url: server_url.clone(),
+                netns: Some(cluster.net.node(i).ns.clone()),
+            };
+            let dir = cluster.work.path().join(node_name(i));
+            copy_archives(&dir.join("data"), &archives);
+            std::fs::copy(&registries, dir.join("registries.yaml")).unwrap();
+            let args: Vec<&str> = spec.node_args.iter().map(String::as_str).collect();
+            let agent = node::Agent::start_at(skiff, &place, &server_data, &dir, &args);
+            cluster.scopes.push(agent.scope());
+            cluster.agents.push(Some(agent));
+        }
+        cluster.wait_nodes_ready(spec.agents + 1);
+        cluster
+    }
+
+    /// Waits until `count` nodes are Ready and have their pod CIDRs.
+    fn wait_nodes_ready(&self, count: usize) {
+        let ready = eventually(Duration::from_secs(60), || {
+            let (ok, out, _) = self.server().kubectl(&["get", "nodes", "-o", "json"]);
+            let nodes: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            let ready = nodes["items"].as_array().into_iter().flatten().filter(|n| {
+                let ready = n["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
+                ready && n["spec"]["podCIDR"].is_string()
+            });
+            ok && ready.count() == count
+        });
+        assert!(
+            ready,
+            "nodes not ready:\n{}\nserver log:\n{}\n{}",
+            self.server().kubectl(&["get", "nodes", "-o", "wide"]).1,
+            tail(&self.server().log(), 30),
+            self.agents
+                .iter()
+                .flatten()
+                .map(|a| format!("agent log:\n{}", tail(&a.log(), 30)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("the server runs")
+    }
+
+    pub fn server_mut(&mut self) -> &mut Server {
+        self.server.as_mut().expect("the server runs")
+    }
+
+    /// The number of nodes (server included).
+    pub fn len(&self) -> usize {
+        self.scopes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scopes.is_empty()
+    }
+
+    /// Node `i`'s name (`node-a` is the server).
+    pub fn name(&self, i: usize) -> String {
+        node_name(i)
+    }
+
+    /// Node `i`'s underlay address.
+    pub fn ip(&self, i: usize) -> &str {
+        &self.net.node(i).ip
+    }
+
+    /// Node `i`'s network namespace.
+    pub fn ns(&self, i: usize) -> &str {
+        &self.net.node(i).ns
+    }
+
+    /// Node `i`'s host names, in its namespace.
+    pub fn scope(&self, i: usize) -> &NodeScope {
+        &self.scopes[i]
+    }
+
+    /// Runs `args` in node `i`'s namespace.
+    pub fn run_on(&self, i: usize, args: &[&str]) -> Output {
+        run_in(self.ns(i), args)
+    }
+
+    /// The agent of node `i` (`i` ≥ 1).
+    pub fn agent(&self, i: usize) -> &node::Agent {
+        self.agents[i - 1].as_ref().expect("the agent runs")
+    }
+
+    /// SIGKILLs node `i`'s agent (`i` ≥ 1): the node dies without a word; its pods'
+    /// containers keep running until the teardown.
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(agent) = self.agents[i - 1].as_mut() {
+            agent.kill9();
+        }
+    }
+
+    /// Logs of every node, for failure messages.
+    pub fn logs(&self, lines: usize) -> String {
+        let mut text = format!("server log:\n{}\n", tail(&self.server().log(), lines));
+        for (i, agent) in self.agents.iter().enumerate() {
+            if let Some(agent) = agent {
+                text += &format!("{} log:\n{}\n", node_name(i + 1), tail(&agent.log(), lines));
+            }
+        }
+        text
+    }
+
+    /// Applies `manifest` with kubectl (in the server's namespace).
+    pub fn apply(&self, manifest: &str) {
+        let (ok, out, err) = self.server().with_stdin(&["apply", "-f", "-"], manifest);
+        assert!(ok, "apply failed: {out}{err}");
+    }
+
+    /// Deletes the workloads and Services the test made (the `kubernetes` Service
+    /// stays) and waits until no pod is left, then checks every node: what its pods
+    /// left (`node::leftovers_in`, in its namespace). Returns the findings.
+    pub fn delete_workloads(&self) -> Vec<String> {
+        let server = self.server();
+        let mut found = Vec::new();
+        let (ok, _, err) = server.kubectl(&[
+            "delete",
+            "deployments,replicasets,pods",
+            "--all",
+            "--all-namespaces",
+            "--timeout=90s",
+        ]);
+        if !ok {
+            found.push(format!("deleting the workloads: {err}"));
+        }
+        let services = server.get_json(&["services", "--all-namespaces"]);
+        for svc in services["items"].as_array().into_iter().flatten() {
+            let (ns, name) = (
+                svc["metadata"]["namespace"].as_str().unwrap_or("default"),
+                svc["metadata"]["name"].as_str().unwrap_or_default(),
+            );
+            if ns == "default" && name == "kubernetes" {
+                continue;
+            }
+            let _ = server.kubectl(&["delete", "service", name, "-n", ns]);
+        }
+        let gone = eventually(Duration::from_secs(60), || {
+            server
+                .kubectl(&["get", "pods", "-A", "--no-headers"])
+                .1
+                .trim()
+                .is_empty()
+        });
+        if !gone {
+            found.push(format!(
+                "pods not gone: {}",
+                server.kubectl(&["get", "pods", "-A", "-o", "wide"]).1
+            ));
+        }
+        let scopes: Vec<NodeScope> = self
+            .scopes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i == 0 || self.agents[i - 1].is_some())
+            .map(|(_, s)| s.clone())
+            .collect();
+        let clean = eventually(Duration::from_secs(30), || {
+            scopes.iter().all(|s| node::leftovers_in(s).is_empty())
+        });
+        if !clean {
+            for scope in &scopes {
+                found.extend(node::leftovers_in(scope));
+            }
+        }
+        found
+    }
+
+    /// Stops every node by PID (SIGKILL, as the other harnesses do).
+    pub fn stop_nodes(&mut self) {
+        for agent in self.agents.iter_mut().flatten() {
+            agent.kill9();
+        }
+        if let Some(server) = self.server.as_mut() {
+            server.kill9();
+        }
+    }
+
+    /// What is left in node `i`'s namespace besides its underlay: links other than
+    /// `lo` and `eth0`, routes other than the underlay's, nftables tables and
+    /// iptables rules. For after [`NetCluster::stop_nodes`].
+    pub fn namespace_leftovers(&self, i: usize) -> Vec<String> {
+        let ns = self.ns(i);
+        let text = |args: &[&str]| String::from_utf8_lossy(&run_in(ns, args).stdout).into_owned();
+        let mut found = Vec::new();
+        for line in text(&["ip", "-o", "link", "show"]).lines() {
+            let name = line.split(": ").nth(1).unwrap_or("").split('@').next();
+            if !matches!(name, Some("lo") | Some(NODE_LINK)) {
+                found.push(format!("link {line}"));
+            }
+        }
+        let underlay = self.net.subnet();
+        for line in text(&["ip", "-4", "route", "show", "table", "all"]).lines() {
+            let local = line.starts_with("local ") || line.starts_with("broadcast ");
+            if !local && !line.starts_with(&underlay) {
+                found.push(format!("route {line}"));
+            }
+        }
+        for line in text(&["nft", "list", "tables"]).lines() {
+            found.push(format!("nft {line}"));
+        }
+        for table in ["nat", "filter", "mangle"] {
+            for line in text(&["iptables", "-t", table, "-S"]).lines() {
+                if !line.starts_with("-P ") {
+                    found.push(format!("iptables -t {table} {line}"));
+                }
+            }
+        }
+        found
+    }
+
+    /// The whole teardown, checked: deletes the workloads, checks what pods left,
+    /// stops the nodes, cleans by force whatever is left, then removes the net.
+    /// Returns every finding (empty: clean). Drop does the same without checking.
+    pub fn teardown(&mut self) -> Vec<String> {
+        if self.torn_down {
+            return Vec::new();
+        }
+        let mut found = if self.server.is_some() {
+            self.delete_workloads()
+        } else {
+            Vec::new()
+        };
+        self.stop_nodes();
+        for scope in &self.scopes {
+            node::force_clean_in(scope);
+        }
+        self.torn_down = true;
+        // What would outlive the test on the host (files go with the temp dirs).
+        for scope in &self.scopes {
+            found.extend(
+                node::leftovers_in(scope)
+                    .into_iter()
+                    .filter(|l| l.starts_with("mount ") || l.starts_with("cgroup "))
+                    .map(|l| format!("after forced clean-up: {l}")),
+            );
+        }
+        found.extend(self.net.teardown());
+        for ns in self.net.nodes.iter().map(|n| &n.ns) {
+            if Path::new("/run/netns").join(ns).exists() {
+                found.push(format!("namespace {ns} left"));
+            }
+        }
+        found
+    }
+}
+
+impl Drop for NetCluster {
+    fn drop(&mut self) {
+        let found = self.teardown();
+        if !found.is_empty() {
+            eprintln!("cluster teardown found: {found:?}");
+        }
+    }
+}
+
+fn copy_archives(data: &Path, archives: &[PathBuf]) {
+    let images = data.join("agent/images");
+    std::fs::create_dir_all(&images).unwrap();
+    for archive in archives {
+        std::fs::copy(archive, images.join(archive.file_name().unwrap())).unwrap();
+    }
+}
+
+/// registries.yaml sending docker.io to a dead loopback port: pulls fail at once
+/// (and a namespace has no route out anyway).
+fn offline_registries() -> String {
+    "mirrors:\n  docker.io:\n    endpoint: [\"http://127.0.0.1:9\"]\n".to_string()
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
