@@ -286,6 +286,9 @@ pub struct ClusterSpec {
     /// Air-gap archives put in every node's `agent/images` (the busybox test image
     /// `busybox:e2e` is always there).
     pub archives: Vec<PathBuf>,
+    /// Gives every node `--resolv-conf` naming the underlay's bridge address, where
+    /// a test runs its [`Resolver`] as the cluster's upstream DNS.
+    pub test_resolver: bool,
 }
 
 impl ClusterSpec {
@@ -298,6 +301,11 @@ impl ClusterSpec {
 
     pub fn node_args(mut self, args: &[&str]) -> ClusterSpec {
         self.node_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn with_test_resolver(mut self) -> ClusterSpec {
+        self.test_resolver = true;
         self
     }
 
@@ -335,6 +343,13 @@ impl NetCluster {
         archives.extend(spec.archives.iter().cloned());
         let registries = work.path().join("registries.yaml");
         std::fs::write(&registries, offline_registries()).unwrap();
+        let mut spec = spec;
+        if spec.test_resolver {
+            let resolv = work.path().join("resolv.conf");
+            std::fs::write(&resolv, format!("nameserver {}\n", net.bridge_ip())).unwrap();
+            spec.node_args
+                .extend(["--resolv-conf".to_string(), resolv.display().to_string()]);
+        }
         let mut cluster = NetCluster {
             server: None,
             agents: Vec::new(),
@@ -554,6 +569,26 @@ impl NetCluster {
         }
     }
 
+    /// Stops every node as a service manager would: SIGTERM, up to 30 s to finish,
+    /// SIGKILL after that.
+    pub fn stop_nodes_gracefully(&mut self) {
+        let mut pids: Vec<u32> = self
+            .agents
+            .iter()
+            .flatten()
+            .filter_map(|a| a.pid())
+            .collect();
+        pids.extend(self.server.as_ref().map(|s| s.pid()));
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        eventually(Duration::from_secs(30), || pids.iter().all(|p| exited(*p)));
+        self.stop_nodes();
+    }
+
     /// What is left in node `i`'s namespace besides its underlay: links other than
     /// `lo` and `eth0`, routes other than the underlay's, nftables tables and
     /// iptables rules. For after [`NetCluster::stop_nodes`].
@@ -632,6 +667,19 @@ impl Drop for NetCluster {
     }
 }
 
+/// Whether process `pid` (our child) has exited: gone or a zombie.
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
 fn copy_archives(data: &Path, archives: &[PathBuf]) {
     let images = data.join("agent/images");
     std::fs::create_dir_all(&images).unwrap();
@@ -649,4 +697,116 @@ fn offline_registries() -> String {
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+// ---------------------------------------------------------------- a test resolver
+
+/// A DNS resolver on the underlay (the bridge namespace's `bridge_ip():53/udp`) that
+/// answers A queries for its `records` and NXDOMAIN for anything else: the
+/// "upstream" a cluster's DNS forwards external names to. Stops on drop.
+pub struct Resolver {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The names asked, lowercase, without the final dot.
+    pub asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Resolver {
+    pub fn start(net: &TestNet, records: &[(&str, &str)]) -> Resolver {
+        let ns = PathBuf::from("/run/netns").join(&net.bridge_ns);
+        let addr = format!("{}:53", net.bridge_ip());
+        let records: Vec<(String, std::net::Ipv4Addr)> = records
+            .iter()
+            .map(|(n, ip)| (n.to_lowercase(), ip.parse().expect("an IPv4 address")))
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = {
+            let (stop, asked) = (stop.clone(), asked.clone());
+            std::thread::spawn(move || {
+                // Only this thread enters the namespace.
+                let file = std::fs::File::open(&ns).expect("the bridge namespace");
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .expect("entering the bridge namespace");
+                let socket = std::net::UdpSocket::bind(&addr).expect("binding the resolver");
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                let mut buf = [0u8; 512];
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    if let Some((name, reply)) = dns_reply(&buf[..len], &records) {
+                        asked.lock().unwrap().push(name);
+                        let _ = socket.send_to(&reply, from);
+                    }
+                }
+            })
+        };
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the resolver did not start");
+        Resolver {
+            stop,
+            asked,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The answer to one DNS query (RFC 1035): A records from `records`, NXDOMAIN for
+/// unknown names; None for what is not a query.
+fn dns_reply(query: &[u8], records: &[(String, std::net::Ipv4Addr)]) -> Option<(String, Vec<u8>)> {
+    if query.len() < 12 || query[2] & 0x80 != 0 || u16::from_be_bytes([query[4], query[5]]) != 1 {
+        return None;
+    }
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *query.get(at)? as usize;
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at..at + len)?).to_lowercase());
+        at += len;
+    }
+    let qtype = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
+    let question = &query[12..at + 4];
+    let name = labels.join(".");
+    let known: Vec<_> = records.iter().filter(|(n, _)| *n == name).collect();
+    let answers: Vec<_> = if qtype == 1 {
+        known.clone()
+    } else {
+        Vec::new()
+    };
+    let rcode = if known.is_empty() { 3 } else { 0 };
+    let mut reply = Vec::new();
+    reply.extend_from_slice(&query[..2]);
+    reply.extend_from_slice(&[0x80 | (query[2] & 0x01), 0x80 | rcode]);
+    reply.extend_from_slice(&[0, 1]);
+    reply.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+    reply.extend_from_slice(&[0, 0, 0, 0]);
+    reply.extend_from_slice(question);
+    for (_, ip) in answers {
+        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        reply.extend_from_slice(&ip.octets());
+    }
+    Some((name, reply))
 }
