@@ -25,19 +25,21 @@ use serde_json::Value;
 /// The test image (busybox-static: sh, httpd, nc, nslookup, hostname).
 const IMAGE: &str = "busybox:e2e";
 
-/// An httpd on port 80 whose index is the pod's name, ready once it listens.
+/// An httpd on port 80 whose index is the pod's name, ready while it serves
+/// `/ready` (a test takes a pod out by removing that file).
 fn web_container() -> String {
     format!(
         r#"      containers:
       - name: web
         image: {IMAGE}
         imagePullPolicy: IfNotPresent
-        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && echo serving $(hostname) && exec httpd -f -p 80 -h /www"]
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && touch /www/ready && echo serving $(hostname) && exec httpd -f -p 80 -h /www"]
         ports:
         - containerPort: 80
           hostPort: 8080
         readinessProbe:
-          tcpSocket:
+          httpGet:
+            path: /ready
             port: 80
           periodSeconds: 1
 "#
@@ -719,10 +721,10 @@ fn a_failing_readiness_probe_takes_its_pod_out_and_traffic_keeps_flowing() {
         .find(|p| name_of(p) == *failing)
         .map(|p| p["status"]["podIP"].as_str().unwrap().to_string())
         .unwrap();
-    // httpd stops listening: the tcpSocket probe (period 1 s) fails.
+    // Its readiness probe (period 1 s) starts failing.
     cluster
         .server()
-        .ok(&["exec", failing, "--", "sh", "-c", "kill 1"]);
+        .ok(&["exec", failing, "--", "rm", "/www/ready"]);
     let out = eventually(Duration::from_secs(10), || {
         !endpoint_ips(&cluster, "web").contains(&failing_ip)
     });
@@ -768,6 +770,8 @@ fn a_killed_nodes_endpoints_leave_the_service_and_traffic_keeps_flowing() {
     );
     let seen = backends(&cluster, "client", &ip, 80, 10);
     assert_eq!(seen.len(), 1, "{seen:?}");
+    // The node comes back, so that its pods can be cleaned up.
+    cluster.restart_agent(2);
     assert_clean_teardown(cluster);
 }
 

@@ -484,6 +484,13 @@ impl NetCluster {
         }
     }
 
+    /// Starts node `i`'s agent again (same data dir, name and namespace).
+    pub fn restart_agent(&mut self, i: usize) {
+        if let Some(agent) = self.agents[i - 1].as_mut() {
+            agent.restart();
+        }
+    }
+
     /// Logs of every node, for failure messages.
     pub fn logs(&self, lines: usize) -> String {
         let mut text = format!("server log:\n{}\n", tail(&self.server().log(), lines));
@@ -628,6 +635,12 @@ impl NetCluster {
     pub fn teardown(&mut self) -> Vec<String> {
         if self.torn_down {
             return Vec::new();
+        }
+        // A killed agent comes back, so that its pods can be deleted and cleaned.
+        for agent in self.agents.iter_mut().flatten() {
+            if agent.pid().is_none() {
+                agent.restart();
+            }
         }
         let mut found = if self.server.is_some() {
             self.delete_workloads()
