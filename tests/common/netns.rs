@@ -24,6 +24,25 @@
 //! leftover checks, and the data dirs are what keeps nodes apart on disk. (`ip netns
 //! exec` would also give a private mount namespace and hide them.)
 //!
+//! A multi-node test, in short:
+//!
+//! ```ignore
+//! let mut cluster = NetCluster::start(
+//!     ClusterSpec::agents(2).node_args(&["--flannel-backend", "host-gw"]),
+//! ); // node-a = server (198.18.k.1), node-b, node-c; all Ready with pod CIDRs
+//! cluster.apply(manifest);                       // kubectl in node-a's namespace
+//! cluster.server().ok(&["get", "pods", "-o", "wide"]);
+//! netns::ok_in(cluster.ns(1), &["ip", "route"]); // a command on node-b
+//! netns::run_in(&cluster.net.bridge_ns, &["ping", "-c1", cluster.ip(2)]); // from the underlay
+//! cluster.kill_agent(2);                         // node-c dies (restarted at teardown)
+//! let found = cluster.teardown();                // delete workloads, check, stop, clean
+//! assert!(found.is_empty(), "{found:#?}");
+//! ```
+//!
+//! Every node has the busybox test image `busybox:e2e` in its air-gap directory and
+//! a registries.yaml that sends docker.io nowhere; [`ClusterSpec::with_test_resolver`]
+//! gives the nodes `--resolv-conf` naming the underlay's [`Resolver`].
+//!
 //! Drop kills the processes [`TestNet::spawn_in`] started (by PID), then whatever
 //! still runs in its namespaces (only ever started there by this test), and deletes
 //! the namespaces, which takes their links, addresses, routes and rules along;
