@@ -129,6 +129,7 @@ impl TestNet {
     /// what it made) when the kernel refuses.
     pub fn new(nodes: usize) -> TestNet {
         assert!(nodes < 250, "at most 249 nodes on one test net");
+        sweep_dead_runs();
         let n = NETS.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let id = format!("skt{pid}x{n}");
@@ -242,9 +243,27 @@ impl TestNet {
         }
     }
 
+    /// Where the nodes on this net are recorded for [`sweep_dead_runs`].
+    fn record_path(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("{}.skiff-testnet", self.id))
+    }
+
+    /// Records that a node with data dir `data` runs in `ns`, so that a later test
+    /// run can clean it up should this process be killed before its drop.
+    pub fn record_node(&self, ns: &str, data: &Path) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.record_path())
+            .expect("the test net's record");
+        writeln!(file, "{ns} {}", data.display()).unwrap();
+    }
+
     /// Tears everything down now; returns what could not be removed.
     pub fn teardown(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
+        let _ = std::fs::remove_file(self.record_path());
         for mut child in self.children.drain(..) {
             let _ = child.kill();
             let _ = child.wait();
@@ -259,6 +278,67 @@ impl TestNet {
             }
         }
         errors
+    }
+}
+
+/// Cleans up after test processes that were killed before their drop ran (a
+/// timeout, SIGKILL): test nets `skt<pid>x…` whose `<pid>` is gone. What still runs
+/// in their namespaces is killed by PID, the nodes recorded for them
+/// ([`TestNet::record_node`]) are cleaned (`node::force_clean_in`: container
+/// processes by recorded PID, mounts, cgroups), then the namespaces are deleted.
+fn sweep_dead_runs() {
+    let dead = |name: &str| -> bool {
+        name.strip_prefix("skt")
+            .and_then(|rest| rest.split('x').next())
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let namespaces: Vec<String> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|ns| dead(ns))
+        .collect();
+    for ns in &namespaces {
+        kill_all_in(ns);
+    }
+    let records: Vec<PathBuf> = std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "skiff-testnet"))
+        .filter(|p| p.file_stem().is_some_and(|s| dead(&s.to_string_lossy())))
+        .collect();
+    let scopes: Vec<NodeScope> = records
+        .iter()
+        .flat_map(|r| {
+            std::fs::read_to_string(r)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|line| {
+            let (ns, data) = line.split_once(' ')?;
+            Some(NodeScope::for_data(Path::new(data)).in_netns(Some(ns)))
+        })
+        .collect();
+    // Twice: cgroups of just-killed containers go only once they have exited.
+    for _ in 0..2 {
+        for scope in &scopes {
+            node::force_clean_in(scope);
+        }
+        if !scopes.is_empty() {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    for ns in &namespaces {
+        let _ = ip(&["netns", "del", ns]);
+    }
+    for record in records {
+        let _ = std::fs::remove_file(record);
     }
 }
 
@@ -393,7 +473,10 @@ impl NetCluster {
         let server = Server::start_in_netns(
             &server_node.ns,
             &server_node.ip,
-            |data| copy_archives(data, &archives),
+            |data| {
+                cluster.net.record_node(&server_node.ns, data);
+                copy_archives(data, &archives)
+            },
             &args,
         );
         cluster.scopes.push(server.node_scope());
@@ -409,6 +492,9 @@ impl NetCluster {
                 netns: Some(cluster.net.node(i).ns.clone()),
             };
             let dir = cluster.work.path().join(node_name(i));
+            cluster
+                .net
+                .record_node(&place.netns.clone().unwrap(), &dir.join("data"));
             copy_archives(&dir.join("data"), &archives);
             std::fs::copy(&registries, dir.join("registries.yaml")).unwrap();
             let args: Vec<&str> = spec.node_args.iter().map(String::as_str).collect();
