@@ -499,7 +499,7 @@ fn a_pod_reaches_itself_through_its_own_service() {
 }
 
 #[test]
-#[ignore = "needs root; needs the services data plane of issue 13"]
+#[ignore = "needs root; needs the services data plane and pod network of issue 13"]
 fn node_port_answers_on_every_node_and_a_load_balancer_on_the_node_ips() {
     let (cluster, web) = web_cluster(&[], &[0, 2], "NodePort");
     let all: BTreeSet<String> = web.into_iter().collect();
@@ -717,7 +717,7 @@ fn a_failing_readiness_probe_takes_its_pod_out_of_the_endpoints() {
 }
 
 #[test]
-#[ignore = "needs root; needs the services data plane of issue 13"]
+#[ignore = "needs root; needs the services data plane and pod network of issue 13"]
 fn a_failing_readiness_probe_takes_its_pod_out_and_traffic_keeps_flowing() {
     readiness_case(true);
 }
@@ -760,7 +760,7 @@ fn a_killed_nodes_endpoints_leave_the_service_when_it_goes_not_ready() {
 }
 
 #[test]
-#[ignore = "needs root; needs the services data plane of issue 13"]
+#[ignore = "needs root; needs the services data plane and pod network of issue 13"]
 fn a_killed_nodes_endpoints_leave_the_service_and_traffic_keeps_flowing() {
     killed_node_case(true);
 }
