@@ -721,8 +721,16 @@ impl NetCluster {
                 found.push(format!("route {line}"));
             }
         }
+        // Tables of iptables-nft (ip nat, ip filter, …) stay once made, empty; their
+        // rules are in iptables -S below. Any other table is a leftover.
+        let iptables_tables = ["nat", "filter", "mangle", "raw", "security"];
         for line in text(&["nft", "list", "tables"]).lines() {
-            found.push(format!("nft {line}"));
+            let mut words = line.split_whitespace().skip(1);
+            let (family, name) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let iptables = matches!(family, "ip" | "ip6") && iptables_tables.contains(&name);
+            if !iptables {
+                found.push(format!("nft {line}"));
+            }
         }
         for table in ["nat", "filter", "mangle"] {
             for line in text(&["iptables", "-t", table, "-S"]).lines() {
