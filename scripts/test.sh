@@ -32,6 +32,10 @@ command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 # Debian's portmap and masquerading, and the tests' clean-up of their chains.
 command -v iptables >/dev/null || need_pkgs+=(iptables)
+# Multi-node tests (tests/cluster_network.rs): nftables rules in each node's
+# namespace, captures on the test underlay.
+command -v nft >/dev/null || need_pkgs+=(nftables)
+command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
 # The container runtime (libcontainer links libseccomp statically) and its tests.
 [ -e /usr/include/seccomp.h ] || need_pkgs+=(libseccomp-dev)
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod images;
+pub mod netns;
 pub mod node;
 
 use std::io::Write;
@@ -31,6 +32,11 @@ pub struct Server {
     extra_args: Vec<String>,
     /// Runs the server's own node agent (no `--disable-agent`; needs root).
     with_agent: bool,
+    /// The network namespace it runs in (`netns::TestNet`), kubectl too; None: the
+    /// host's.
+    pub netns: Option<String>,
+    /// `--bind-address` (and the kubeconfig's address).
+    bind: String,
 }
 
 fn free_port() -> u16 {
@@ -61,6 +67,8 @@ impl Server {
             port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             with_agent: true,
+            netns: None,
+            bind: "127.0.0.1".into(),
         };
         prepare(&server.data_dir());
         server.launch();
@@ -78,9 +86,47 @@ impl Server {
             port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             with_agent: false,
+            netns: None,
+            bind: "127.0.0.1".into(),
         };
         server.launch();
         server
+    }
+
+    /// Starts a server that is a node too inside the network namespace `ns`
+    /// (`netns::TestNet`), on `ip` port 6443 as bind, advertise and node address,
+    /// with `data` laid out by `prepare` first. kubectl runs in `ns` too.
+    pub fn start_in_netns(
+        ns: &str,
+        ip: &str,
+        prepare: impl FnOnce(&Path),
+        extra_args: &[&str],
+    ) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        std::fs::write(dir.path().join("config.yaml"), "").unwrap();
+        let mut args = vec!["--advertise-address", ip, "--node-ip", ip];
+        args.extend_from_slice(extra_args);
+        let mut server = Server {
+            child: None,
+            dir,
+            port: 6443,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            with_agent: true,
+            netns: Some(ns.to_string()),
+            bind: ip.to_string(),
+        };
+        prepare(&server.data_dir());
+        server.launch();
+        server
+    }
+
+    /// `program` as a command in the server's network namespace (if any).
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => netns::command_in(ns, program),
+            None => Command::new(program),
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -94,7 +140,7 @@ impl Server {
     /// With the server's own node: its bridge, sink and cgroup root, named from the
     /// data dir (`node::NodeScope`) so it touches no other node's.
     pub fn node_scope(&self) -> node::NodeScope {
-        node::NodeScope::for_data(&self.data_dir())
+        node::NodeScope::for_data(&self.data_dir()).in_netns(self.netns.as_deref())
     }
 
     fn node_args(&self) -> Vec<String> {
@@ -115,8 +161,8 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        command.args(["server", "--bind-address", "127.0.0.1"]);
+        let mut command = self.command(env!("CARGO_BIN_EXE_skiff"));
+        command.args(["server", "--bind-address", &self.bind]);
         if !self.with_agent {
             command.arg("--disable-agent");
         }
@@ -185,7 +231,7 @@ impl Server {
     }
 
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(KUBECTL);
+        let mut cmd = self.command(KUBECTL);
         cmd.args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.dir.path().join("home"))

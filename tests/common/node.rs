@@ -23,6 +23,14 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A `Command` running `program` in the network namespace `/run/netns/<ns>` only
+/// (`nsenter --net`: mounts stay the host's; see `netns.rs`).
+pub fn command_in(ns: &str, program: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{ns}")).arg(program);
+    cmd
+}
+
 /// The host names one node owns, derived from its data dir so that a test (and the
 /// clean-up after a failed test) finds them from the data dir alone.
 #[derive(Debug, Clone)]
@@ -32,6 +40,9 @@ pub struct NodeScope {
     pub bridge: String,
     /// `--cgroup-root`.
     pub cgroup_root: String,
+    /// The network namespace the node runs in (`netns::TestNet`); None: the host's.
+    /// Links and rules are looked at there.
+    pub netns: Option<String>,
 }
 
 impl NodeScope {
@@ -44,6 +55,21 @@ impl NodeScope {
             data: data.to_path_buf(),
             bridge: format!("e2e{id}"),
             cgroup_root: format!("/skiff-e2e-{id}"),
+            netns: None,
+        }
+    }
+
+    /// The same names for a node in the network namespace `netns`.
+    pub fn in_netns(mut self, netns: Option<&str>) -> NodeScope {
+        self.netns = netns.map(str::to_string);
+        self
+    }
+
+    /// `program` as a command in the node's network namespace.
+    pub fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => command_in(ns, program),
+            None => Command::new(program),
         }
     }
 
@@ -75,7 +101,8 @@ impl NodeScope {
 
     /// The bridge's subnet (`10.42.0.1/24` → network and prefix) while it exists.
     fn bridge_subnet(&self) -> Option<(u32, u32)> {
-        let out = Command::new("ip")
+        let out = self
+            .command("ip")
             .args(["-4", "-o", "addr", "show", "dev", &self.bridge])
             .output()
             .ok()?;
@@ -109,7 +136,8 @@ fn in_subnet(cidr: &str, subnet: (u32, u32)) -> bool {
 }
 
 /// A real `skiff agent` process named `e2e-node`, on 127.0.0.1, with its own bridge,
-/// sink and cgroup root (`NodeScope::for_data` of its data dir).
+/// sink and cgroup root (`NodeScope::for_data` of its data dir); or, started with
+/// [`Agent::start_at`], wherever a [`Place`] says.
 pub struct Agent {
     skiff: PathBuf,
     child: Option<Child>,
@@ -118,6 +146,20 @@ pub struct Agent {
     token: String,
     kubelet_port: u16,
     extra: Vec<String>,
+    place: Place,
+}
+
+/// Where an agent runs and whom it joins.
+#[derive(Debug, Clone)]
+pub struct Place {
+    /// `--node-name`.
+    pub name: String,
+    /// `--node-ip`.
+    pub node_ip: String,
+    /// `--server`.
+    pub server_url: String,
+    /// The network namespace to run in (`netns::TestNet`); None: the host's.
+    pub netns: Option<String>,
 }
 
 impl Agent {
@@ -130,7 +172,31 @@ impl Agent {
         dir: &Path,
         extra: &[&str],
     ) -> Agent {
+        let place = Place {
+            name: "e2e-node".into(),
+            node_ip: "127.0.0.1".into(),
+            server_url: format!("https://127.0.0.1:{server_port}"),
+            netns: None,
+        };
+        Self::start_at(skiff, &place, server_data, dir, extra)
+    }
+
+    /// Starts `skiff agent` at `place`, with the token in
+    /// `server_data/server/token`, keeping its data, log and registries.yaml in `dir`.
+    pub fn start_at(
+        skiff: &Path,
+        place: &Place,
+        server_data: &Path,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Agent {
         let token = std::fs::read_to_string(server_data.join("server/token")).unwrap();
+        let server_port = place
+            .server_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(6443);
         let mut agent = Agent {
             skiff: skiff.to_path_buf(),
             child: None,
@@ -139,9 +205,20 @@ impl Agent {
             token: token.trim().to_string(),
             kubelet_port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            place: place.clone(),
         };
         agent.launch();
         agent
+    }
+
+    /// The node's host names (in its network namespace, if any).
+    pub fn scope(&self) -> NodeScope {
+        NodeScope::for_data(&self.data_dir()).in_netns(self.place.netns.as_deref())
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.place.name
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -154,10 +231,16 @@ impl Agent {
             .append(true)
             .open(self.dir.join("agent.log"))
             .unwrap();
-        let child = Command::new(&self.skiff)
-            .args(["agent", "--node-name", "e2e-node", "--node-ip", "127.0.0.1"])
+        let skiff = self.skiff.display().to_string();
+        let mut command = match &self.place.netns {
+            Some(ns) => command_in(ns, &skiff),
+            None => Command::new(&self.skiff),
+        };
+        let child = command
+            .args(["agent", "--node-name", &self.place.name])
+            .args(["--node-ip", &self.place.node_ip])
             .arg("--server")
-            .arg(format!("https://127.0.0.1:{}", self.server_port))
+            .arg(&self.place.server_url)
             .arg("--token")
             .arg(&self.token)
             .arg("--data-dir")
@@ -249,7 +332,8 @@ pub fn leftovers_in(scope: &NodeScope) -> Vec<String> {
                 .map(|p| format!("cgroup {p}")),
         );
     }
-    let veths = Command::new("ip")
+    let veths = scope
+        .command("ip")
         .args(["-o", "link", "show", "master", &scope.bridge])
         .output();
     if let Ok(out) = veths {
@@ -261,7 +345,7 @@ pub fn leftovers_in(scope: &NodeScope) -> Vec<String> {
     }
     if let Some(subnet) = scope.bridge_subnet() {
         found.extend(
-            masquerade_rules(subnet)
+            masquerade_rules(scope, subnet)
                 .into_iter()
                 .map(|l| format!("iptables {l}")),
         );
@@ -296,8 +380,8 @@ pub fn leftovers_in(scope: &NodeScope) -> Vec<String> {
 }
 
 /// The nat POSTROUTING rules CNI's bridge plugin made for pod addresses in `subnet`.
-fn masquerade_rules(subnet: (u32, u32)) -> Vec<String> {
-    let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S"]).output() else {
+fn masquerade_rules(scope: &NodeScope, subnet: (u32, u32)) -> Vec<String> {
+    let Ok(out) = scope.command("iptables").args(["-t", "nat", "-S"]).output() else {
         return Vec::new();
     };
     String::from_utf8_lossy(&out.stdout)
@@ -364,10 +448,10 @@ pub fn force_clean_in(scope: &NodeScope) {
         let _ = std::fs::remove_dir(&root);
     }
     if let Some(subnet) = scope.bridge_subnet() {
-        remove_cni_chains(subnet);
+        remove_cni_chains(scope, subnet);
     }
     for link in [scope.bridge.clone(), scope.sink()] {
-        let _ = Command::new("ip").args(["link", "del", &link]).output();
+        let _ = scope.command("ip").args(["link", "del", &link]).output();
     }
     // The built-in CNI plugins' nftables tables of this node's bridge.
     for table in ["skiff-portmap-", "skiff-masq-"] {
@@ -381,8 +465,8 @@ pub fn force_clean_in(scope: &NodeScope) {
 /// Deletes the nat-table rules CNI plugins made for pod addresses in `subnet`
 /// (masquerading from them, hostPort DNAT to them) and the `CNI-…` chains those
 /// rules jump to. Chains of other nodes' pods stay.
-fn remove_cni_chains(subnet: (u32, u32)) {
-    let Ok(out) = Command::new("iptables").args(["-t", "nat", "-S"]).output() else {
+fn remove_cni_chains(scope: &NodeScope, subnet: (u32, u32)) {
+    let Ok(out) = scope.command("iptables").args(["-t", "nat", "-S"]).output() else {
         return;
     };
     let rules = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -419,15 +503,17 @@ fn remove_cni_chains(subnet: (u32, u32)) {
         }
         let mut args = vec!["-t".to_string(), "nat".to_string(), "-D".to_string()];
         args.extend(shell_words(&rule[3..]));
-        let _ = Command::new("iptables").args(&args).output();
+        let _ = scope.command("iptables").args(&args).output();
     }
     for chain in &chains {
-        let _ = Command::new("iptables")
+        let _ = scope
+            .command("iptables")
             .args(["-t", "nat", "-F", chain])
             .output();
     }
     for chain in &chains {
-        let _ = Command::new("iptables")
+        let _ = scope
+            .command("iptables")
             .args(["-t", "nat", "-X", chain])
             .output();
     }
