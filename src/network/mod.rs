@@ -1,5 +1,5 @@
 //! Pod networking: network namespaces and the CNI invoker that wires them up.
-//! (Services' data plane and routes come with the networking issue.)
+//! The Service data plane's kernel side is `proxy`; nftables go through `nft`.
 //!
 //! Owns: pod network namespaces, CNI invocation and its result cache.
 //! May call: nothing else in skiff; the kernel (namespaces, mounts) and CNI plugins.
@@ -7,3 +7,4 @@
 pub mod cni;
 pub mod netns;
 pub mod nft;
+pub mod proxy;
