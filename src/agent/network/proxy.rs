@@ -254,6 +254,8 @@ fn ports_of(
                 .filter_map(|i| i.ip.as_deref()?.parse::<Ipv4Addr>().ok()),
         );
     }
+    // Loopback is not served (no `route_localnet`, as kube-proxy's nftables mode).
+    external_ips.retain(|ip| !ip.is_loopback());
     external_ips.sort();
     external_ips.dedup();
     let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
