@@ -13,7 +13,8 @@
 //!   address (`fib daddr type local`) but 127.0.0.0/8 (as kube-proxy's nftables mode;
 //!   no `route_localnet`) → the external chain.
 //! - one chain per service port (`svc-…`, `ext-…`) picking an endpoint chain
-//!   (`sep-…`) with `numgen random`, each endpoint chain DNATs.
+//!   (`sep-…`) with `numgen random` rules (endpoint i of n with probability
+//!   1/(n-i)), each endpoint chain DNATs.
 //! - masquerade only where needed: a `mark-for-masquerade` jump for traffic from
 //!   outside the cluster CIDR and for hairpin (a pod reaching itself), and pod egress
 //!   (cluster CIDR → outside it, as flannel).

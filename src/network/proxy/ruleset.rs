@@ -261,19 +261,20 @@ fn select(port: &ServicePort, prefix: &str, endpoints: &[&Endpoint]) -> Vec<Stri
             ));
         }
     }
-    if let [only] = endpoints {
-        rules.push(format!("{prefix}goto {}", sep_chain(port, only)));
-    } else {
-        let arms: Vec<String> = endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, ep)| format!("{i} : goto {}", sep_chain(port, ep)))
-            .collect();
-        rules.push(format!(
-            "{prefix}numgen random mod {} vmap {{ {} }}",
-            endpoints.len(),
-            arms.join(", ")
-        ));
+    // iptables-style: endpoint i of n is taken with probability 1/(n-i), which is a
+    // uniform pick. (A `numgen … vmap { … }` is an anonymous set per service, and
+    // the kernel names those by scanning all sets: loading 10,000 is quadratic.)
+    let n = endpoints.len();
+    for (i, ep) in endpoints.iter().enumerate() {
+        let chain = sep_chain(port, ep);
+        if i + 1 < n {
+            rules.push(format!(
+                "{prefix}numgen random mod {} 0 goto {chain}",
+                n - i
+            ));
+        } else {
+            rules.push(format!("{prefix}goto {chain}"));
+        }
     }
     rules
 }
@@ -322,8 +323,11 @@ mod tests {
             "ip saddr != 10.42.0.0/16 jump mark-for-masquerade"
         );
         assert_eq!(
-            svc_rules[1],
-            "numgen random mod 2 vmap { 0 : goto sep-default/web/tcp/p80/10.42.0.2/8080, 1 : goto sep-default/web/tcp/p80/10.42.0.3/8080 }"
+            svc_rules[1..],
+            [
+                "numgen random mod 2 0 goto sep-default/web/tcp/p80/10.42.0.2/8080",
+                "goto sep-default/web/tcp/p80/10.42.0.3/8080"
+            ]
         );
         assert_eq!(
             rules(&rs, "sep-default/web/tcp/p80/10.42.0.2/8080"),
