@@ -268,6 +268,24 @@ mod tests {
     }
 
     #[test]
+    fn network_cleanup_takes_the_node_bridge_and_data_dir() {
+        let cli = Cli::try_parse_from(["skiff", "network", "cleanup", "--cni-bridge", "edge0"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Command::Network(NetworkArgs {
+            command:
+                NetworkCommand::Cleanup {
+                    cni_bridge,
+                    data_dir,
+                },
+        }) = cli.command
+        else {
+            panic!("not the network command");
+        };
+        assert_eq!(cni_bridge, "edge0");
+        assert_eq!(data_dir, PathBuf::from("/var/lib/skiff"));
+    }
+
+    #[test]
     fn help_names_the_log_variable_once_and_promises_nothing() {
         let help = Cli::command().render_long_help().to_string();
         assert_eq!(help.matches("SKIFF_LOG").count(), 1, "{help}");
