@@ -1,6 +1,7 @@
 //! Services on a real node, through the node's service data plane (nftables, issue
 //! 13): a ClusterIP spreads requests over a Deployment's pods (targetPort by name),
-//! a pod reaches its own Service (hairpin), ClientIP affinity sticks, a NodePort
+//! a pod reaches its own Service (hairpin), ClientIP affinity sticks, UDP is
+//! served, a NodePort
 //! answers on the node's addresses, a ClusterIP without endpoints and an unknown port
 //! are refused at once, a LoadBalancer gets an EXTERNAL-IP, deleted Services leave
 //! the table, the table outlives the stopped node and `skiff network cleanup`
@@ -81,6 +82,12 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: udp}
+spec:
+  ports: [{name: dns, port: 53, protocol: UDP}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: empty}
 spec:
   selector: {app: nothing}
@@ -143,6 +150,90 @@ fn web_pods(server: &Server) -> BTreeSet<String> {
         .collect()
 }
 
+/// The node's address on its pod bridge (the first of its pod CIDR).
+fn gateway_of(server: &Server) -> std::net::Ipv4Addr {
+    let pod_cidr = server.ok(&["get", "node", "-o", "jsonpath={.items[0].spec.podCIDR}"]);
+    let network: std::net::Ipv4Addr = pod_cidr.split('/').next().unwrap().parse().unwrap();
+    std::net::Ipv4Addr::from(u32::from(network) + 1)
+}
+
+/// A UDP echo on `addr` answering `name` to every datagram, until `stop`.
+fn udp_echo(
+    addr: std::net::SocketAddr,
+    name: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u16, std::thread::JoinHandle<()>) {
+    let socket = std::net::UdpSocket::bind(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(name.as_bytes(), peer);
+            }
+        }
+    });
+    (port, handle)
+}
+
+fn udp_slice(gateway: std::net::Ipv4Addr, port: u16) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: udp-1, labels: {{kubernetes.io/service-name: udp}}}}\naddressType: IPv4\nendpoints: [{{addresses: [\"{gateway}\"], conditions: {{ready: true}}}}]\nports: [{{name: dns, port: {port}, protocol: UDP}}]\n"
+    )
+}
+
+/// UDP through a ClusterIP (from the node, to two echo servers on the node's bridge
+/// address standing in for backends): a client's flow keeps going to its backend
+/// while it sends, until that backend leaves the EndpointSlice: then its conntrack
+/// entries are flushed and the same flow reaches the new backend.
+fn check_udp(server: &Server, gateway: &std::net::Ipv4Addr) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (one, h1) = udp_echo((*gateway, 0).into(), "one", stop.clone());
+    let (two, h2) = udp_echo((*gateway, 0).into(), "two", stop.clone());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (ok, out, err) = server.with_stdin(&["apply", "-f", "-"], &udp_slice(*gateway, one));
+        assert!(ok, "{out}{err}");
+        let udp = cluster_ip(server, "udp");
+        let client = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        client.connect(format!("{udp}:53")).unwrap();
+        let ask = || {
+            let _ = client.send(b"hi");
+            let mut buf = [0u8; 16];
+            client
+                .recv(&mut buf)
+                .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+                .unwrap_or_default()
+        };
+        let mut got = String::new();
+        let first = eventually(Duration::from_secs(20), || {
+            got = ask();
+            got == "one"
+        });
+        assert!(first, "UDP to {udp}:53 got {got:?}");
+        let (ok, out, err) = server.with_stdin(&["apply", "-f", "-"], &udp_slice(*gateway, two));
+        assert!(ok, "{out}{err}");
+        let moved = eventually(Duration::from_secs(20), || {
+            got = ask();
+            got == "two"
+        });
+        assert!(moved, "the UDP flow stayed on the old backend: {got:?}");
+    }));
+    stop.store(true, Ordering::Relaxed);
+    let _ = h1.join();
+    let _ = h2.join();
+    let _ = server.kubectl(&["delete", "endpointslice", "udp-1"]);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 fn check_services(server: &Server) {
     let (ok, out, err) = server.with_stdin(&["apply", "-f", "-"], MANIFEST);
     assert!(ok, "apply failed: {out}{err}");
@@ -197,6 +288,8 @@ fn check_services(server: &Server) {
         .collect();
     assert_eq!(answers.len(), 1, "affinity broken: {answers:?}");
 
+    check_udp(server, &gateway_of(server));
+
     // An unknown port of a served ClusterIP, and a ClusterIP without endpoints, are
     // refused (TCP reset), not left to time out.
     let empty = cluster_ip(server, "empty");
@@ -215,9 +308,7 @@ fn check_services(server: &Server) {
         "-o",
         "jsonpath={.spec.ports[0].nodePort}",
     ]);
-    let pod_cidr = server.ok(&["get", "node", "-o", "jsonpath={.items[0].spec.podCIDR}"]);
-    let network: std::net::Ipv4Addr = pod_cidr.split('/').next().unwrap().parse().unwrap();
-    let gateway = std::net::Ipv4Addr::from(u32::from(network) + 1);
+    let gateway = gateway_of(server);
     let mut from_host = Err(std::io::Error::other("not tried"));
     let answered = eventually(Duration::from_secs(20), || {
         from_host = host_fetch(&format!("{gateway}:{node_port}"));
@@ -246,12 +337,17 @@ fn check_services(server: &Server) {
 
     // Deleted Services leave the table.
     server.ok(&[
-        "delete", "svc", "web", "sticky", "web-np", "web-lb", "empty",
+        "delete", "svc", "web", "sticky", "web-np", "web-lb", "empty", "udp",
     ]);
     let mut table = String::new();
     let gone = eventually(Duration::from_secs(20), || {
         table = nft_table(&bridge).unwrap_or_default();
-        let left = ["default/web", "default/sticky", "default/empty"];
+        let left = [
+            "default/web",
+            "default/sticky",
+            "default/empty",
+            "default/udp",
+        ];
         table.contains("service-ips") && !left.iter().any(|s| table.contains(s))
     });
     assert!(gone, "services left in the table:\n{table}");

@@ -21,20 +21,21 @@ pub struct StaleFlow {
     pub orig_dst: Option<Ipv4Addr>,
     /// The port the client sent to.
     pub orig_port: u16,
-    /// The backend that went.
+    /// The backend that went, and its port.
     pub endpoint: Ipv4Addr,
+    pub endpoint_port: u16,
 }
 
 /// The UDP flows that went to a backend in `old` that `new` no longer uses.
 pub fn stale_udp_flows(old: &[ServicePort], new: &[ServicePort]) -> Vec<StaleFlow> {
-    let backends = |ports: &[ServicePort]| -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
+    let backends = |ports: &[ServicePort]| -> BTreeMap<String, BTreeSet<(Ipv4Addr, u16)>> {
         ports
             .iter()
             .filter(|p| p.protocol == Protocol::Udp)
             .map(|p| {
                 let ips = usable(&p.endpoints, |_| true)
                     .iter()
-                    .map(|e| e.ip)
+                    .map(|e| (e.ip, e.port))
                     .collect();
                 (p.id(), ips)
             })
@@ -47,12 +48,13 @@ pub fn stale_udp_flows(old: &[ServicePort], new: &[ServicePort]) -> Vec<StaleFlo
             continue;
         };
         let after = now.get(&port.id()).cloned().unwrap_or_default();
-        for endpoint in before.difference(&after) {
+        for (endpoint, endpoint_port) in before.difference(&after) {
             let mut add = |orig_dst, orig_port| {
                 flows.insert(StaleFlow {
                     orig_dst,
                     orig_port,
                     endpoint: *endpoint,
+                    endpoint_port: *endpoint_port,
                 });
             };
             if let Some(ip) = port.cluster_ip {
@@ -80,6 +82,8 @@ pub fn delete_args(flow: &StaleFlow) -> Vec<String> {
         flow.orig_port.to_string(),
         "--reply-src".into(),
         flow.endpoint.to_string(),
+        "--reply-port-src".into(),
+        flow.endpoint_port.to_string(),
     ]);
     args
 }
@@ -135,19 +139,32 @@ mod tests {
                 StaleFlow {
                     orig_dst: None,
                     orig_port: 30053,
-                    endpoint: ep
+                    endpoint: ep,
+                    endpoint_port: 8080
                 },
                 StaleFlow {
                     orig_dst: Some("10.43.0.20".parse().unwrap()),
                     orig_port: 80,
-                    endpoint: ep
+                    endpoint: ep,
+                    endpoint_port: 8080
                 },
             ]
         );
         assert_eq!(
             delete_args(&flows[1]).join(" "),
-            "-D -p udp --orig-dst 10.43.0.20 --orig-port-dst 80 --reply-src 10.42.0.2"
+            "-D -p udp --orig-dst 10.43.0.20 --orig-port-dst 80 --reply-src 10.42.0.2 --reply-port-src 8080"
         );
+    }
+
+    #[test]
+    fn a_backend_moving_to_another_port_is_a_gone_backend() {
+        let mut svc = service("d", "10.43.0.5", vec![endpoint("10.42.0.2", true, false)]);
+        svc.protocol = Protocol::Udp;
+        let old = vec![svc.clone()];
+        svc.endpoints[0].port = 9090;
+        let flows = stale_udp_flows(&old, &[svc]);
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].endpoint_port, 8080);
     }
 
     #[test]
