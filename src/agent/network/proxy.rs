@@ -31,8 +31,10 @@ use crate::network::proxy::{
 };
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// After a failed apply, the next (full) attempt waits this long.
+/// After a failed apply, the next (full) attempt waits this long, doubling up to
+/// `RETRY_MAX` while failures go on (e.g. no `nft` on the node).
 const RETRY: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 /// A full resync this often anyway, in case something else changed the table.
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -76,6 +78,7 @@ async fn run(client: kube::Client, config: Arc<NetworkConfig>) {
     let mut mirror: Option<Ruleset> = None;
     let mut last_ports: Vec<ServicePort> = Vec::new();
     let mut last_full = Instant::now();
+    let mut retry = RETRY;
     loop {
         let ports = service_ports(
             &services.state(),
@@ -113,6 +116,7 @@ async fn run(client: kube::Client, config: Arc<NetworkConfig>) {
                     last_full = Instant::now();
                 }
                 mirror = Some(desired);
+                retry = RETRY;
                 let stale = conntrack::stale_udp_flows(&last_ports, &ports);
                 if !stale.is_empty() {
                     let flushed =
@@ -126,7 +130,8 @@ async fn run(client: kube::Client, config: Arc<NetworkConfig>) {
             Err(e) => {
                 tracing::warn!(error = %e, full, "programming services failed; resyncing the whole table");
                 mirror = None;
-                tokio::time::sleep(RETRY).await;
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
                 continue;
             }
         }
