@@ -12,11 +12,14 @@
 //! - `service-nodeports` (verdict map, `proto . port`): node ports on every local
 //!   address (`fib daddr type local`) but 127.0.0.0/8 (as kube-proxy's nftables mode;
 //!   no `route_localnet`) → the external chain.
-//! - one chain per service port (`svc-…`, `ext-…`) picking an endpoint chain
-//!   (`sep-…`) with `numgen random` rules (endpoint i of n with probability
-//!   1/(n-i)), each endpoint chain DNATs.
+//! - one chain per service port (`svc-…`, `ext-…`) picking an endpoint with
+//!   `numgen random` rules (endpoint i of n with probability 1/(n-i)) that DNAT;
+//!   with ClientIP affinity each endpoint has its own chain (`sep-…`) that records
+//!   the client in the endpoint's affinity set.
 //! - masquerade only where needed: a `mark-for-masquerade` jump for traffic from
-//!   outside the cluster CIDR and for hairpin (a pod reaching itself), and pod egress
+//!   outside the cluster CIDR (node ports and external IPs with
+//!   `externalTrafficPolicy: Cluster`, the node itself), hairpin (a pod DNATed to
+//!   itself: the `hairpin` set of `endpoint . endpoint` pairs), and pod egress
 //!   (cluster CIDR → outside it, as flannel).
 //! - a filter chain rejects (TCP reset, ICMP port unreachable) whatever still goes to
 //!   the service CIDR after DNAT: unknown IPs and ports and services without usable

@@ -13,6 +13,9 @@ use super::{usable, Endpoint, Family, ServicePort};
 pub const MASQUERADE_MARK: &str = "0x4000";
 pub const SERVICE_IPS: &str = "service-ips";
 pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+/// The set of `endpoint . endpoint` pairs: a packet from an endpoint DNATed to
+/// itself (hairpin) is masqueraded, so the reply comes back through the node.
+pub const HAIRPIN: &str = "hairpin";
 const MARK_CHAIN: &str = "mark-for-masquerade";
 const SERVICES_CHAIN: &str = "services";
 
@@ -77,6 +80,13 @@ fn skeleton(config: &TableConfig) -> Ruleset {
         },
     );
     rs.maps.insert(
+        HAIRPIN.into(),
+        Map {
+            spec: format!("type {addr} . {addr};"),
+            elements: BTreeMap::new(),
+        },
+    );
+    rs.maps.insert(
         SERVICE_NODEPORTS.into(),
         Map {
             spec: "type inet_proto . inet_service : verdict;".into(),
@@ -125,6 +135,7 @@ fn skeleton(config: &TableConfig) -> Ruleset {
                 format!(
                     "meta mark & {MASQUERADE_MARK} == {MASQUERADE_MARK} meta mark set meta mark ^ {MASQUERADE_MARK} masquerade fully-random"
                 ),
+                format!("{ip} saddr . {ip} daddr @{HAIRPIN} masquerade fully-random"),
                 // Pod egress, as flannel: pods keep their address inside the cluster.
                 format!(
                     "{ip} saddr {cluster} {ip} daddr != {cluster} {ip} daddr != 224.0.0.0/4 masquerade fully-random"
@@ -174,27 +185,31 @@ fn add_service_port(rs: &mut Ruleset, config: &TableConfig, port: &ServicePort) 
     let all = usable(&port.endpoints, |_| true);
     let internal = usable(&port.endpoints, |e| !port.internal_local || e.local);
     let local = usable(&port.endpoints, |e| e.local);
-    // Every endpoint any chain may pick gets its chain (and affinity set).
+    // Every endpoint any chain may pick: hairpin pair; with affinity, its own chain
+    // (affinity set update, DNAT), else the service chains DNAT directly.
     let mut picked: Vec<&Endpoint> = all.iter().chain(&internal).chain(&local).copied().collect();
     picked.sort();
     picked.dedup();
     for ep in &picked {
-        let mut rules = vec![format!("{ip} saddr {} jump {MARK_CHAIN}", ep.ip)];
-        if let Some(timeout) = port.affinity_timeout {
-            let set = affinity_set(port, ep);
-            rs.sets.insert(
-                set.clone(),
-                format!(
-                    "type {}; flags dynamic,timeout; timeout {timeout}s;",
-                    config.family.addr_type()
-                ),
-            );
-            rules.push(format!("update @{set} {{ {ip} saddr }}"));
+        if let Some(map) = rs.maps.get_mut(HAIRPIN) {
+            map.elements
+                .insert(format!("{} . {}", ep.ip, ep.ip), String::new());
         }
-        rules.push(format!(
-            "meta l4proto {proto} dnat to {}:{}",
-            ep.ip, ep.port
-        ));
+        let Some(timeout) = port.affinity_timeout else {
+            continue;
+        };
+        let set = affinity_set(port, ep);
+        rs.sets.insert(
+            set.clone(),
+            format!(
+                "type {}; flags dynamic,timeout; timeout {timeout}s;",
+                config.family.addr_type()
+            ),
+        );
+        let rules = vec![
+            format!("update @{set} {{ {ip} saddr }}"),
+            format!("meta l4proto {proto} dnat to {}:{}", ep.ip, ep.port),
+        ];
         rs.chains
             .insert(sep_chain(port, ep), Chain { spec: None, rules });
     }
@@ -265,15 +280,17 @@ fn select(port: &ServicePort, prefix: &str, endpoints: &[&Endpoint]) -> Vec<Stri
     // uniform pick. (A `numgen … vmap { … }` is an anonymous set per service, and
     // the kernel names those by scanning all sets: loading 10,000 is quadratic.)
     let n = endpoints.len();
+    let proto = port.protocol.nft();
     for (i, ep) in endpoints.iter().enumerate() {
-        let chain = sep_chain(port, ep);
-        if i + 1 < n {
-            rules.push(format!(
-                "{prefix}numgen random mod {} 0 goto {chain}",
-                n - i
-            ));
+        let action = if port.affinity_timeout.is_some() {
+            format!("goto {}", sep_chain(port, ep))
         } else {
-            rules.push(format!("{prefix}goto {chain}"));
+            format!("meta l4proto {proto} dnat to {}:{}", ep.ip, ep.port)
+        };
+        if i + 1 < n {
+            rules.push(format!("{prefix}numgen random mod {} 0 {action}", n - i));
+        } else {
+            rules.push(format!("{prefix}{action}"));
         }
     }
     rules
@@ -325,20 +342,16 @@ mod tests {
         assert_eq!(
             svc_rules[1..],
             [
-                "numgen random mod 2 0 goto sep-default/web/tcp/p80/10.42.0.2/8080",
-                "goto sep-default/web/tcp/p80/10.42.0.3/8080"
+                "numgen random mod 2 0 meta l4proto tcp dnat to 10.42.0.2:8080",
+                "meta l4proto tcp dnat to 10.42.0.3:8080"
             ]
         );
-        assert_eq!(
-            rules(&rs, "sep-default/web/tcp/p80/10.42.0.2/8080"),
-            [
-                "ip saddr 10.42.0.2 jump mark-for-masquerade",
-                "meta l4proto tcp dnat to 10.42.0.2:8080"
-            ]
-        );
-        assert!(!rs
-            .chains
-            .contains_key("sep-default/web/tcp/p80/10.42.0.4/8080"));
+        // Hairpin pairs for the picked endpoints only; no per-endpoint chains.
+        let hairpin: Vec<&String> = rs.maps[HAIRPIN].elements.keys().collect();
+        assert_eq!(hairpin, ["10.42.0.2 . 10.42.0.2", "10.42.0.3 . 10.42.0.3"]);
+        assert!(!rs.chains.keys().any(|c| c.starts_with("sep-")));
+        assert!(rules(&rs, "nat-postrouting")
+            .contains(&"ip saddr . ip daddr @hairpin masquerade fully-random".to_string()));
     }
 
     #[test]
@@ -380,7 +393,7 @@ mod tests {
             rules(&rs, "ext-default/lb/tcp/p80"),
             [
                 "jump mark-for-masquerade",
-                "goto sep-default/lb/tcp/p80/10.42.0.2/8080"
+                "meta l4proto tcp dnat to 10.42.0.2:8080"
             ]
         );
     }
@@ -396,7 +409,7 @@ mod tests {
         let ext = rules(&rs, "ext-default/loc/tcp/p80");
         assert_eq!(
             ext[0],
-            "ip saddr 10.42.0.0/16 goto sep-default/loc/tcp/p80/10.42.1.2/8080"
+            "ip saddr 10.42.0.0/16 meta l4proto tcp dnat to 10.42.1.2:8080"
         );
         assert_eq!(ext[1], "fib saddr type local jump mark-for-masquerade");
         assert_eq!(ext.last().unwrap(), "drop");
@@ -416,7 +429,7 @@ mod tests {
         let rs = build(&config(), &[svc]);
         assert_eq!(
             rules(&rs, "svc-default/itp/tcp/p80")[1],
-            "goto sep-default/itp/tcp/p80/10.42.0.3/8080"
+            "meta l4proto tcp dnat to 10.42.0.3:8080"
         );
     }
 
@@ -452,7 +465,7 @@ mod tests {
         svc.protocol = super::super::Protocol::Udp;
         let rs = build(&config(), &[svc]);
         assert_eq!(
-            rules(&rs, "sep-default/dns/udp/p80/10.42.0.2/8080")[1],
+            rules(&rs, "svc-default/dns/udp/p80")[1],
             "meta l4proto udp dnat to 10.42.0.2:8080"
         );
     }

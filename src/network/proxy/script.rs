@@ -18,7 +18,9 @@ pub fn full(config: &TableConfig, rs: &Ruleset) -> String {
     let _ = writeln!(out, "delete table {t}");
     let _ = writeln!(out, "add table {t}");
     for (name, map) in &rs.maps {
-        let _ = writeln!(out, "add map {t} {name} {{ {} }}", map.spec);
+        // A type without values (`:`) is an element set (the hairpin pairs).
+        let kind = if map.spec.contains(':') { "map" } else { "set" };
+        let _ = writeln!(out, "add {kind} {t} {name} {{ {} }}", map.spec);
     }
     for (name, spec) in &rs.sets {
         let _ = writeln!(out, "add set {t} {name} {{ {spec} }}");
@@ -146,7 +148,16 @@ fn add_elements<'a>(
     map: &str,
     elements: impl Iterator<Item = (&'a String, &'a String)>,
 ) {
-    let items: Vec<String> = elements.map(|(k, v)| format!("{k} : {v}")).collect();
+    // A set's elements are keys without values.
+    let items: Vec<String> = elements
+        .map(|(k, v)| {
+            if v.is_empty() {
+                k.clone()
+            } else {
+                format!("{k} : {v}")
+            }
+        })
+        .collect();
     for chunk in items.chunks(ELEMENTS_PER_COMMAND) {
         let _ = writeln!(out, "add element {t} {map} {{ {} }}", chunk.join(", "));
     }
@@ -239,7 +250,12 @@ mod tests {
         let old = build(&config(), &many(3));
         let new = build(&config(), &many(4));
         let script = diff(&config(), &old, &new).unwrap();
-        assert!(script.lines().all(|l| l.contains("svc-3")), "{script}");
+        assert!(
+            script
+                .lines()
+                .all(|l| l.contains("svc-3") || l.starts_with("add element ip skiff-cni0 hairpin")),
+            "{script}"
+        );
         assert!(script.contains("add chain ip skiff-cni0 svc-default/svc-3/tcp/p80\n"));
         assert!(script.ends_with(
             "add element ip skiff-cni0 service-ips { 10.43.0.103 . tcp . 80 : goto svc-default/svc-3/tcp/p80 }\n"
@@ -252,10 +268,12 @@ mod tests {
         let new = build(&config(), &many(3));
         let script = diff(&config(), &old, &new).unwrap();
         let lines: Vec<&str> = script.lines().collect();
-        assert_eq!(
-            lines[0],
-            "delete element ip skiff-cni0 service-ips { 10.43.0.103 . tcp . 80 }"
-        );
+        let element = lines
+            .iter()
+            .position(|l| {
+                *l == "delete element ip skiff-cni0 service-ips { 10.43.0.103 . tcp . 80 }"
+            })
+            .unwrap();
         let flush = lines
             .iter()
             .position(|l| l.starts_with("flush chain"))
@@ -264,27 +282,26 @@ mod tests {
             .iter()
             .position(|l| l.starts_with("delete chain"))
             .unwrap();
-        assert!(flush < delete);
+        assert!(element < flush && flush < delete);
         assert_eq!(
             lines
                 .iter()
                 .filter(|l| l.starts_with("delete chain"))
                 .count(),
-            3,
+            1,
             "{script}"
         );
     }
 
     #[test]
-    fn an_endpoint_going_rewrites_the_service_chain_and_deletes_its_chain() {
+    fn an_endpoint_going_rewrites_the_service_chain_and_drops_its_hairpin_pair() {
         let mut services = many(2);
         let old = build(&config(), &services);
         services[1].endpoints.pop();
         let new = build(&config(), &services);
         let script = diff(&config(), &old, &new).unwrap();
         assert!(script.contains("flush chain ip skiff-cni0 svc-default/svc-1/tcp/p80\n"));
-        assert!(script
-            .contains("delete chain ip skiff-cni0 sep-default/svc-1/tcp/p80/10.42.0.5/8080\n"));
+        assert!(script.contains("delete element ip skiff-cni0 hairpin { 10.42.0.5 . 10.42.0.5 }\n"));
         assert!(!script.contains("svc-0"));
         assert!(!script.contains(SERVICE_IPS));
     }
@@ -319,10 +336,11 @@ mod tests {
         let rs = build(&config(), &services);
         assert_eq!(rs.maps[SERVICE_IPS].elements.len(), 10_000);
         let script = full(&config(), &rs);
-        assert_eq!(script.matches("add element").count(), 10);
+        // 10,000 service IPs and 20,000 hairpin pairs, 1,000 a command.
+        assert_eq!(script.matches("add element").count(), 30);
         let mut changed = services.clone();
         changed[5000].endpoints.pop();
         let script = diff(&config(), &rs, &build(&config(), &changed)).unwrap();
-        assert_eq!(script.lines().count(), 5, "{script}");
+        assert_eq!(script.lines().count(), 4, "{script}");
     }
 }
