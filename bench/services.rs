@@ -7,7 +7,7 @@
 //! one-service addition. Then the same services in a kube-proxy-shaped ruleset (one
 //! `ip daddr … dport … goto` rule per service in the dispatch chain instead of the
 //! verdict map), loaded and changed the same way. Set `SKIFF_BENCH_SERVICES` for
-//! another count. Prints a Markdown table.
+//! another count, `SKIFF_BENCH_DUMP=DIR` to keep the scripts. Prints a Markdown table.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
