@@ -211,6 +211,8 @@ fn assign_node_ports(
     used: &BTreeSet<String>,
 ) -> Result<(), AllocError> {
     let kept = old.map(Allocations::of).unwrap_or_default().node_ports;
+    let service_type = service["spec"]["type"].as_str().unwrap_or("").to_string();
+    let allocate_lb = service["spec"]["allocateLoadBalancerNodePorts"].as_bool();
     let Some(ports) = service["spec"]["ports"].as_array_mut() else {
         return Ok(());
     };
@@ -236,6 +238,9 @@ fn assign_node_ports(
             }
         }
     }
+    if !allocates_node_ports(&service_type, allocate_lb) {
+        return Ok(());
+    }
     let mut rng = rand::rng();
     for port in ports.iter_mut() {
         if port.get("nodePort").and_then(Value::as_u64).is_some() {
@@ -257,10 +262,28 @@ fn assign_node_ports(
     Ok(())
 }
 
+/// Whether ports without a nodePort get one: always for NodePort, for LoadBalancer
+/// unless `allocateLoadBalancerNodePorts: false` (then only the ones asked for stay).
+fn allocates_node_ports(service_type: &str, allocate_lb: Option<bool>) -> bool {
+    service_type != "LoadBalancer" || allocate_lb != Some(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn load_balancers_get_node_ports_unless_told_not_to() {
+        let mut lb = json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+        assign(&mut lb, None, &range(), &BTreeSet::new(), &BTreeSet::new()).unwrap();
+        assert!(lb["spec"]["ports"][0]["nodePort"].as_u64().is_some());
+        let mut lb = json!({"spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+                                     "ports": [{"port": 80}, {"port": 81, "nodePort": 30081}]}});
+        assign(&mut lb, None, &range(), &BTreeSet::new(), &BTreeSet::new()).unwrap();
+        assert!(lb["spec"]["ports"][0].get("nodePort").is_none());
+        assert_eq!(lb["spec"]["ports"][1]["nodePort"], 30081);
+    }
 
     fn range() -> Cidr {
         "10.43.0.0/16".parse().unwrap()

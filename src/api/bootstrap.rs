@@ -1,5 +1,6 @@
 //! Objects every cluster starts with: the default namespaces and the `kubernetes`
-//! Service (first service IP, port 443) with Endpoints pointing at the API server.
+//! Service (first service IP, port 443) with Endpoints and an EndpointSlice pointing
+//! at the API server.
 //! They are created through the API itself, so they are defaulted and validated like
 //! anything a user creates.
 
@@ -48,6 +49,12 @@ pub async fn ensure_defaults(router: &Router, endpoint: &ApiEndpoint) -> Result<
         "/api/v1/namespaces/default/endpoints/kubernetes",
         endpoints,
     )
+    .await?;
+    put(
+        router,
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
+        kubernetes_slice(endpoint),
+    )
     .await
 }
 
@@ -69,6 +76,24 @@ pub async fn ensure_cluster_dns(router: &Router, cluster_dns: IpAddr) -> Result<
                            {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]},
     });
     ensure(router, "/api/v1/namespaces/kube-system/services", service).await
+}
+
+/// The `kubernetes` EndpointSlice, as the API server keeps it: what the node's
+/// service data plane reads to reach the API from pods.
+fn kubernetes_slice(endpoint: &ApiEndpoint) -> Value {
+    let address_type = if endpoint.address.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": address_type,
+        "endpoints": [{"addresses": [endpoint.address.to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": endpoint.port, "protocol": "TCP"}],
+    })
 }
 
 fn admin_request(method: Method, uri: &str, body: &Value) -> Result<Request<Body>, ApiError> {

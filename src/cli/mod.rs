@@ -40,6 +40,8 @@ enum Command {
     Agent(AgentArgs),
     /// Manage the node's images: import archives, list, remove, pull
     Image(image::ImageArgs),
+    /// The node's network: `cleanup` removes skiff's rules and links
+    Network(NetworkArgs),
     /// Run one container (internal: the agent's runtime starts it)
     #[command(hide = true)]
     Shim(crate::runtime::ShimArgs),
@@ -93,6 +95,25 @@ struct AgentArgs {
     node: NodeFlags,
 }
 
+#[derive(clap::Args)]
+struct NetworkArgs {
+    #[command(subcommand)]
+    command: NetworkCommand,
+}
+
+#[derive(Subcommand)]
+enum NetworkCommand {
+    /// Remove skiff's nftables rules and links of a node (run after stopping it)
+    Cleanup {
+        /// The node's pod bridge (its --cni-bridge)
+        #[arg(long, default_value = "cni0")]
+        cni_bridge: String,
+        /// The node's data directory (its --data-dir)
+        #[arg(long, short = 'd', default_value = "/var/lib/skiff")]
+        data_dir: PathBuf,
+    },
+}
+
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log);
@@ -118,6 +139,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Shim(args) => std::process::exit(crate::runtime::shim_main(args)),
         Command::Nsexec(args) => std::process::exit(crate::runtime::exec::exec_main(args)),
         Command::Image(args) => image::run(args),
+        Command::Network(args) => run_network(args),
     }
 }
 
@@ -166,6 +188,27 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     runtime
         .block_on(agent::run_containers(config, runtime_config))
         .context("skiff agent failed (run with --log info for details)")
+}
+
+fn run_network(args: NetworkArgs) -> anyhow::Result<()> {
+    let NetworkCommand::Cleanup {
+        cni_bridge,
+        data_dir,
+    } = args.command;
+    let target = crate::agent::network::CleanupTarget {
+        sink_link: config::sink_link_for(&cni_bridge),
+        bridge: cni_bridge,
+        data_dir,
+    };
+    let errors = crate::agent::network::cleanup(&target);
+    for error in &errors {
+        eprintln!("skiff network cleanup: {error}");
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} cleanup step(s) failed (run as root?)", errors.len())
+    }
 }
 
 fn init_logging(filter: &str) {
@@ -229,6 +272,24 @@ mod tests {
             "edge0",
         ]);
         assert!(agent.is_ok());
+    }
+
+    #[test]
+    fn network_cleanup_takes_the_node_bridge_and_data_dir() {
+        let cli = Cli::try_parse_from(["skiff", "network", "cleanup", "--cni-bridge", "edge0"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Command::Network(NetworkArgs {
+            command:
+                NetworkCommand::Cleanup {
+                    cni_bridge,
+                    data_dir,
+                },
+        }) = cli.command
+        else {
+            panic!("not the network command");
+        };
+        assert_eq!(cni_bridge, "edge0");
+        assert_eq!(data_dir, PathBuf::from("/var/lib/skiff"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! Owns: ReplicaSets' pods, Deployments' ReplicaSets and rollouts, node lifecycle
 //! (leases, taints, pod CIDRs), taint eviction, Endpoints and EndpointSlices, garbage
-//! collection and namespace deletion, event expiry.
+//! collection and namespace deletion, event expiry, load-balancer ingress (ServiceLB).
 //! Built on `component` (Context, Settings, supervise and the event recorder, shared
 //! with the scheduler and agents) and `model`; never `api`, `scheduler` or `agent`.
 //! May call: the API only, through a kube-rs client (`crate::client`) — the same
@@ -21,6 +21,7 @@ pub mod nodes;
 pub mod replicaset;
 pub mod rootca;
 pub mod serviceaccounts;
+pub mod servicelb;
 pub mod taint_eviction;
 
 use std::future::Future;
@@ -47,7 +48,7 @@ pub async fn start_all(
     settings: Settings,
 ) -> Result<(), crate::client::ClientError> {
     type Run = fn(Arc<Context>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-    let controllers: [(&'static str, Run); 7] = [
+    let controllers: [(&'static str, Run); 8] = [
         ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
@@ -55,6 +56,7 @@ pub async fn start_all(
         ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
         ("event-expiry", |ctx| Box::pin(events::expire_forever(ctx))),
         ("taint-eviction", |ctx| Box::pin(taint_eviction::run(ctx))),
+        ("service-lb", |ctx| Box::pin(servicelb::run(ctx))),
     ];
     for (name, run) in controllers {
         let client = crate::client::connect(credentials, &crate::client::user_agent(name)).await?;

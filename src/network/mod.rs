@@ -1,5 +1,5 @@
 //! Pod networking: network namespaces and the CNI invoker that wires them up.
-//! (Services' data plane and routes come with the networking issue.)
+//! The Service data plane's kernel side is `proxy`; nftables go through `nft`.
 //!
 //! Owns: pod network namespaces, CNI invocation and its result cache, the built-in
 //! CNI plugins (`plugins`: bridge, host-local, portmap, loopback), nftables.
@@ -10,3 +10,4 @@ pub mod netns;
 pub mod nft;
 pub mod plugins;
 pub mod overlay;
+pub mod proxy;

@@ -460,6 +460,11 @@ pub fn force_clean_in(scope: &NodeScope) {
             .args(["delete", "table", "ip", &table])
             .output();
     }
+    // The node's services table (`skiff network cleanup` does the same).
+    let table = format!("skiff-{}", scope.bridge);
+    let _ = Command::new("nft")
+        .args(["delete", "table", "ip", &table])
+        .output();
 }
 
 /// Deletes the nat-table rules CNI plugins made for pod addresses in `subnet`

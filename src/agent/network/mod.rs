@@ -8,6 +8,8 @@
 //! May call: the API (with the node's credentials), `crate::network` (the kernel
 //! side: links, routes, nftables), `model`, `host`.
 
+pub mod proxy;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -109,6 +111,7 @@ pub async fn start(
     enable_forwarding();
     overlay::start(client.clone(), config.clone(), pod_cidr).await?;
     dns::start(client.clone(), config.clone());
+    proxy::start(client.clone(), config.clone());
     Ok(())
 }
 
@@ -154,5 +157,65 @@ fn enable_forwarding() {
         if let Err(e) = std::fs::write(path, value) {
             tracing::warn!(path, error = %e, "setting a kernel parameter failed");
         }
+    }
+}
+
+/// Which node instance `skiff network cleanup` cleans (several may share a host).
+#[derive(Debug, Clone)]
+pub struct CleanupTarget {
+    /// The node's pod bridge (`--cni-bridge`): names its table and links.
+    pub bridge: String,
+    /// The service sink link (`<bridge>-sink`).
+    pub sink_link: String,
+    /// The node's data directory (`--data-dir`).
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error("removing the services table {table}: {error}")]
+    Table {
+        table: String,
+        error: crate::network::nft::NftError,
+    },
+    #[error("removing link {link}: {message}")]
+    Link { link: String, message: String },
+}
+
+/// Removes the node's network state that outlives the agent: the services table
+/// (`ip skiff-<bridge>`) and the sink link with its service route. Every step runs;
+/// the errors are collected (a missing piece is not one). Other components add their
+/// steps here.
+pub fn cleanup(target: &CleanupTarget) -> Vec<CleanupError> {
+    let mut errors = Vec::new();
+    let table = crate::network::proxy::table_name(&target.bridge);
+    if let Err(error) = crate::network::nft::delete_table("ip", &table) {
+        errors.push(CleanupError::Table { table, error });
+    }
+    if let Err(message) = delete_link(&target.sink_link) {
+        errors.push(CleanupError::Link {
+            link: target.sink_link.clone(),
+            message,
+        });
+    }
+    errors
+}
+
+/// Deletes `link` (and the routes through it) if it exists.
+fn delete_link(link: &str) -> Result<(), String> {
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("running ip {}: {e}", args.join(" ")))
+    };
+    if !ip(&["link", "show", link])?.status.success() {
+        return Ok(());
+    }
+    let out = ip(&["link", "del", link])?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
 }
