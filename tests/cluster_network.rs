@@ -431,7 +431,7 @@ fn assert_pods_reach_pods_across_nodes(cluster: &NetCluster) {
 }
 
 #[test]
-#[ignore = "needs root; needs the VXLAN pod network of issue 13"]
+#[ignore = "needs root"]
 fn pods_reach_pods_on_other_nodes_over_vxlan() {
     let (cluster, _) = web_cluster(&["--flannel-backend", "vxlan"], &[0, 1, 2], "ClusterIP");
     assert_pods_reach_pods_across_nodes(&cluster);
@@ -439,7 +439,7 @@ fn pods_reach_pods_on_other_nodes_over_vxlan() {
 }
 
 #[test]
-#[ignore = "needs root; needs the host-gw pod network of issue 13"]
+#[ignore = "needs root"]
 fn pods_reach_pods_on_other_nodes_over_host_gw() {
     let (cluster, _) = web_cluster(&["--flannel-backend", "host-gw"], &[0, 1, 2], "ClusterIP");
     assert_pods_reach_pods_across_nodes(&cluster);
@@ -459,7 +459,7 @@ fn pods_reach_pods_on_other_nodes_over_host_gw() {
 }
 
 #[test]
-#[ignore = "needs root; needs the services data plane, cluster DNS and pod network of issue 13"]
+#[ignore = "needs root"]
 fn a_pod_on_one_node_reaches_a_service_on_two_others_by_ip_and_names() {
     let (cluster, web) = web_cluster(&[], &[0, 2], "ClusterIP");
     let ip = cluster_ip(&cluster, "web");
@@ -476,7 +476,7 @@ fn a_pod_on_one_node_reaches_a_service_on_two_others_by_ip_and_names() {
 }
 
 #[test]
-#[ignore = "needs root; needs the services data plane of issue 13"]
+#[ignore = "needs root"]
 fn a_pod_reaches_itself_through_its_own_service() {
     let cluster = NetCluster::start(ClusterSpec::agents(2));
     let node = cluster.name(2);
@@ -499,7 +499,7 @@ fn a_pod_reaches_itself_through_its_own_service() {
 }
 
 #[test]
-#[ignore = "needs root; needs the services data plane and pod network of issue 13"]
+#[ignore = "needs root"]
 fn node_port_answers_on_every_node_and_a_load_balancer_on_the_node_ips() {
     let (cluster, web) = web_cluster(&[], &[0, 2], "NodePort");
     let all: BTreeSet<String> = web.into_iter().collect();
@@ -580,7 +580,7 @@ fn nslookup(cluster: &NetCluster, pod: &str, name: &str) -> Result<BTreeSet<Stri
 }
 
 #[test]
-#[ignore = "needs root; needs the cluster DNS of issue 13 (and its --resolv-conf)"]
+#[ignore = "needs root"]
 fn cluster_dns_answers_services_headless_unknown_and_external_names() {
     // The upstream: a resolver on the underlay, in the resolv.conf every node gets.
     let cluster = NetCluster::start(ClusterSpec::agents(2).with_test_resolver());
@@ -654,7 +654,7 @@ fn tls_handshake_bytes(ca_pem: &str) -> (Vec<u8>, rustls::ClientConnection) {
 }
 
 #[test]
-#[ignore = "needs root; needs the services data plane of issue 13"]
+#[ignore = "needs root"]
 fn a_pod_gets_the_api_servers_tls_handshake_on_the_kubernetes_service() {
     let cluster = NetCluster::start(ClusterSpec::agents(2));
     cluster.apply(&client_pod("client", &cluster.name(1)));
@@ -717,7 +717,7 @@ fn a_failing_readiness_probe_takes_its_pod_out_of_the_endpoints() {
 }
 
 #[test]
-#[ignore = "needs root; needs the services data plane and pod network of issue 13"]
+#[ignore = "needs root"]
 fn a_failing_readiness_probe_takes_its_pod_out_and_traffic_keeps_flowing() {
     readiness_case(true);
 }
@@ -760,7 +760,7 @@ fn a_killed_nodes_endpoints_leave_the_service_when_it_goes_not_ready() {
 }
 
 #[test]
-#[ignore = "needs root; needs the services data plane and pod network of issue 13"]
+#[ignore = "needs root"]
 fn a_killed_nodes_endpoints_leave_the_service_and_traffic_keeps_flowing() {
     killed_node_case(true);
 }
@@ -805,7 +805,7 @@ fn killed_node_case(traffic: bool) {
 }
 
 #[test]
-#[ignore = "needs root; needs the services data plane of issue 13"]
+#[ignore = "needs root"]
 fn a_cluster_ip_without_endpoints_refuses_at_once() {
     let cluster = NetCluster::start(ClusterSpec::agents(2));
     cluster.apply(&service("empty", "nothing-has-this-label", "ClusterIP", ""));
@@ -830,7 +830,7 @@ fn a_cluster_ip_without_endpoints_refuses_at_once() {
 }
 
 #[test]
-#[ignore = "needs root; needs the services data plane of issue 13"]
+#[ignore = "needs root"]
 fn an_unallocated_service_ip_is_refused_and_nothing_leaves_the_node() {
     let mut cluster = NetCluster::start(ClusterSpec::agents(2));
     cluster.apply(&client_pod("client", &cluster.name(1)));
@@ -908,12 +908,31 @@ fn an_unallocated_service_ip_is_refused_and_nothing_leaves_the_node() {
 }
 
 #[test]
-#[ignore = "needs root; needs every part of issue 13 (CNI, data plane, DNS, pod network) to remove what it made on stop"]
+#[ignore = "needs root"]
 fn deleting_everything_and_stopping_leaves_no_rules_links_routes_or_allocations() {
     let (mut cluster, _) = web_cluster(&[], &[0, 2], "NodePort");
     let found = cluster.delete_workloads();
     assert!(found.is_empty(), "after deleting: {found:#?}");
     cluster.stop_nodes_gracefully();
+    // As the installer's skiff-killall.sh does after stopping skiff: rules and links
+    // outlive the agent (pods keep their network across restarts) until this.
+    for i in 0..cluster.len() {
+        let scope = cluster.scope(i).clone();
+        let data = scope.data.to_string_lossy().into_owned();
+        let skiff = env!("CARGO_BIN_EXE_skiff");
+        let args = [
+            skiff,
+            "network",
+            "cleanup",
+            "--cni-bridge",
+            &scope.bridge,
+            "--data-dir",
+            &data,
+            "--cluster-cidr",
+            "10.42.0.0/16",
+        ];
+        let _ = cluster.run_on(i, &args);
+    }
     let mut left = Vec::new();
     for i in 0..cluster.len() {
         left.extend(

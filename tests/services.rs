@@ -371,6 +371,8 @@ fn services_are_served_by_the_node_and_cleanup_removes_the_table() {
             "cleanup",
             "--cni-bridge",
             &scope.bridge,
+            "--cluster-cidr",
+            "10.42.0.0/16",
             "--data-dir",
         ])
         .arg(&data)
@@ -379,6 +381,10 @@ fn services_are_served_by_the_node_and_cleanup_removes_the_table() {
     let table_after_cleanup = nft_table(&scope.bridge).is_some();
     let sink_after_cleanup = Command::new("ip")
         .args(["link", "show", &scope.sink()])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let bridge_after_cleanup = Command::new("ip")
+        .args(["link", "show", &scope.bridge])
         .output()
         .is_ok_and(|o| o.status.success());
     common::node::force_clean(&data);
@@ -397,4 +403,5 @@ fn services_are_served_by_the_node_and_cleanup_removes_the_table() {
     );
     assert!(!table_after_cleanup, "cleanup left the table");
     assert!(!sink_after_cleanup, "cleanup left the sink link");
+    assert!(!bridge_after_cleanup, "cleanup left the pod bridge");
 }

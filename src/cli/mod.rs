@@ -111,6 +111,10 @@ enum NetworkCommand {
         /// The node's data directory (its --data-dir)
         #[arg(long, short = 'd', default_value = "/var/lib/skiff")]
         data_dir: PathBuf,
+        /// The cluster's pod range: only overlay routes inside it are removed
+        /// [default: every route skiff's overlay made here]
+        #[arg(long)]
+        cluster_cidr: Option<crate::model::cidr::Cidr>,
     },
 }
 
@@ -194,11 +198,13 @@ fn run_network(args: NetworkArgs) -> anyhow::Result<()> {
     let NetworkCommand::Cleanup {
         cni_bridge,
         data_dir,
+        cluster_cidr,
     } = args.command;
     let target = crate::agent::network::CleanupTarget {
         sink_link: config::sink_link_for(&cni_bridge),
         bridge: cni_bridge,
         data_dir,
+        cluster_cidr,
     };
     let errors = crate::agent::network::cleanup(&target);
     for error in &errors {
@@ -283,6 +289,7 @@ mod tests {
                 NetworkCommand::Cleanup {
                     cni_bridge,
                     data_dir,
+                    ..
                 },
         }) = cli.command
         else {

@@ -8,6 +8,6 @@
 pub mod cni;
 pub mod netns;
 pub mod nft;
-pub mod plugins;
 pub mod overlay;
+pub mod plugins;
 pub mod proxy;

@@ -169,6 +169,9 @@ pub struct CleanupTarget {
     pub sink_link: String,
     /// The node's data directory (`--data-dir`).
     pub data_dir: PathBuf,
+    /// The cluster's pod range: the overlay routes inside it are removed (`None`:
+    /// every route skiff's overlay made in this network namespace).
+    pub cluster_cidr: Option<Cidr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,23 +183,46 @@ pub enum CleanupError {
     },
     #[error("removing link {link}: {message}")]
     Link { link: String, message: String },
+    #[error("removing the pod network's routes: {0}")]
+    Overlay(NetworkError),
 }
 
 /// Removes the node's network state that outlives the agent: the services table
-/// (`ip skiff-<bridge>`) and the sink link with its service route. Every step runs;
-/// the errors are collected (a missing piece is not one). Other components add their
-/// steps here.
+/// (`ip skiff-<bridge>`), the built-in CNI plugins' tables (`ip skiff-portmap-<bridge>`,
+/// `ip skiff-masq-<bridge>`), the sink link with its service route and the cluster
+/// DNS address, the pod bridge, and the overlay's device and routes. Every step
+/// runs; the errors are collected (a missing piece is not one). Run it after the
+/// node's pods are gone (the data dir and its IPAM state stay, as k3s's killall).
 pub fn cleanup(target: &CleanupTarget) -> Vec<CleanupError> {
     let mut errors = Vec::new();
-    let table = crate::network::proxy::table_name(&target.bridge);
-    if let Err(error) = crate::network::nft::delete_table("ip", &table) {
-        errors.push(CleanupError::Table { table, error });
+    let tables = [
+        crate::network::proxy::table_name(&target.bridge),
+        format!(
+            "{}{}",
+            crate::network::plugins::portmap::TABLE_PREFIX,
+            target.bridge
+        ),
+        format!(
+            "{}{}",
+            crate::network::plugins::bridge::MASQ_TABLE_PREFIX,
+            target.bridge
+        ),
+    ];
+    for table in tables {
+        if let Err(error) = crate::network::nft::delete_table("ip", &table) {
+            errors.push(CleanupError::Table { table, error });
+        }
     }
-    if let Err(message) = delete_link(&target.sink_link) {
-        errors.push(CleanupError::Link {
-            link: target.sink_link.clone(),
-            message,
-        });
+    for link in [&target.sink_link, &target.bridge] {
+        if let Err(message) = delete_link(link) {
+            errors.push(CleanupError::Link {
+                link: link.clone(),
+                message,
+            });
+        }
+    }
+    if let Err(e) = overlay::cleanup_overlay(target.cluster_cidr) {
+        errors.push(CleanupError::Overlay(e));
     }
     errors
 }
