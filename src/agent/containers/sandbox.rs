@@ -87,6 +87,11 @@ pub struct SandboxRecord {
     pub ip: Option<IpAddr>,
     pub started_at: DateTime<Utc>,
     pub host_network: bool,
+    /// The CNI `runtimeConfig` the pod interface was added with (its port
+    /// mappings): DEL passes it again, as plugins such as portmap need it to find
+    /// what they made.
+    #[serde(default)]
+    pub runtime_config: Map<String, Value>,
 }
 
 /// A pod's sandbox on disk.
@@ -167,6 +172,7 @@ impl Sandbox {
                 ip: None,
                 started_at: Utc::now(),
                 host_network,
+                runtime_config: port_mappings(pod),
             },
         };
         for sub in ["ns", "etc", "shm", "volumes", "containers"] {
@@ -213,7 +219,7 @@ impl Sandbox {
                 .await?;
             let result = network
                 .pod
-                .add(&sandbox.attachment(POD_IFNAME, port_mappings(pod)))
+                .add(&sandbox.attachment(POD_IFNAME, sandbox.record.runtime_config.clone()))
                 .await?;
             let ip = cni::first_ipv4(&result).ok_or_else(|| SandboxError::NoAddress {
                 pod: sandbox.record.name.clone(),
@@ -286,7 +292,7 @@ impl Sandbox {
             if let Some(network) = network {
                 let pod = network
                     .pod
-                    .del(&self.attachment(POD_IFNAME, Map::new()))
+                    .del(&self.attachment(POD_IFNAME, self.record.runtime_config.clone()))
                     .await;
                 errors.extend(
                     pod.err()
