@@ -169,7 +169,9 @@ fn create_pair(
     link::ip(&args)?;
     link::ip(&["link", "set", host, "master", &conf.bridge, "up"])?;
     if conf.hairpin_mode {
-        link::sysctl_path(&format!("/sys/class/net/{host}/brport/hairpin_mode"), "1")?;
+        // Through netlink, not /sys/class/net: sysfs shows the network namespace it
+        // was mounted in, which need not be the node's.
+        link::ip(&["link", "set", host, "type", "bridge_slave", "hairpin", "on"])?;
     }
     Ok(())
 }
