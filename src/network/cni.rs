@@ -331,8 +331,8 @@ pub fn first_ipv4(result: &Value) -> Option<std::net::Ipv4Addr> {
 /// the pods' gateway) with host-local IPAM over the node's pod CIDR, hairpin, and
 /// portmap for hostPorts. No masquerading here: pod traffic to other nodes keeps its
 /// source, and egress masquerading belongs to the node's services data plane.
-pub fn default_conflist(pod_cidr: &str, ipam_dir: &Path, bridge: &str) -> Value {
-    json!({
+pub fn default_conflist(pod_cidr: &str, ipam_dir: &Path, bridge: &str, mtu: Option<u32>) -> Value {
+    let mut conflist = json!({
         "cniVersion": "1.0.0",
         "name": "skiff",
         "plugins": [
@@ -341,7 +341,13 @@ pub fn default_conflist(pod_cidr: &str, ipam_dir: &Path, bridge: &str) -> Value 
                       "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ipam_dir}},
             {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
         ]
-    })
+    });
+    // The pod network's MTU (the uplink's, less the overlay's header), so pods never
+    // send what the tunnel must fragment.
+    if let Some(mtu) = mtu {
+        conflist["plugins"][0]["mtu"] = json!(mtu);
+    }
+    conflist
 }
 
 #[cfg(test)]
@@ -366,13 +372,14 @@ mod tests {
 
     #[test]
     fn plugin_configs_get_name_version_prev_result_and_only_declared_capabilities() {
-        let conflist = default_conflist("10.42.0.0/24", Path::new("/tmp/ipam"), "cni0");
+        let conflist = default_conflist("10.42.0.0/24", Path::new("/tmp/ipam"), "cni0", Some(1450));
         let invoker = Invoker::new(vec![], "/tmp/cache".into(), conflist.clone()).unwrap();
         let prev = json!({"ips": [{"address": "10.42.0.5/24"}]});
         let bridge = invoker.plugin_config(&conflist["plugins"][0], None, &attachment());
         assert_eq!(bridge["name"], "skiff");
         assert_eq!(bridge["cniVersion"], "1.0.0");
         assert!(bridge.get("runtimeConfig").is_none());
+        assert_eq!(bridge["mtu"], 1450);
         let portmap = invoker.plugin_config(&conflist["plugins"][1], Some(&prev), &attachment());
         assert_eq!(portmap["prevResult"], prev);
         assert!(portmap["runtimeConfig"]["portMappings"].is_array());

@@ -224,6 +224,7 @@ impl ContainerRuntime {
                     pod_cidr,
                     &state.join("ipam"),
                     &config.cni_bridge,
+                    crate::agent::network::overlay::pod_mtu(&config.network),
                 )
             });
         Network::new(config.cni_bin_dirs.clone(), &state, conflist).map_err(|e| RuntimeError::Pod {
