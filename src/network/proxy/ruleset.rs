@@ -132,10 +132,16 @@ fn skeleton(config: &TableConfig) -> Ruleset {
         chain(
             Some("type nat hook postrouting priority 100; policy accept;"),
             vec![
+                // Local to local (through `lo`) needs no SNAT, and masquerading there
+                // would take another interface's address (lo's are host-scoped) and
+                // break the node's own connections, e.g. to an API server endpoint.
+                "oifname \"lo\" return".to_string(),
                 format!(
                     "meta mark & {MASQUERADE_MARK} == {MASQUERADE_MARK} meta mark set meta mark ^ {MASQUERADE_MARK} masquerade fully-random"
                 ),
-                format!("{ip} saddr . {ip} daddr @{HAIRPIN} masquerade fully-random"),
+                // Only connections a service chain DNATed: an endpoint's own direct
+                // connections to itself are not hairpin.
+                format!("ct status dnat {ip} saddr . {ip} daddr @{HAIRPIN} masquerade fully-random"),
                 // Pod egress, as flannel: pods keep their address inside the cluster.
                 format!(
                     "{ip} saddr {cluster} {ip} daddr != {cluster} {ip} daddr != 224.0.0.0/4 masquerade fully-random"
@@ -350,8 +356,9 @@ mod tests {
         let hairpin: Vec<&String> = rs.maps[HAIRPIN].elements.keys().collect();
         assert_eq!(hairpin, ["10.42.0.2 . 10.42.0.2", "10.42.0.3 . 10.42.0.3"]);
         assert!(!rs.chains.keys().any(|c| c.starts_with("sep-")));
-        assert!(rules(&rs, "nat-postrouting")
-            .contains(&"ip saddr . ip daddr @hairpin masquerade fully-random".to_string()));
+        assert!(rules(&rs, "nat-postrouting").contains(
+            &"ct status dnat ip saddr . ip daddr @hairpin masquerade fully-random".to_string()
+        ));
     }
 
     #[test]
