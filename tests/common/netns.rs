@@ -749,7 +749,13 @@ impl NetCluster {
         if self.torn_down {
             return Vec::new();
         }
-        // A killed agent comes back, so that its pods can be deleted and cleaned.
+        // A stopped server and killed agents come back, so that pods can be deleted
+        // and cleaned through the API.
+        if let Some(server) = self.server.as_mut() {
+            if server.child.is_none() {
+                server.restart();
+            }
+        }
         for agent in self.agents.iter_mut().flatten() {
             if agent.pid().is_none() {
                 agent.restart();
