@@ -28,13 +28,13 @@ command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 # Debian's CNI plugins: the tests run the same cases against them as against
 # skiff's built-in ones (tests/cni_plugins.rs, pod_network.rs).
 [ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
-# The built-in portmap and the node's rules.
+# The node's network at run time: nftables (services, built-in portmap) and
+# conntrack (stale UDP flows of services).
 command -v nft >/dev/null || need_pkgs+=(nftables)
+command -v conntrack >/dev/null || need_pkgs+=(conntrack)
 # Debian's portmap and masquerading, and the tests' clean-up of their chains.
 command -v iptables >/dev/null || need_pkgs+=(iptables)
-# Multi-node tests (tests/cluster_network.rs): nftables rules in each node's
-# namespace, captures on the test underlay.
-command -v nft >/dev/null || need_pkgs+=(nftables)
+# Multi-node tests (tests/cluster_network.rs): captures on the test underlay.
 command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
 # The container runtime (libcontainer links libseccomp statically) and its tests.
 [ -e /usr/include/seccomp.h ] || need_pkgs+=(libseccomp-dev)
