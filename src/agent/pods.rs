@@ -18,11 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -74,24 +73,13 @@ pub async fn sync_forever(
     runtime: Arc<dyn PodRuntime>,
 ) {
     let api: Api<Pod> = Api::all(client.clone());
-    let (reader, writer) = reflector::store();
     let changed = Arc::new(Notify::new());
     let selector = format!("spec.nodeName={}", config.node_name);
-    let watch = reflector::reflector(
-        writer,
-        crate::client::lenient::watcher(api, watcher::Config::default().fields(&selector)),
-    )
-    .default_backoff()
-    .touched_objects();
-    let notify = changed.clone();
-    tokio::spawn(async move {
-        futures::pin_mut!(watch);
-        while let Some(event) = watch.next().await {
-            if event.is_ok() {
-                notify.notify_one();
-            }
-        }
-    });
+    let reader = crate::client::lenient::notifying_cache(
+        api,
+        watcher::Config::default().fields(&selector),
+        changed.clone(),
+    );
     let mut pool = IpPool::default();
     let deleting = Deleting::default();
     // Nothing is judged before the first full list: an empty cache would make every

@@ -119,6 +119,32 @@ where
         .filter_map(move |event| futures::future::ready(keep_decoded(event, &kind)))
 }
 
+/// A cache of `K` fed by [`watcher`] in its own task, waking `changed` on every
+/// event: what a level-triggered loop waits on and then reads.
+pub fn notifying_cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: std::sync::Arc<tokio::sync::Notify>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Clone + Eq + Hash,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config))
+        .default_backoff()
+        .touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            if event.is_ok() {
+                changed.notify_one();
+            }
+        }
+    });
+    reader
+}
+
 /// `api.list(params)`, minus the objects that do not decode (each logged once).
 pub async fn list<K>(api: &Api<K>, params: &ListParams) -> Result<ObjectList<K>, kube::Error>
 where

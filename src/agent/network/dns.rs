@@ -14,11 +14,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::Api;
 use tokio::sync::Notify;
 
@@ -131,22 +130,11 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        crate::client::lenient::watcher(Api::<K>::all(client), watcher::Config::default()),
+    crate::client::lenient::notifying_cache(
+        Api::<K>::all(client),
+        watcher::Config::default(),
+        changed,
     )
-    .default_backoff()
-    .touched_objects();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            if event.is_ok() {
-                changed.notify_one();
-            }
-        }
-    });
-    reader
 }
 
 /// What DNS needs of the Services and EndpointSlices: every Service with an

@@ -20,11 +20,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use tokio::sync::Notify;
 
 use super::{FlannelBackend, NetworkConfig, NetworkError};
@@ -158,23 +157,12 @@ pub fn cleanup_overlay(cluster_cidr: Option<Cidr>) -> Result<usize, NetworkError
 /// Watches all Nodes and reconciles on each change and every [`RESYNC`]; never ends.
 async fn run(client: kube::Client, local: Arc<Local>) {
     let api: Api<Node> = Api::all(client.clone());
-    let (reader, writer) = reflector::store();
     let changed = Arc::new(Notify::new());
-    let watch = reflector::reflector(
-        writer,
-        crate::client::lenient::watcher(api.clone(), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let notify = changed.clone();
-    tokio::spawn(async move {
-        futures::pin_mut!(watch);
-        while let Some(event) = watch.next().await {
-            if event.is_ok() {
-                notify.notify_one();
-            }
-        }
-    });
+    let reader = crate::client::lenient::notifying_cache(
+        api.clone(),
+        watcher::Config::default(),
+        changed.clone(),
+    );
     if reader.wait_until_ready().await.is_err() {
         return;
     }

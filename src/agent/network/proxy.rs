@@ -15,11 +15,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::Api;
 use tokio::sync::Notify;
 
@@ -154,22 +153,7 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        crate::client::lenient::watcher(api, watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            if event.is_ok() {
-                changed.notify_one();
-            }
-        }
-    });
-    reader
+    crate::client::lenient::notifying_cache(api, watcher::Config::default(), changed)
 }
 
 /// The service ports `node` serves, from every Service and EndpointSlice: IPv4
