@@ -47,6 +47,10 @@ command -v htpasswd >/dev/null || need_pkgs+=(apache2-utils)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 # Cluster DNS tests ask with dig.
 command -v dig >/dev/null || need_pkgs+=(dnsutils)
+# install.sh and the scripts it writes must be shellcheck-clean (tests/install.rs).
+command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
+# The written systemd units must pass `systemd-analyze verify` (tests/install.rs).
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   as_root apt-get update -qq

@@ -1,0 +1,479 @@
+//! End-to-end tests of `install.sh` (issue 14): the installer runs for real, as root,
+//! and downloads the built skiff over HTTP, but inside namespaces the test makes, so it
+//! touches nothing on the machine:
+//!
+//! - a private mount namespace in which `/usr/local/bin`, `/etc/systemd/system`,
+//!   `/etc/skiff` and `/var/lib/skiff` are empty tmpfs mounts (`/etc` and `/var/lib`
+//!   get a tmpfs-backed overlay first, so `/etc/skiff` and `/var/lib/skiff` can be
+//!   made there without creating them on the host);
+//! - a new network namespace, where the "release server" (`python3 -m http.server`
+//!   serving `skiff-<arch>` — the built binary — and a real `sha256sum-<arch>.txt`)
+//!   listens on 127.0.0.1, and where `skiff network cleanup` (run by the killall
+//!   script) finds only links this test made;
+//! - a new PID namespace, so the killall script sees only processes started here
+//!   (it must never see another test's or the machine's skiff).
+//!
+//! systemd can't run here (PID 1 is not systemd), so the tests of the systemd branch
+//! (enable, restart only when something changed) mount a tmpfs on `/run/systemd` with
+//! an empty `system/` in it, which is how the installer (as k3s's) tells that systemd
+//! runs, and put a recording `systemctl` stand-in first on PATH. The units themselves
+//! are checked with the real `systemd-analyze verify`.
+//!
+//! Each scenario is one shell script run in those namespaces; what the assertions need
+//! (small files, modes, command output) is copied to a directory of the host's
+//! temporary space that the script gets as `$OUT`.
+//!
+//! Needs root, `unshare`, `python3`, `systemd-analyze` and `shellcheck`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
+/// Where the release server listens inside the scenario's network namespace.
+const RELEASE_URL: &str = "http://127.0.0.1:8080";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The installer's name for this machine's architecture.
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "armhf",
+        other => panic!("no release architecture for {other}"),
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a hash")
+        .to_string()
+}
+
+/// One scenario's directories on the host: the release to serve and `$OUT`.
+struct Scenario {
+    dir: tempfile::TempDir,
+}
+
+/// What a scenario's script left.
+struct Outcome {
+    output: Output,
+    out: PathBuf,
+}
+
+impl Scenario {
+    /// A release of the built binary, with a correct checksum file unless `bad_sum`.
+    fn new(bad_sum: bool) -> Scenario {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let release = dir.path().join("release");
+        std::fs::create_dir_all(&release).expect("mkdir release");
+        std::fs::create_dir_all(dir.path().join("out")).expect("mkdir out");
+        std::fs::create_dir_all(dir.path().join("scratch")).expect("mkdir scratch");
+        let binary = format!("skiff-{}", arch());
+        std::os::unix::fs::symlink(SKIFF, release.join(&binary)).expect("link the binary");
+        let hash = if bad_sum {
+            "0".repeat(64)
+        } else {
+            sha256(Path::new(SKIFF))
+        };
+        std::fs::write(
+            release.join(format!("sha256sum-{}.txt", arch())),
+            format!("{hash}  {binary}\n"),
+        )
+        .expect("write the checksum file");
+        Scenario { dir }
+    }
+
+    /// Runs `script` in fresh mount, network and PID namespaces prepared as the module
+    /// doc says; `systemd`: with the `/run/systemd/system` marker and the recording
+    /// `systemctl` (its calls go to `$OUT/systemctl.log`).
+    fn run(&self, script: &str, systemd: bool) -> Outcome {
+        let root = self.dir.path();
+        let prelude = format!(
+            r#"set -e
+export INSTALL_SH={install} REPO={repo} BUILT_SKIFF={skiff} OUT={out} RELEASE_URL={url}
+scratch={scratch}
+mount -t tmpfs tmpfs "$scratch"
+mkdir "$scratch/etc-up" "$scratch/etc-work" "$scratch/lib-up" "$scratch/lib-work" "$scratch/bin" "$scratch/tmp"
+export TMPDIR="$scratch/tmp"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$scratch/etc-up,workdir=$scratch/etc-work" /etc
+mount -t overlay overlay -o "lowerdir=/var/lib,upperdir=$scratch/lib-up,workdir=$scratch/lib-work" /var/lib
+mkdir -p /etc/skiff /var/lib/skiff
+for dir in /usr/local/bin /etc/systemd/system /etc/skiff /var/lib/skiff; do
+    mount -t tmpfs -o mode=0755 tmpfs "$dir"
+done
+mount -t tmpfs tmpfs /run/systemd
+ip link set lo up
+(cd {release} && exec python3 -m http.server 8080 --bind 127.0.0.1 >"$OUT/http.log" 2>&1) &
+tries=0
+until curl -sf -o /dev/null "$RELEASE_URL/"; do
+    tries=$((tries + 1)); [ $tries -lt 100 ] || {{ echo "the release server did not start" >&2; exit 1; }}
+    sleep 0.1
+done
+if {systemd}; then
+    mkdir /run/systemd/system
+    printf '#!/bin/sh\necho "$*" >> "$OUT/systemctl.log"\n' > "$scratch/bin/systemctl"
+    chmod +x "$scratch/bin/systemctl"
+    export PATH="$scratch/bin:$PATH"
+fi
+# Copies what the assertions read: small files and their modes, under $OUT/<tag>.
+snapshot() {{
+    mkdir -p "$OUT/$1"
+    for dir in /usr/local/bin /etc/systemd/system /etc/skiff /var/lib/skiff; do
+        find "$dir" -mindepth 1 -printf '%p %m\n' >> "$OUT/$1/listing"
+        find "$dir" -mindepth 1 -maxdepth 1 -type f -size -1000k -exec cp {{}} "$OUT/$1/" \;
+    done
+    touch "$OUT/$1/listing"
+}}
+"#,
+            install = repo().join("install.sh").display(),
+            repo = repo().display(),
+            skiff = SKIFF,
+            out = root.join("out").display(),
+            url = RELEASE_URL,
+            scratch = root.join("scratch").display(),
+            release = root.join("release").display(),
+        );
+        let output = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--net",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "sh",
+                "-c",
+            ])
+            .arg(format!("{prelude}\n{script}"))
+            .env_remove("SKIFF_URL")
+            .env_remove("SKIFF_TOKEN")
+            .env_remove("SKIFF_TOKEN_FILE")
+            .env_remove("SKIFF_LOG")
+            .output()
+            .expect("running unshare");
+        Outcome {
+            output,
+            out: root.join("out"),
+        }
+    }
+}
+
+impl Outcome {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    fn assert_success(&self) -> &Self {
+        assert!(
+            self.output.status.success(),
+            "scenario failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            self.output.status,
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+
+    fn file(&self, rel: &str) -> String {
+        let path = self.out.join(rel);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    }
+
+    /// `path mode` lines of a snapshot's listing.
+    fn listing(&self, tag: &str) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .file(&format!("{tag}/listing"))
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+}
+
+fn canonical_unit(name: &str) -> String {
+    let path = repo().join("systemd").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// `unit` with its ExecStart line replaced by `exec_start`.
+fn with_exec_start(unit: &str, exec_start: &str) -> String {
+    let lines: Vec<&str> = unit
+        .lines()
+        .map(|line| {
+            if line.starts_with("ExecStart=") {
+                exec_start
+            } else {
+                line
+            }
+        })
+        .collect();
+    format!("{}\n", lines.join("\n"))
+}
+
+fn env_lines(text: &str) -> Vec<&str> {
+    text.lines().collect()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn server_install_writes_the_binary_unit_env_file_and_scripts_and_uninstalls() {
+    let scenario = Scenario::new(false);
+    let outcome = scenario.run(
+        r#"
+export SKIFF_TOKEN=s3cret
+export INSTALL_SKIFF_BINARY_URL="$RELEASE_URL"
+sh "$INSTALL_SH" --tls-san skiff.example --cgroup-root /skiff-install-test > "$OUT/first.log" 2>&1
+sha256sum /usr/local/bin/skiff | cut -d' ' -f1 > "$OUT/installed.sha256"
+systemd-analyze verify /etc/systemd/system/skiff.service > "$OUT/verify.log" 2>&1 || true
+shellcheck -s sh /usr/local/bin/skiff-killall.sh /usr/local/bin/skiff-uninstall.sh > "$OUT/shellcheck.log" 2>&1 || true
+snapshot installed
+sh "$INSTALL_SH" --tls-san skiff.example --cgroup-root /skiff-install-test > "$OUT/second.log" 2>&1
+# Data and configuration the uninstall must remove too.
+mkdir -p /var/lib/skiff/server && echo token > /var/lib/skiff/server/token
+echo 'node-name: n1' > /etc/skiff/config.yaml
+/usr/local/bin/skiff-uninstall.sh > "$OUT/uninstall.log" 2>&1
+snapshot uninstalled
+"#,
+        false,
+    );
+    outcome.assert_success();
+
+    assert_eq!(
+        outcome.file("installed.sha256").trim(),
+        sha256(Path::new(SKIFF)),
+        "the installed binary is the downloaded one"
+    );
+    let unit = outcome.file("installed/skiff.service");
+    assert_eq!(
+        unit,
+        with_exec_start(
+            &canonical_unit("skiff.service"),
+            r#"ExecStart=/usr/local/bin/skiff server "--tls-san" "skiff.example" "--cgroup-root" "/skiff-install-test""#
+        ),
+        "the written unit is systemd/skiff.service with the flags on ExecStart"
+    );
+    assert_eq!(outcome.file("verify.log"), "", "systemd-analyze verify");
+    assert_eq!(
+        outcome.file("shellcheck.log"),
+        "",
+        "shellcheck of the written scripts"
+    );
+    assert_eq!(
+        env_lines(&outcome.file("installed/skiff.service.env")),
+        ["SKIFF_TOKEN=s3cret"]
+    );
+    assert_eq!(
+        outcome.listing("installed"),
+        [
+            "/etc/systemd/system/skiff.service 644",
+            "/etc/systemd/system/skiff.service.env 600",
+            "/usr/local/bin/skiff 755",
+            "/usr/local/bin/skiff-killall.sh 755",
+            "/usr/local/bin/skiff-uninstall.sh 755",
+        ]
+    );
+
+    let first = outcome.file("first.log");
+    assert!(first.contains("installing /usr/local/bin/skiff"), "{first}");
+    assert!(first.contains("systemd is not running"), "{first}");
+    assert!(!first.contains("no change"), "{first}");
+    let second = outcome.file("second.log");
+    assert!(second.contains("is already this release"), "{second}");
+    assert!(
+        second.contains("no change to /usr/local/bin/skiff"),
+        "the same inputs again change nothing: {second}"
+    );
+
+    assert_eq!(
+        outcome.listing("uninstalled"),
+        Vec::<String>::new(),
+        "the uninstall removes everything: {}",
+        outcome.file("uninstall.log")
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_bad_checksum_fails_and_installs_nothing() {
+    let scenario = Scenario::new(true);
+    let outcome = scenario.run(
+        r#"
+status=0
+INSTALL_SKIFF_BINARY_URL="$RELEASE_URL" sh "$INSTALL_SH" > "$OUT/install.log" 2>&1 || status=$?
+echo "$status" > "$OUT/status"
+snapshot after
+"#,
+        false,
+    );
+    outcome.assert_success();
+    assert_ne!(outcome.file("status").trim(), "0", "the install must fail");
+    assert!(
+        outcome.file("install.log").contains("checksum mismatch"),
+        "{}",
+        outcome.file("install.log")
+    );
+    assert_eq!(outcome.listing("after"), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_agent_install_writes_the_agent_unit_and_its_env_file() {
+    let scenario = Scenario::new(false);
+    let outcome = scenario.run(
+        r#"
+status=0
+SKIFF_URL=https://192.0.2.1:6443 sh "$INSTALL_SH" > "$OUT/no-token.log" 2>&1 || status=$?
+echo "$status" > "$OUT/no-token.status"
+snapshot no-token
+export INSTALL_SKIFF_BINARY_URL="$RELEASE_URL"
+SKIFF_URL=https://192.0.2.1:6443 SKIFF_TOKEN=K10abc::server:xyz sh "$INSTALL_SH" > "$OUT/install.log" 2>&1
+systemd-analyze verify /etc/systemd/system/skiff-agent.service > "$OUT/verify.log" 2>&1 || true
+snapshot installed
+"#,
+        false,
+    );
+    outcome.assert_success();
+    assert_ne!(outcome.file("no-token.status").trim(), "0");
+    assert!(outcome
+        .file("no-token.log")
+        .contains("an agent needs SKIFF_TOKEN or SKIFF_TOKEN_FILE"));
+    assert_eq!(outcome.listing("no-token"), Vec::<String>::new());
+
+    assert_eq!(
+        outcome.file("installed/skiff-agent.service"),
+        canonical_unit("skiff-agent.service"),
+        "the written unit is systemd/skiff-agent.service, byte for byte"
+    );
+    assert_eq!(outcome.file("verify.log"), "", "systemd-analyze verify");
+    assert_eq!(
+        env_lines(&outcome.file("installed/skiff-agent.service.env")),
+        [
+            "SKIFF_TOKEN=K10abc::server:xyz",
+            "SKIFF_URL=https://192.0.2.1:6443"
+        ]
+    );
+    assert_eq!(
+        outcome.listing("installed"),
+        [
+            "/etc/systemd/system/skiff-agent.service 644",
+            "/etc/systemd/system/skiff-agent.service.env 600",
+            "/usr/local/bin/skiff 755",
+            "/usr/local/bin/skiff-agent-uninstall.sh 755",
+            "/usr/local/bin/skiff-killall.sh 755",
+        ]
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn skip_download_uses_the_binary_in_place_and_the_canonical_units_verify() {
+    let scenario = Scenario::new(false);
+    let outcome = scenario.run(
+        r#"
+cp "$BUILT_SKIFF" /usr/local/bin/skiff
+sha256sum /usr/local/bin/skiff | cut -d' ' -f1 > "$OUT/before.sha256"
+# Nothing listens there: a download would fail.
+INSTALL_SKIFF_SKIP_DOWNLOAD=true INSTALL_SKIFF_BINARY_URL=http://127.0.0.1:1 \
+    sh "$INSTALL_SH" > "$OUT/install.log" 2>&1
+sha256sum /usr/local/bin/skiff | cut -d' ' -f1 > "$OUT/after.sha256"
+systemd-analyze verify "$REPO/systemd/skiff.service" "$REPO/systemd/skiff-agent.service" \
+    > "$OUT/verify.log" 2>&1 || true
+snapshot installed
+"#,
+        false,
+    );
+    outcome.assert_success();
+    let log = outcome.file("install.log");
+    assert!(log.contains("using /usr/local/bin/skiff in place"), "{log}");
+    assert!(!log.contains("downloading"), "{log}");
+    assert_eq!(outcome.file("before.sha256"), outcome.file("after.sha256"));
+    assert_eq!(
+        outcome.file("installed/skiff.service"),
+        canonical_unit("skiff.service"),
+        "the written unit is systemd/skiff.service, byte for byte"
+    );
+    assert_eq!(
+        outcome.file("verify.log"),
+        "",
+        "systemd-analyze verify of systemd/*.service"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn under_systemd_it_enables_and_restarts_only_when_something_changed() {
+    let scenario = Scenario::new(false);
+    let outcome = scenario.run(
+        r#"
+export INSTALL_SKIFF_BINARY_URL="$RELEASE_URL"
+sh "$INSTALL_SH" > "$OUT/first.log" 2>&1
+echo --- >> "$OUT/systemctl.log"
+sh "$INSTALL_SH" > "$OUT/same.log" 2>&1
+echo --- >> "$OUT/systemctl.log"
+sh "$INSTALL_SH" --node-label edge=true > "$OUT/changed-flags.log" 2>&1
+echo --- >> "$OUT/systemctl.log"
+SKIFF_LOG=info sh "$INSTALL_SH" --node-label edge=true > "$OUT/changed-env.log" 2>&1
+echo --- >> "$OUT/systemctl.log"
+INSTALL_SKIFF_SKIP_ENABLE=true INSTALL_SKIFF_SKIP_START=true sh "$INSTALL_SH" > "$OUT/skip.log" 2>&1
+"#,
+        true,
+    );
+    outcome.assert_success();
+    let calls = outcome.file("systemctl.log");
+    let runs: Vec<Vec<&str>> = calls
+        .split("---\n")
+        .map(|run| run.lines().collect())
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            vec![
+                "daemon-reload",
+                "enable skiff.service",
+                "restart skiff.service"
+            ],
+            vec![
+                "daemon-reload",
+                "enable skiff.service",
+                "start skiff.service"
+            ],
+            vec![
+                "daemon-reload",
+                "enable skiff.service",
+                "restart skiff.service"
+            ],
+            vec![
+                "daemon-reload",
+                "enable skiff.service",
+                "restart skiff.service"
+            ],
+            // The unit changed back (no flags): written, but neither enabled nor started.
+            vec!["daemon-reload"],
+        ],
+        "systemctl calls per run"
+    );
+    let same = outcome.file("same.log");
+    assert!(same.contains("skiff unchanged, not restarting"), "{same}");
+    assert!(outcome
+        .file("first.log")
+        .contains("restarting skiff.service"));
+    assert!(outcome
+        .file("skip.log")
+        .contains("INSTALL_SKIFF_SKIP_START=true"));
+}
