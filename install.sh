@@ -414,10 +414,10 @@ unmount_below() {
     done
 }
 
-# Empty cgroups left under CGROUP_ROOT (a cgroup with processes is never removed).
+# The empty cgroups of CGROUP_ROOT, and it (a cgroup with processes is never removed).
 remove_cgroups() {
     cgroup_dirs | while read -r dir; do
-        find "$dir" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+        find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done
 }
 

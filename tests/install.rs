@@ -477,3 +477,186 @@ INSTALL_SKIFF_SKIP_ENABLE=true INSTALL_SKIFF_SKIP_START=true sh "$INSTALL_SH" > 
         .file("skip.log")
         .contains("INSTALL_SKIFF_SKIP_START=true"));
 }
+
+/// The installed server, started as its unit would start it, with a pod running, in
+/// the scenario's own namespaces; a bystander skiff (the built binary at its own path,
+/// an API-only server with its own data dir) runs beside it. The killall script must
+/// stop the server, the pod's container and its shim, unmount the pod's mounts,
+/// remove the bridge, the sink link and skiff's nftables tables, keep the data, and
+/// leave the bystander running. The containers' cgroups are the only thing made
+/// outside the namespaces: under a cgroup root named for this test, removed by the
+/// killall (and by the test if it fails before).
+#[test]
+#[ignore = "needs root"]
+fn killall_stops_the_installed_skiff_and_its_containers_and_keeps_the_data() {
+    let cgroup_root = format!("/skiff-install-killall-{}", std::process::id());
+    let scenario = Scenario::new(false);
+    let script = r#"
+CG=@CGROUP_ROOT@
+kc() { kubectl --kubeconfig /etc/skiff/skiff.yaml "$@"; }
+export INSTALL_SKIFF_BINARY_URL="$RELEASE_URL"
+sh "$INSTALL_SH" --cgroup-root "$CG" --cni-bridge skt0 --advertise-address 127.0.0.1 \
+    --private-registry /etc/skiff/registries.yaml --disable-default-registry-endpoint \
+    > "$OUT/install.log" 2>&1
+
+# A busybox image in the node's air-gap directory; docker.io points nowhere.
+img="$scratch/img"
+mkdir -p "$img/rootfs/bin" "$img/image" /var/lib/skiff/agent/images
+cp /bin/busybox "$img/rootfs/bin/busybox"
+for applet in sh sleep; do ln -s busybox "$img/rootfs/bin/$applet"; done
+tar --owner=0 --group=0 --numeric-owner -C "$img/rootfs" -cf "$img/image/layer.tar" .
+diff_id=$(sha256sum "$img/image/layer.tar" | cut -d' ' -f1)
+printf '{"architecture":"%s","os":"linux","config":{"Cmd":["sh"],"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$(dpkg --print-architecture 2>/dev/null || echo amd64)" "$diff_id" > "$img/image/config.json"
+echo '[{"Config":"config.json","RepoTags":["killall:1"],"Layers":["layer.tar"]}]' > "$img/image/manifest.json"
+tar -C "$img/image" -cf /var/lib/skiff/agent/images/killall.tar manifest.json config.json layer.tar
+printf 'mirrors:\n  docker.io:\n    endpoint: ["http://127.0.0.1:9"]\n' > /etc/skiff/registries.yaml
+
+# The bystander: another skiff, the built binary, its own data dir and port.
+: > "$scratch/bystander.yaml"
+"$BUILT_SKIFF" server --disable-agent --config "$scratch/bystander.yaml" \
+    --data-dir "$scratch/bystander" --bind-address 127.0.0.1 --https-listen-port 7443 \
+    --write-kubeconfig "$scratch/bystander.kubeconfig" > "$OUT/bystander.log" 2>&1 &
+bystander=$!
+
+# The installed server, with the unit's command line and environment.
+exec_start=$(sed -n 's/^ExecStart=//p' /etc/systemd/system/skiff.service)
+(set -a; . /etc/systemd/system/skiff.service.env; set +a; eval "exec $exec_start") \
+    > "$OUT/server.log" 2>&1 &
+tries=0
+until kc get --raw /readyz > /dev/null 2>&1; do
+    tries=$((tries + 1)); [ $tries -lt 300 ] || { echo "the server did not come up" >&2; exit 1; }
+    sleep 0.2
+done
+kc apply -f - > /dev/null <<'POD'
+apiVersion: v1
+kind: Pod
+metadata: {name: victim}
+spec:
+  containers:
+  - {name: c, image: "killall:1", imagePullPolicy: Never, command: ["sleep", "1000000"]}
+POD
+if ! kc wait --for=condition=Ready pod/victim --timeout=180s > /dev/null; then
+    kc describe pod victim >&2 || true
+    tail -n 40 "$OUT/server.log" >&2
+    exit 1
+fi
+
+# What skiff's processes, the pod's container, mounts, links and tables are now.
+state() {
+    mkdir -p "$OUT/$1"
+    for dir in /proc/[0-9]*; do
+        exe=$(readlink "$dir/exe" 2>/dev/null) || continue
+        echo "${dir#/proc/} $exe $(tr '\0' ' ' < "$dir/cmdline")"
+    done > "$OUT/$1/processes"
+    find /sys/fs/cgroup -path "*$CG/*" -name cgroup.procs -exec cat {} + > "$OUT/$1/container-pids" 2>/dev/null || true
+    find /sys/fs/cgroup -maxdepth 3 -type d -path "*$CG" > "$OUT/$1/cgroups" 2>/dev/null || true
+    awk '{print $5}' /proc/self/mountinfo | grep '^/var/lib/skiff/' > "$OUT/$1/mounts" || true
+    ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 > "$OUT/$1/links"
+    nft list tables > "$OUT/$1/tables"
+    find /var/lib/skiff -maxdepth 2 > "$OUT/$1/data"
+}
+state before
+status=0
+/usr/local/bin/skiff-killall.sh > "$OUT/killall.log" 2>&1 || status=$?
+echo "$status" > "$OUT/killall.status"
+state after
+kill -0 "$bystander" && echo alive > "$OUT/bystander.status"
+kill "$bystander"
+"#
+    .replace("@CGROUP_ROOT@", &cgroup_root);
+    let outcome = scenario.run(&script, false);
+    remove_cgroups(&cgroup_root);
+    outcome.assert_success();
+    let lines =
+        |path: &str| -> Vec<String> { outcome.file(path).lines().map(str::to_string).collect() };
+
+    let skiff_processes = |tag: &str| -> Vec<String> {
+        lines(&format!("{tag}/processes"))
+            .into_iter()
+            .filter(|l| l.split(' ').nth(1) == Some("/usr/local/bin/skiff"))
+            .collect()
+    };
+    let before = skiff_processes("before");
+    assert!(
+        before.iter().any(|p| p.contains(" server "))
+            && before.iter().any(|p| p.contains(" shim ")),
+        "the installed server and a container shim ran: {before:#?}"
+    );
+    assert!(
+        !lines("before/container-pids").is_empty(),
+        "the pod's container ran"
+    );
+    assert!(!lines("before/cgroups").is_empty());
+    assert!(!lines("before/mounts").is_empty(), "the pod's mounts");
+    let links_before = lines("before/links");
+    assert!(
+        links_before.iter().any(|l| l == "skt0") && links_before.iter().any(|l| l == "skt0-sink"),
+        "{links_before:?}"
+    );
+    assert!(outcome.file("before/tables").contains("skiff-skt0"));
+
+    assert_eq!(
+        outcome.file("killall.status").trim(),
+        "0",
+        "{}",
+        outcome.file("killall.log")
+    );
+    assert_eq!(skiff_processes("after"), Vec::<String>::new());
+    assert_eq!(lines("after/container-pids"), Vec::<String>::new());
+    assert_eq!(
+        lines("after/cgroups"),
+        Vec::<String>::new(),
+        "cgroups removed"
+    );
+    assert_eq!(
+        lines("after/mounts"),
+        Vec::<String>::new(),
+        "mounts removed"
+    );
+    let links_after = lines("after/links");
+    assert!(
+        !links_after
+            .iter()
+            .any(|l| l.starts_with("skt0") || l.starts_with("veth") || l == "flannel.1"),
+        "skiff's links removed: {links_after:?}"
+    );
+    assert!(
+        !outcome.file("after/tables").contains("skiff-"),
+        "skiff's nftables tables removed: {}",
+        outcome.file("after/tables")
+    );
+    assert_eq!(
+        outcome.file("before/data"),
+        outcome.file("after/data"),
+        "the data is kept"
+    );
+    assert!(outcome.file("after/data").contains("/var/lib/skiff/server"));
+    assert_eq!(
+        outcome.file("bystander.status").trim(),
+        "alive",
+        "the bystander skiff runs on"
+    );
+    assert!(
+        lines("after/processes")
+            .iter()
+            .any(|l| l.split(' ').nth(1) == Some(SKIFF)),
+        "the bystander's process is still there"
+    );
+}
+
+/// Removes the (empty) cgroups a failed killall scenario left under `root`.
+fn remove_cgroups(root: &str) {
+    let Ok(found) = Command::new("find")
+        .args(["/sys/fs/cgroup", "-maxdepth", "3", "-type", "d", "-path"])
+        .arg(format!("*{root}"))
+        .output()
+    else {
+        return;
+    };
+    for dir in String::from_utf8_lossy(&found.stdout).lines() {
+        let _ = Command::new("find")
+            .args([dir, "-depth", "-type", "d", "-exec", "rmdir", "{}", "+"])
+            .status();
+    }
+}
