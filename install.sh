@@ -27,6 +27,10 @@
 #   SKIFF_URL, SKIFF_TOKEN, SKIFF_TOKEN_FILE and every other SKIFF_* variable (and the
 #   proxy variables) go into the unit's environment file, where skiff reads them.
 #
+# Where systemd does not run (no /run/systemd/system), the unit is written but not
+# started; on OpenRC (Alpine) the installer also writes /etc/init.d/skiff (or
+# skiff-agent) and starts that instead.
+#
 # Everything is in functions and runs from the last line, so a truncated download
 # runs nothing.
 set -e
@@ -96,6 +100,7 @@ setup_paths() {
     BIN=${BIN_DIR}/skiff
     UNIT_FILE=${SYSTEMD_DIR}/${NAME}.service
     ENV_FILE=${SYSTEMD_DIR}/${NAME}.service.env
+    INIT_FILE=/etc/init.d/${NAME}
     KILLALL=${BIN_DIR}/skiff-killall.sh
     UNINSTALL=${BIN_DIR}/${NAME}-uninstall.sh
 }
@@ -132,11 +137,13 @@ sh_quote() {
     printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
 }
 
-# EXEC_ARGS: the flags, quoted for the unit's ExecStart.
+# EXEC_ARGS: the flags, quoted for the unit's ExecStart; SH_ARGS: quoted for sh.
 setup_exec_args() {
     EXEC_ARGS=
+    SH_ARGS=
     for arg in "$@"; do
         EXEC_ARGS="${EXEC_ARGS} $(systemd_quote "${arg}")"
+        SH_ARGS="${SH_ARGS} $(sh_quote "${arg}")"
     done
 }
 
@@ -499,11 +506,52 @@ write_scripts() {
     uninstall_text | write_file "${UNINSTALL}" 0755
 }
 
+# The OpenRC service (Alpine), as k3s's: supervise-daemon restarts skiff.
+openrc_text() {
+    cat <<EOF
+#!/sbin/openrc-run
+# Written by skiff's install.sh.
+description="skiff ${CMD}"
+supervisor=supervise-daemon
+command=$(sh_quote "${BIN}")
+command_args=$(sh_quote "${CMD}${SH_ARGS}")
+output_log=/var/log/${NAME}.log
+error_log=/var/log/${NAME}.log
+pidfile=/var/run/${NAME}.pid
+respawn_delay=5
+respawn_max=0
+
+depend() {
+    after network-online
+    want cgroups
+}
+
+start_pre() {
+    modprobe br_netfilter 2>/dev/null || true
+    modprobe overlay 2>/dev/null || true
+}
+
+set -o allexport
+if [ -f $(sh_quote "${ENV_FILE}") ]; then . $(sh_quote "${ENV_FILE}"); fi
+set +o allexport
+EOF
+}
+
+has_openrc() {
+    [ ! -d /run/systemd/system ] && [ -x /sbin/openrc-run ]
+}
+
+write_openrc() {
+    has_openrc || return 0
+    info "writing ${INIT_FILE}"
+    openrc_text | write_file "${INIT_FILE}" 0755
+}
+
 # --- the service -------------------------------------------------------------------
 
 # The hashes of what decides whether skiff must restart.
 installed_hashes() {
-    for file in "${BIN}" "${UNIT_FILE}" "${ENV_FILE}"; do
+    for file in "${BIN}" "${UNIT_FILE}" "${ENV_FILE}" "${INIT_FILE}"; do
         if $SUDO test -f "${file}"; then sha256_of "${file}"; else echo "none"; fi
     done
 }
@@ -513,10 +561,32 @@ run_check() {
     $SUDO "${BIN}" check || warn "skiff check found something missing (above): skiff may not run until it is in place"
 }
 
+start_openrc() {
+    if [ "${INSTALL_SKIFF_SKIP_ENABLE}" = true ]; then
+        info "not enabling ${NAME} (INSTALL_SKIFF_SKIP_ENABLE=true)"
+    else
+        info "enabling ${NAME}"
+        $SUDO rc-update add "${NAME}" default >/dev/null
+    fi
+    if [ "${INSTALL_SKIFF_SKIP_START}" = true ]; then
+        info "not starting ${NAME} (INSTALL_SKIFF_SKIP_START=true)"
+    elif [ "${CHANGED}" = true ] || [ "${INSTALL_SKIFF_FORCE_RESTART}" = true ]; then
+        info "restarting ${NAME}"
+        $SUDO rc-service "${NAME}" restart
+    else
+        info "${NAME} unchanged, not restarting (making sure it runs)"
+        $SUDO rc-service "${NAME}" start
+    fi
+}
+
 start_service() {
+    if has_openrc; then
+        start_openrc
+        return
+    fi
     if [ ! -d /run/systemd/system ]; then
         info "systemd is not running here (no /run/systemd/system): wrote ${UNIT_FILE}, not enabling or starting it"
-        info "run skiff yourself: ${BIN} ${CMD}${EXEC_ARGS}"
+        info "run skiff yourself: ${BIN} ${CMD}${SH_ARGS}"
         return
     fi
     $SUDO systemctl daemon-reload
@@ -556,6 +626,7 @@ main() {
     install_binary
     write_unit
     write_env_file
+    write_openrc
     write_scripts
     if [ "$(installed_hashes)" = "${before}" ]; then
         CHANGED=false

@@ -660,3 +660,78 @@ fn remove_cgroups(root: &str) {
             .status();
     }
 }
+
+/// On OpenRC (no systemd, `/sbin/openrc-run` present) the installer writes an
+/// init script running the same command line and starts it with `rc-service`. OpenRC
+/// can't run here either: `/usr/sbin` gets an overlay holding an `openrc-run`
+/// stand-in, and recording `rc-update` and `rc-service` stand-ins come first on PATH.
+#[test]
+#[ignore = "needs root"]
+fn on_openrc_it_writes_an_init_script_with_the_same_command_line() {
+    let scenario = Scenario::new(false);
+    let outcome = scenario.run(
+        r#"
+mkdir "$scratch/sbin-up" "$scratch/sbin-work"
+mount -t overlay overlay -o "lowerdir=/usr/sbin,upperdir=$scratch/sbin-up,workdir=$scratch/sbin-work" /usr/sbin
+printf '#!/bin/sh\nexit 0\n' > /sbin/openrc-run
+chmod +x /sbin/openrc-run
+for tool in rc-update rc-service; do
+    printf '#!/bin/sh\necho "%s $*" >> "$OUT/openrc.log"\n' "$tool" > "$scratch/bin/$tool"
+    chmod +x "$scratch/bin/$tool"
+done
+export PATH="$scratch/bin:$PATH"
+export INSTALL_SKIFF_BINARY_URL="$RELEASE_URL"
+SKIFF_TOKEN=t0ken sh "$INSTALL_SH" --tls-san 'a b' --node-label "x=it's" > "$OUT/first.log" 2>&1
+SKIFF_TOKEN=t0ken sh "$INSTALL_SH" --tls-san 'a b' --node-label "x=it's" > "$OUT/second.log" 2>&1
+# What OpenRC would run: the script's command and arguments, and its environment.
+(. /etc/init.d/skiff; eval "set -- $command_args"; echo "$command"; printf '%s\n' "$@"; echo "$SKIFF_TOKEN") \
+    > "$OUT/command"
+snapshot installed
+"#,
+        false,
+    );
+    outcome.assert_success();
+    assert_eq!(
+        outcome.file("openrc.log"),
+        "rc-update add skiff default\nrc-service skiff restart\n\
+         rc-update add skiff default\nrc-service skiff start\n"
+    );
+    assert_eq!(
+        outcome.file("command"),
+        "/usr/local/bin/skiff\nserver\n--tls-san\na b\n--node-label\nx=it's\nt0ken\n"
+    );
+    assert!(outcome
+        .listing("installed")
+        .contains(&"/etc/systemd/system/skiff.service 644".to_string()));
+}
+
+/// Where `/usr/local/bin` is read-only, everything goes to `/opt/bin`, and the unit
+/// and scripts name it.
+#[test]
+#[ignore = "needs root"]
+fn a_read_only_usr_local_bin_installs_into_opt_bin() {
+    let scenario = Scenario::new(false);
+    let outcome = scenario.run(
+        r#"
+mount -o remount,ro /usr/local/bin
+mount -t tmpfs -o mode=0755 tmpfs /opt
+INSTALL_SKIFF_BINARY_URL="$RELEASE_URL" sh "$INSTALL_SH" > "$OUT/install.log" 2>&1
+find /opt -mindepth 1 -printf '%p %m\n' | sort > "$OUT/opt"
+grep -h '/opt/bin' /etc/systemd/system/skiff.service /opt/bin/skiff-uninstall.sh > "$OUT/mentions"
+snapshot installed
+"#,
+        false,
+    );
+    outcome.assert_success();
+    assert_eq!(
+        outcome.file("opt"),
+        "/opt/bin 755\n/opt/bin/skiff 755\n/opt/bin/skiff-killall.sh 755\n/opt/bin/skiff-uninstall.sh 755\n"
+    );
+    assert_eq!(
+        outcome.file("mentions"),
+        "ExecStart=/opt/bin/skiff server\nBIN_DIR='/opt/bin'\n"
+    );
+    assert!(outcome
+        .file("install.log")
+        .contains("/usr/local/bin is read-only"));
+}
