@@ -376,10 +376,11 @@ cgroup_dirs() {
     done
 }
 
+# (0 stands for a process of another PID namespace: not one to signal from here.)
 container_pids() {
     cgroup_dirs | while read -r dir; do
         find "$dir" -name cgroup.procs -type f -exec cat {} + 2>/dev/null
-    done
+    done | grep -v '^0$'
 }
 
 # Asks skiff's server and agent to stop, then kills what is left of skiff and its

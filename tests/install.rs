@@ -80,6 +80,8 @@ impl Scenario {
         std::fs::create_dir_all(dir.path().join("scratch")).expect("mkdir scratch");
         let binary = format!("skiff-{}", arch());
         std::os::unix::fs::symlink(SKIFF, release.join(&binary)).expect("link the binary");
+        std::os::unix::fs::symlink(repo().join("install.sh"), release.join("install.sh"))
+            .expect("link install.sh");
         let hash = if bad_sum {
             "0".repeat(64)
         } else {
@@ -238,7 +240,9 @@ fn server_install_writes_the_binary_unit_env_file_and_scripts_and_uninstalls() {
         r#"
 export SKIFF_TOKEN=s3cret
 export INSTALL_SKIFF_BINARY_URL="$RELEASE_URL"
-sh "$INSTALL_SH" --tls-san skiff.example --cgroup-root /skiff-install-test > "$OUT/first.log" 2>&1
+# As users run it: piped from the release server, flags after `sh -s -`.
+curl -sfL "$RELEASE_URL/install.sh" | sh -s - --tls-san skiff.example --cgroup-root /skiff-install-test \
+    > "$OUT/first.log" 2>&1
 sha256sum /usr/local/bin/skiff | cut -d' ' -f1 > "$OUT/installed.sha256"
 systemd-analyze verify /etc/systemd/system/skiff.service > "$OUT/verify.log" 2>&1 || true
 shellcheck -s sh /usr/local/bin/skiff-killall.sh /usr/local/bin/skiff-uninstall.sh > "$OUT/shellcheck.log" 2>&1 || true
@@ -333,10 +337,11 @@ snapshot after
 
 #[test]
 #[ignore = "needs root"]
-fn an_agent_install_writes_the_agent_unit_and_its_env_file() {
+fn an_agent_install_writes_the_agent_unit_and_its_env_file_and_uninstalls() {
+    let cgroup_root = format!("/skiff-install-agent-{}", std::process::id());
     let scenario = Scenario::new(false);
     let outcome = scenario.run(
-        r#"
+        &r#"
 status=0
 SKIFF_URL=https://192.0.2.1:6443 sh "$INSTALL_SH" > "$OUT/no-token.log" 2>&1 || status=$?
 echo "$status" > "$OUT/no-token.status"
@@ -345,9 +350,19 @@ export INSTALL_SKIFF_BINARY_URL="$RELEASE_URL"
 SKIFF_URL=https://192.0.2.1:6443 SKIFF_TOKEN=K10abc::server:xyz sh "$INSTALL_SH" > "$OUT/install.log" 2>&1
 systemd-analyze verify /etc/systemd/system/skiff-agent.service > "$OUT/verify.log" 2>&1 || true
 snapshot installed
-"#,
+# The killall run by the uninstall takes the node's cgroup root from config.yaml: an
+# empty cgroup left there (in the first mounted hierarchy) is removed.
+echo 'cgroup-root: "@CGROUP_ROOT@"  # this test'"'"'s' > /etc/skiff/config.yaml
+hierarchy=$(awk '/ - cgroup2? / {print $5; exit}' /proc/self/mountinfo)
+mkdir -p "$hierarchy@CGROUP_ROOT@/leftover"
+/usr/local/bin/skiff-agent-uninstall.sh > "$OUT/uninstall.log" 2>&1
+if [ -e "$hierarchy@CGROUP_ROOT@" ]; then echo present; else echo removed; fi > "$OUT/cgroup"
+snapshot uninstalled
+"#
+        .replace("@CGROUP_ROOT@", &cgroup_root),
         false,
     );
+    remove_cgroups(&cgroup_root);
     outcome.assert_success();
     assert_ne!(outcome.file("no-token.status").trim(), "0");
     assert!(outcome
@@ -378,6 +393,13 @@ snapshot installed
             "/usr/local/bin/skiff-killall.sh 755",
         ]
     );
+    assert_eq!(
+        outcome.file("cgroup"),
+        "removed\n",
+        "{}",
+        outcome.file("uninstall.log")
+    );
+    assert_eq!(outcome.listing("uninstalled"), Vec::<String>::new());
 }
 
 #[test]
