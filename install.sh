@@ -118,6 +118,7 @@ scan_node_flags() {
             --cgroup-root=*) FLAG_CGROUP_ROOT=${1#*=} ;;
             --config=*) FLAG_CONFIG=${1#*=} ;;
             --data-dir | -d) [ $# -gt 1 ] && FLAG_DATA_DIR=$2 && shift ;;
+            -d*) FLAG_DATA_DIR=${1#-d} ;;
             --cni-bridge) [ $# -gt 1 ] && FLAG_CNI_BRIDGE=$2 && shift ;;
             --cgroup-root) [ $# -gt 1 ] && FLAG_CGROUP_ROOT=$2 && shift ;;
             --config | -c) [ $# -gt 1 ] && FLAG_CONFIG=$2 && shift ;;
@@ -557,9 +558,15 @@ installed_hashes() {
     done
 }
 
+# `skiff check` only warns, as k3s's checks: on an upgrade the running skiff holds
+# the ports it checks.
 run_check() {
     info "checking the host: ${BIN} check"
-    $SUDO "${BIN}" check || warn "skiff check found something missing (above): skiff may not run until it is in place"
+    if [ -n "${FLAG_DATA_DIR}" ]; then
+        set -- --data-dir "${FLAG_DATA_DIR}"
+    fi
+    $SUDO "${BIN}" check "$@" ||
+        warn "skiff check found something missing (above; on an upgrade, the running skiff's ports are in use): skiff may not run until it is in place"
 }
 
 start_openrc() {
