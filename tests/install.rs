@@ -103,6 +103,7 @@ impl Scenario {
         let prelude = format!(
             r#"set -e
 export INSTALL_SH={install} REPO={repo} BUILT_SKIFF={skiff} OUT={out} RELEASE_URL={url}
+export RELEASE_DIR={release}
 scratch={scratch}
 mount -t tmpfs tmpfs "$scratch"
 mkdir "$scratch/etc-up" "$scratch/etc-work" "$scratch/lib-up" "$scratch/lib-work" "$scratch/bin" "$scratch/tmp"
@@ -453,6 +454,31 @@ echo --- >> "$OUT/systemctl.log"
 SKIFF_LOG=info sh "$INSTALL_SH" --node-label edge=true > "$OUT/changed-env.log" 2>&1
 echo --- >> "$OUT/systemctl.log"
 INSTALL_SKIFF_SKIP_ENABLE=true INSTALL_SKIFF_SKIP_START=true sh "$INSTALL_SH" > "$OUT/skip.log" 2>&1
+echo --- >> "$OUT/systemctl.log"
+
+# A new release (the same binary with a byte more: another checksum) while the old
+# binary runs: it is replaced by rename (no "text file busy"), and skiff restarts.
+: > "$scratch/empty.yaml"
+/usr/local/bin/skiff server --disable-agent --config "$scratch/empty.yaml" --data-dir "$scratch/old" \
+    --bind-address 127.0.0.1 --https-listen-port 7443 --write-kubeconfig "$scratch/old.yaml" \
+    > "$OUT/old.log" 2>&1 &
+old=$!
+mkdir "$scratch/new"
+arch=$(ls "$RELEASE_DIR" | sed -n 's/^skiff-//p')
+cp "$BUILT_SKIFF" "$scratch/new/skiff-$arch"
+printf '\n' >> "$scratch/new/skiff-$arch"
+(cd "$scratch/new" && sha256sum "skiff-$arch" > "sha256sum-$arch.txt")
+(cd "$scratch/new" && exec python3 -m http.server 8081 --bind 127.0.0.1 > "$OUT/http-new.log" 2>&1) &
+tries=0
+until curl -sf -o /dev/null "http://127.0.0.1:8081/sha256sum-$arch.txt"; do
+    tries=$((tries + 1)); [ $tries -lt 100 ] || { echo "the new release server did not start" >&2; exit 1; }
+    sleep 0.1
+done
+INSTALL_SKIFF_BINARY_URL=http://127.0.0.1:8081 sh "$INSTALL_SH" > "$OUT/upgrade.log" 2>&1
+cut -d' ' -f1 "$scratch/new/sha256sum-$arch.txt" > "$OUT/new.sha256"
+sha256sum /usr/local/bin/skiff | cut -d' ' -f1 > "$OUT/installed.sha256"
+readlink "/proc/$old/exe" > "$OUT/old-exe"
+kill "$old"
 "#,
         true,
     );
@@ -487,8 +513,25 @@ INSTALL_SKIFF_SKIP_ENABLE=true INSTALL_SKIFF_SKIP_START=true sh "$INSTALL_SH" > 
             ],
             // The unit changed back (no flags): written, but neither enabled nor started.
             vec!["daemon-reload"],
+            // The upgrade.
+            vec![
+                "daemon-reload",
+                "enable skiff.service",
+                "restart skiff.service"
+            ],
         ],
         "systemctl calls per run"
+    );
+    let upgrade = outcome.file("upgrade.log");
+    assert!(
+        upgrade.contains("installing /usr/local/bin/skiff"),
+        "{upgrade}"
+    );
+    assert_eq!(outcome.file("installed.sha256"), outcome.file("new.sha256"));
+    assert_eq!(
+        outcome.file("old-exe").trim(),
+        "/usr/local/bin/skiff (deleted)",
+        "the running skiff keeps the old file"
     );
     let same = outcome.file("same.log");
     assert!(same.contains("skiff unchanged, not restarting"), "{same}");
