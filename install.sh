@@ -64,7 +64,12 @@ setup_command() {
             CMD=$1
             ;;
         -* | "")
+            # Flags only: an agent when SKIFF_URL names a server (then it needs the
+            # token; an explicit `agent` may pass --server and --token as flags).
             if [ -n "${SKIFF_URL}" ]; then
+                if [ -z "${SKIFF_TOKEN}" ] && [ -z "${SKIFF_TOKEN_FILE}" ]; then
+                    fatal "SKIFF_URL makes this an agent, and an agent needs SKIFF_TOKEN or SKIFF_TOKEN_FILE (the server's <data-dir>/server/token)"
+                fi
                 CMD=agent
             else
                 CMD=server
@@ -75,10 +80,6 @@ setup_command() {
             ;;
     esac
     if [ "${CMD}" = agent ]; then
-        [ -n "${SKIFF_URL}" ] || fatal "an agent needs SKIFF_URL (https://SERVER:6443)"
-        if [ -z "${SKIFF_TOKEN}" ] && [ -z "${SKIFF_TOKEN_FILE}" ]; then
-            fatal "an agent needs SKIFF_TOKEN or SKIFF_TOKEN_FILE (the server's <data-dir>/server/token)"
-        fi
         NAME=skiff-agent
     else
         NAME=skiff
@@ -110,17 +111,20 @@ scan_node_flags() {
     FLAG_DATA_DIR=
     FLAG_CNI_BRIDGE=
     FLAG_CGROUP_ROOT=
+    FLAG_CLUSTER_CIDR=
     FLAG_CONFIG=
     while [ $# -gt 0 ]; do
         case "$1" in
             --data-dir=*) FLAG_DATA_DIR=${1#*=} ;;
             --cni-bridge=*) FLAG_CNI_BRIDGE=${1#*=} ;;
             --cgroup-root=*) FLAG_CGROUP_ROOT=${1#*=} ;;
+            --cluster-cidr=*) FLAG_CLUSTER_CIDR=${1#*=} ;;
             --config=*) FLAG_CONFIG=${1#*=} ;;
             --data-dir | -d) [ $# -gt 1 ] && FLAG_DATA_DIR=$2 && shift ;;
             -d*) FLAG_DATA_DIR=${1#-d} ;;
             --cni-bridge) [ $# -gt 1 ] && FLAG_CNI_BRIDGE=$2 && shift ;;
             --cgroup-root) [ $# -gt 1 ] && FLAG_CGROUP_ROOT=$2 && shift ;;
+            --cluster-cidr) [ $# -gt 1 ] && FLAG_CLUSTER_CIDR=$2 && shift ;;
             --config | -c) [ $# -gt 1 ] && FLAG_CONFIG=$2 && shift ;;
         esac
         shift
@@ -312,6 +316,7 @@ SYSTEMD_DIR=$(sh_quote "${SYSTEMD_DIR}")
 FLAG_DATA_DIR=$(sh_quote "${FLAG_DATA_DIR}")
 FLAG_CNI_BRIDGE=$(sh_quote "${FLAG_CNI_BRIDGE}")
 FLAG_CGROUP_ROOT=$(sh_quote "${FLAG_CGROUP_ROOT}")
+FLAG_CLUSTER_CIDR=$(sh_quote "${FLAG_CLUSTER_CIDR}")
 CONFIG_FILE=$(sh_quote "${FLAG_CONFIG:-/etc/skiff/config.yaml}")
 EOF
     cat <<'EOF'
@@ -336,6 +341,7 @@ setting() {
 DATA_DIR=$(setting data-dir "$FLAG_DATA_DIR" /var/lib/skiff)
 CNI_BRIDGE=$(setting cni-bridge "$FLAG_CNI_BRIDGE" cni0)
 CGROUP_ROOT=$(setting cgroup-root "$FLAG_CGROUP_ROOT" /skiff)
+CLUSTER_CIDR=$(setting cluster-cidr "$FLAG_CLUSTER_CIDR" 10.42.0.0/16)
 DATA_DIR=${DATA_DIR%/}
 CGROUP_ROOT=/${CGROUP_ROOT#/}
 MY_MNT_NS=$(readlink /proc/self/ns/mnt)
@@ -437,7 +443,9 @@ unmount_below "$DATA_DIR"
 unmount_below /run/skiff
 remove_cgroups
 if [ -x "$SKIFF_BIN" ]; then
-    "$SKIFF_BIN" network cleanup --cni-bridge "$CNI_BRIDGE" --data-dir "$DATA_DIR" || status=1
+    # Overlay routes only inside this cluster's pod range: another cluster's stay.
+    "$SKIFF_BIN" network cleanup --cni-bridge "$CNI_BRIDGE" --data-dir "$DATA_DIR" \
+        --cluster-cidr "$CLUSTER_CIDR" || status=1
 fi
 exit "$status"
 EOF
