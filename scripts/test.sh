@@ -51,6 +51,8 @@ command -v dig >/dev/null || need_pkgs+=(dnsutils)
 command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
 # The written systemd units must pass `systemd-analyze verify` (tests/install.rs).
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+# tests/install.rs serves the release to the installer with python3's http.server.
+command -v python3 >/dev/null || need_pkgs+=(python3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   as_root apt-get update -qq

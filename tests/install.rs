@@ -23,7 +23,11 @@
 //! (small files, modes, command output) is copied to a directory of the host's
 //! temporary space that the script gets as `$OUT`.
 //!
-//! Needs root, `unshare`, `python3`, `systemd-analyze` and `shellcheck`.
+//! Needs root, `unshare`, `curl`, `python3`, `systemd-analyze` and `shellcheck`; the
+//! killall test also `kubectl`, busybox-static, `ip` and `nft` (scripts/test.sh
+//! installs them all). No test needs the e2e lock: nothing is made in the host's
+//! network namespace, and the only host state (the killall test's container cgroups)
+//! is under a cgroup root named for the test process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
