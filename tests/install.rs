@@ -354,6 +354,7 @@ snapshot no-token
 export INSTALL_SKIFF_BINARY_URL="$RELEASE_URL"
 SKIFF_URL=https://192.0.2.1:6443 SKIFF_TOKEN=K10abc::server:xyz sh "$INSTALL_SH" > "$OUT/install.log" 2>&1
 systemd-analyze verify /etc/systemd/system/skiff-agent.service > "$OUT/verify.log" 2>&1 || true
+shellcheck -s sh /usr/local/bin/skiff-agent-uninstall.sh > "$OUT/shellcheck.log" 2>&1 || true
 snapshot installed
 # The killall run by the uninstall takes the node's cgroup root from config.yaml: an
 # empty cgroup left there (in the first mounted hierarchy) is removed.
@@ -381,6 +382,7 @@ snapshot uninstalled
         "the written unit is systemd/skiff-agent.service, byte for byte"
     );
     assert_eq!(outcome.file("verify.log"), "", "systemd-analyze verify");
+    assert_eq!(outcome.file("shellcheck.log"), "", "shellcheck");
     assert_eq!(
         env_lines(&outcome.file("installed/skiff-agent.service.env")),
         [
