@@ -424,6 +424,10 @@ sha256sum /usr/local/bin/skiff | cut -d' ' -f1 > "$OUT/after.sha256"
 systemd-analyze verify "$REPO/systemd/skiff.service" "$REPO/systemd/skiff-agent.service" \
     > "$OUT/verify.log" 2>&1 || true
 snapshot installed
+# INSTALL_SKIFF_EXEC's words come first, then the arguments after `sh -s -`.
+INSTALL_SKIFF_SKIP_DOWNLOAD=true INSTALL_SKIFF_EXEC='server --node-label edge=yes' \
+    sh -s - --tls-san z < "$INSTALL_SH" > "$OUT/exec.log" 2>&1
+grep '^ExecStart=' /etc/systemd/system/skiff.service > "$OUT/exec-start"
 "#,
         false,
     );
@@ -441,6 +445,10 @@ snapshot installed
         outcome.file("verify.log"),
         "",
         "systemd-analyze verify of systemd/*.service"
+    );
+    assert_eq!(
+        outcome.file("exec-start"),
+        "ExecStart=/usr/local/bin/skiff server \"--node-label\" \"edge=yes\" \"--tls-san\" \"z\"\n"
     );
 }
 
