@@ -13,9 +13,9 @@
 //! - a new PID namespace, so the killall script sees only processes started here
 //!   (it must never see another test's or the machine's skiff).
 //!
-//! systemd can't run here (PID 1 is not systemd), so the tests of the systemd branch
-//! (enable, restart only when something changed) mount a tmpfs on `/run/systemd` with
-//! an empty `system/` in it, which is how the installer (as k3s's) tells that systemd
+//! `/run` is a tmpfs there too. systemd can't run here (PID 1 is not systemd), so the
+//! tests of the systemd branch (enable, restart only when something changed) make an
+//! empty `/run/systemd/system`, which is how the installer (as k3s's) tells that systemd
 //! runs, and put a recording `systemctl` stand-in first on PATH. The units themselves
 //! are checked with the real `systemd-analyze verify`.
 //!
@@ -106,9 +106,9 @@ impl Scenario {
         let root = self.dir.path();
         let prelude = format!(
             r#"set -e
-export INSTALL_SH={install} REPO={repo} BUILT_SKIFF={skiff} OUT={out} RELEASE_URL={url}
-export RELEASE_DIR={release}
-scratch={scratch}
+export INSTALL_SH='{install}' REPO='{repo}' BUILT_SKIFF='{skiff}' OUT='{out}' RELEASE_URL='{url}'
+export RELEASE_DIR='{release}'
+scratch='{scratch}'
 mount -t tmpfs tmpfs "$scratch"
 mkdir "$scratch/etc-up" "$scratch/etc-work" "$scratch/lib-up" "$scratch/lib-work" "$scratch/bin" "$scratch/tmp"
 export TMPDIR="$scratch/tmp"
@@ -118,16 +118,16 @@ mkdir -p /etc/skiff /var/lib/skiff
 for dir in /usr/local/bin /etc/systemd/system /etc/skiff /var/lib/skiff; do
     mount -t tmpfs -o mode=0755 tmpfs "$dir"
 done
-mount -t tmpfs tmpfs /run/systemd
+mount -t tmpfs -o mode=0755 tmpfs /run
 ip link set lo up
-(cd {release} && exec python3 -m http.server 8080 --bind 127.0.0.1 >"$OUT/http.log" 2>&1) &
+(cd "$RELEASE_DIR" && exec python3 -m http.server 8080 --bind 127.0.0.1 >"$OUT/http.log" 2>&1) &
 tries=0
 until curl -sf -o /dev/null "$RELEASE_URL/"; do
     tries=$((tries + 1)); [ $tries -lt 100 ] || {{ echo "the release server did not start" >&2; exit 1; }}
     sleep 0.1
 done
 if {systemd}; then
-    mkdir /run/systemd/system
+    mkdir -p /run/systemd/system
     printf '#!/bin/sh\necho "$*" >> "$OUT/systemctl.log"\n' > "$scratch/bin/systemctl"
     chmod +x "$scratch/bin/systemctl"
     export PATH="$scratch/bin:$PATH"
@@ -150,7 +150,16 @@ snapshot() {{
             scratch = root.join("scratch").display(),
             release = root.join("release").display(),
         );
-        let output = Command::new("unshare")
+        let mut command = Command::new("unshare");
+        // The installer writes every SKIFF_* variable into the env file: only the
+        // scripts' own may be there.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("SKIFF_") || name.starts_with("INSTALL_SKIFF_") {
+                command.env_remove(name.as_ref());
+            }
+        }
+        let output = command
             .args([
                 "--mount",
                 "--propagation",
@@ -163,10 +172,6 @@ snapshot() {{
                 "-c",
             ])
             .arg(format!("{prelude}\n{script}"))
-            .env_remove("SKIFF_URL")
-            .env_remove("SKIFF_TOKEN")
-            .env_remove("SKIFF_TOKEN_FILE")
-            .env_remove("SKIFF_LOG")
             .output()
             .expect("running unshare");
         Outcome {
