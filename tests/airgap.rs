@@ -1,0 +1,444 @@
+//! Air-gapped sites (issue 14): `skiff image save` on a connected machine pulls from
+//! a real `docker-registry` on 127.0.0.1 (fed by skopeo with the busybox test
+//! images, tests/common/images.rs) and writes one archive; skopeo reads it back as
+//! a docker-save and as an OCI archive; `skiff image import` loads it; a node in a
+//! network namespace of its own, with no registry and no default route, runs the
+//! seed `deployment.yaml` from the archive dropped into its air-gap directory and
+//! does not import it again when it restarts.
+//!
+//! The save tests need no root; the node test does (`#[ignore = "needs root"]`, run
+//! under `flock /tmp/skiff-e2e.lock`). Needs the Debian packages busybox-static,
+//! docker-registry, skopeo and zstd.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::images::{
+    self, flask_app_layout, multi_arch_layout, push_image, sha256_hex, BuiltImage, ImageConfigSpec,
+    Registry, FLASK_APP_IMAGE, FLASK_APP_SHORT_NAME,
+};
+use common::netns::{self, ClusterSpec, NetCluster};
+use common::{eventually, is_ready};
+use serde_json::Value;
+
+/// `skiff image <args>` with `--data-dir data` and `--registries-config registries`.
+fn skiff_image(data: &Path, registries: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("image")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--registries-config")
+        .arg(registries)
+        .env_remove("SKIFF_DATA_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skiff")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A connected machine: a registry holding the seed app (as
+/// `library/my-flask-app:latest`, reached through a docker.io mirror) and a
+/// multi-arch image, and a registries.yaml with that mirror.
+struct Connected {
+    work: tempfile::TempDir,
+    registry: Option<Registry>,
+    registries: PathBuf,
+    flask: BuiltImage,
+    multi: BuiltImage,
+    /// The multi-arch image's reference at the registry.
+    multi_ref: String,
+}
+
+impl Connected {
+    fn new() -> Connected {
+        let work = tempfile::tempdir().unwrap();
+        let registry = Registry::start(work.path());
+        let flask = flask_app_layout(work.path());
+        push_image(&flask, &registry, "library/my-flask-app:latest");
+        let multi = multi_arch_layout(work.path(), "multi:1", &ImageConfigSpec::cmd(&["sh"]));
+        let multi_ref = push_image(&multi, &registry, "team/multi:1");
+        let registries = work.path().join("registries.yaml");
+        std::fs::write(
+            &registries,
+            format!(
+                "mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n",
+                registry.host()
+            ),
+        )
+        .unwrap();
+        Connected {
+            work,
+            registry: Some(registry),
+            registries,
+            flask,
+            multi,
+            multi_ref,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// `skiff image save <args>` with a data dir that must stay untouched.
+    fn save(&self, args: &[&str]) -> Output {
+        let mut all = vec!["save"];
+        all.extend_from_slice(args);
+        skiff_image(&self.path().join("untouched"), &self.registries, &all)
+    }
+}
+
+/// Member names and bodies of a tar archive (any compression, read by the real
+/// `tar` and `zstd`/`gzip` tools through `tar -xa`).
+fn unpack(archive: &Path, into: &Path) -> Vec<String> {
+    std::fs::create_dir_all(into).unwrap();
+    images::run(
+        Command::new("tar")
+            .arg("-xaf")
+            .arg(archive)
+            .arg("-C")
+            .arg(into),
+    );
+    let listed = images::run(Command::new("tar").arg("-taf").arg(archive));
+    listed.lines().map(str::to_string).collect()
+}
+
+fn json_file(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn blob(dir: &Path, digest: &str) -> PathBuf {
+    dir.join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+#[test]
+fn save_writes_one_archive_that_skiff_and_skopeo_read() {
+    let site = Connected::new();
+    let archive = site.path().join("out/app-images.tar.zst");
+    std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+    let out = site.save(&[
+        "-o",
+        archive.to_str().unwrap(),
+        FLASK_APP_SHORT_NAME,
+        &site.multi_ref,
+    ]);
+    let stdout = ok(out, "image save");
+    assert!(
+        stdout.starts_with(&format!(
+            "saved 2 images for linux/amd64 to {}",
+            archive.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        !site.path().join("untouched").exists(),
+        "save does not touch the node's store"
+    );
+    let out_dir: Vec<_> = std::fs::read_dir(archive.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(out_dir, ["app-images.tar.zst"], "no temporary store left");
+
+    // The layout: both images named, with their registry digests.
+    let dir = site.path().join("unpacked");
+    let members = unpack(&archive, &dir);
+    assert_eq!(members[0], "oci-layout");
+    assert_eq!(members[members.len() - 1], "manifest.json");
+    let index = json_file(&dir.join("index.json"));
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["digest"], site.flask.manifest_digest);
+    assert_eq!(
+        entries[0]["annotations"]["io.containerd.image.name"],
+        FLASK_APP_IMAGE
+    );
+    assert_eq!(
+        entries[0]["annotations"]["org.opencontainers.image.ref.name"],
+        "latest"
+    );
+    assert_eq!(entries[1]["digest"], site.multi.digest, "the index");
+    assert_eq!(
+        entries[1]["annotations"]["io.containerd.image.name"],
+        site.multi_ref
+    );
+    assert!(blob(&dir, &site.multi.manifest_digest).is_file());
+    assert!(!blob(&dir, site.multi.arm64_manifest_digest.as_ref().unwrap()).exists());
+    for digest in [&site.flask.config_digest, &site.multi.config_digest]
+        .into_iter()
+        .chain(&site.flask.layer_digests)
+    {
+        let bytes = std::fs::read(blob(&dir, digest)).unwrap();
+        assert_eq!(format!("sha256:{}", sha256_hex(&bytes)), *digest);
+    }
+    let docker = json_file(&dir.join("manifest.json"));
+    assert_eq!(docker[0]["RepoTags"][0], FLASK_APP_SHORT_NAME);
+
+    // skopeo reads it as `docker load` would (manifest.json) and as an OCI archive.
+    let config = images::run(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--config"])
+            .arg(format!(
+                "docker-archive:{}:{FLASK_APP_SHORT_NAME}",
+                archive.display()
+            )),
+    );
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(config.as_bytes())),
+        site.flask.config_digest
+    );
+    let plain = site.path().join("app-images.tar");
+    let out = site.save(&["-o", plain.to_str().unwrap(), FLASK_APP_SHORT_NAME]);
+    ok(out, "image save to .tar");
+    let manifest = images::run(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}:latest", plain.display())),
+    );
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(manifest.as_bytes())),
+        site.flask.manifest_digest
+    );
+
+    // `-o -`: the same tar on stdout, byte for byte (saving is deterministic).
+    let out = site.save(&["-o", "-", FLASK_APP_SHORT_NAME]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, std::fs::read(&plain).unwrap());
+
+    // skiff imports every image under its name and registry digest.
+    let node = site.path().join("node");
+    let none = site.path().join("no-registries.yaml");
+    let out = skiff_image(&node, &none, &["import", archive.to_str().unwrap()]);
+    let imported = ok(out, "image import");
+    assert!(imported.contains(FLASK_APP_IMAGE), "{imported}");
+    let out = skiff_image(&node, &none, &["ls", "--no-trunc"]);
+    let ls = ok(out, "image ls");
+    let row = |name: &str| {
+        ls.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not in:\n{ls}"))
+            .to_string()
+    };
+    assert!(row(FLASK_APP_IMAGE).contains(&site.flask.manifest_digest));
+    assert!(row(&site.multi_ref).contains(&site.multi.digest));
+    assert!(row(&site.multi_ref).contains("linux/amd64"));
+}
+
+#[test]
+fn save_for_another_platform_takes_its_blobs_and_leaves_the_nodes_store_alone() {
+    let site = Connected::new();
+    let node = site.path().join("node");
+    // The node (amd64 here) has the image for itself.
+    let out = skiff_image(&node, &site.registries, &["pull", &site.multi_ref]);
+    ok(out, "image pull");
+
+    let archive = site.path().join("arm64.tar.gz");
+    let out = skiff_image(
+        &node,
+        &site.registries,
+        &[
+            "save",
+            "--platform",
+            "linux/arm64",
+            "-o",
+            archive.to_str().unwrap(),
+            &site.multi_ref,
+        ],
+    );
+    let stdout = ok(out, "image save --platform linux/arm64");
+    assert!(stdout.contains("for linux/arm64/v8"), "{stdout}");
+    let ls = ok(skiff_image(&node, &site.registries, &["ls"]), "image ls");
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&site.multi_ref) && l.contains("linux/amd64")),
+        "the node keeps its own platform's image:\n{ls}"
+    );
+
+    let dir = site.path().join("unpacked");
+    unpack(&archive, &dir);
+    let index = json_file(&dir.join("index.json"));
+    assert_eq!(index["manifests"][0]["digest"], site.multi.digest);
+    let arm64 = site.multi.arm64_manifest_digest.clone().unwrap();
+    let manifest = json_file(&blob(&dir, &arm64));
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config = json_file(&blob(&dir, config_digest));
+    assert_eq!(config["architecture"], "arm64");
+    assert!(
+        !blob(&dir, &site.multi.manifest_digest).exists(),
+        "no amd64"
+    );
+
+    // An amd64 node refuses it; an import for arm64 takes it.
+    let none = site.path().join("no-registries.yaml");
+    let other = site.path().join("other");
+    let out = skiff_image(&other, &none, &["import", archive.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lacks the linux/amd64 image"), "{err}");
+    let out = skiff_image(
+        &other,
+        &none,
+        &[
+            "import",
+            "--platform",
+            "linux/arm64",
+            archive.to_str().unwrap(),
+        ],
+    );
+    ok(out, "image import --platform linux/arm64");
+    let ls = ok(skiff_image(&other, &none, &["ls"]), "image ls");
+    assert!(ls.contains("linux/arm64/v8"), "{ls}");
+
+    // Names that say nothing about the format are refused before any pull.
+    let out = site.save(&["-o", "images.zip", &site.multi_ref]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(".tar.zst"), "{err}");
+}
+
+/// The `air-gap image import done` lines of a log, without colours.
+fn import_summaries(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("air-gap image import done"))
+        .map(strip_colours)
+        .collect()
+}
+
+/// `text` without ANSI colour sequences (`ESC [ … m`).
+fn strip_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn ready_replicas(cluster: &NetCluster) -> i64 {
+    let (_, out, _) = cluster.server().kubectl(&[
+        "get",
+        "deployment",
+        "my-flask-app",
+        "-o",
+        "jsonpath={.status.readyReplicas}",
+    ]);
+    out.trim().parse().unwrap_or(0)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_air_gapped_node_runs_the_seed_deployment_from_a_saved_archive() {
+    // Connected machine: save the seed app's image.
+    let mut site = Connected::new();
+    let archive = site.path().join("app-images.tar.zst");
+    let out = site.save(&["-o", archive.to_str().unwrap(), FLASK_APP_SHORT_NAME]);
+    ok(out, "image save");
+    drop(site.registry.take());
+
+    // The site: a node in its own network namespace, the archive in its air-gap
+    // directory, a registries.yaml whose mirror is unreachable, no default route.
+    let mut cluster = NetCluster::start(ClusterSpec {
+        archives: vec![archive.clone()],
+        ..ClusterSpec::agents(0)
+    });
+    let routes = netns::ok_in(cluster.ns(0), &["ip", "route", "show", "default"]);
+    assert_eq!(routes.trim(), "", "no default route");
+    let images_dir = cluster.server().data_dir().join("agent/images");
+
+    cluster.server().ok(&[
+        "apply",
+        "-f",
+        common::fixture("deployment.yaml").to_str().unwrap(),
+    ]);
+    let available = eventually(Duration::from_secs(90), || ready_replicas(&cluster) == 3);
+    assert!(
+        available,
+        "3 ready replicas expected:\n{}\n{}",
+        cluster.server().kubectl(&["get", "pods", "-o", "wide"]).1,
+        cluster.logs(40)
+    );
+    let (ok_, _, err) = cluster.server().kubectl(&[
+        "rollout",
+        "status",
+        "deployment/my-flask-app",
+        "--timeout=30s",
+    ]);
+    assert!(ok_, "{err}");
+    // The pull was tried (`:latest` is Always), failed, and the archive's image ran.
+    let events = cluster.server().ok(&["get", "events", "-o", "json"]);
+    assert!(
+        events.contains("using the image present on the node"),
+        "{events}"
+    );
+
+    // What the first start recorded.
+    let log = cluster.server().log();
+    let first = import_summaries(&log);
+    assert_eq!(first.len(), 1, "{log}");
+    assert!(
+        first[0].contains("imported=2") && first[0].contains("skipped=0"),
+        "{}",
+        first[0]
+    );
+    let state_before = json_file(&images_dir.join("import-state.json"));
+    let key = images_dir.join("app-images.tar.zst").display().to_string();
+    assert_eq!(
+        state_before["archives"][&key]["images"],
+        serde_json::json!([FLASK_APP_IMAGE])
+    );
+    let stored_before = json_file(&images_dir.join("content/images.json"));
+
+    // Restart the node: nothing is imported again.
+    let log_len = log.len();
+    cluster.server_mut().restart();
+    let restarted = eventually(Duration::from_secs(60), || {
+        !import_summaries(&cluster.server().log()[log_len..]).is_empty()
+    });
+    assert!(restarted, "{}", cluster.logs(40));
+    let after = cluster.server().log()[log_len..].to_string();
+    let summary = &import_summaries(&after)[0];
+    assert!(
+        summary.contains("imported=0") && summary.contains("skipped=2"),
+        "{summary}"
+    );
+    assert!(!after.contains("imported image archive"), "{after}");
+    assert_eq!(
+        json_file(&images_dir.join("import-state.json")),
+        state_before
+    );
+    assert_eq!(
+        json_file(&images_dir.join("content/images.json")),
+        stored_before,
+        "the image records (their stored_at too) are as before"
+    );
+    let still = eventually(Duration::from_secs(60), || {
+        let pods = common::pods(cluster.server(), "app=my-flask-app");
+        pods.len() == 3 && pods.iter().all(is_ready)
+    });
+    assert!(still, "{}", cluster.logs(40));
+
+    let found = cluster.teardown();
+    assert!(found.is_empty(), "{found:#?}");
+}
