@@ -47,6 +47,8 @@ command -v htpasswd >/dev/null || need_pkgs+=(apache2-utils)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 # Cluster DNS tests ask with dig.
 command -v dig >/dev/null || need_pkgs+=(dnsutils)
+# The air-gap bundle scripts are checked with shellcheck (tests/airgap.rs).
+command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   as_root apt-get update -qq

@@ -442,3 +442,226 @@ fn an_air_gapped_node_runs_the_seed_deployment_from_a_saved_archive() {
     let found = cluster.teardown();
     assert!(found.is_empty(), "{found:#?}");
 }
+
+// ---------------------------------------------------------------- bundles
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The release name of this machine's architecture.
+fn release_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "armhf",
+        other => panic!("no release architecture for {other}"),
+    }
+}
+
+fn sha256_file(path: &Path) -> String {
+    sha256_hex(&std::fs::read(path).unwrap())
+}
+
+fn script(path: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg(path).stdin(Stdio::null());
+    cmd
+}
+
+/// A stand-in for the real install.sh (which tests/install.rs runs in namespaces of
+/// its own): it records how install-bundle.sh ran it and what was in place then.
+const RECORDING_INSTALLER: &str = r#"#!/bin/sh
+set -eu
+{
+    echo "skip_download=${INSTALL_SKIFF_SKIP_DOWNLOAD:-}"
+    echo "bin_dir=${INSTALL_SKIFF_BIN_DIR:-}"
+    echo "args=$*"
+    echo "binary=$(sha256sum "$INSTALL_SKIFF_BIN_DIR/skiff" | cut -d' ' -f1)"
+    echo "images=$(ls "$TEST_DATA_DIR/agent/images")"
+} >>"$TEST_RECORD"
+"#;
+
+#[test]
+fn the_bundle_scripts_are_posix_sh_and_shellcheck_clean() {
+    let out = Command::new("shellcheck")
+        .args(["-s", "sh"])
+        .arg(repo_file("airgap/make-bundle.sh"))
+        .arg(repo_file("airgap/install-bundle.sh"))
+        .output()
+        .expect("shellcheck (Debian package shellcheck) must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_bundle_installs_offline_with_its_images_in_place_before_the_installer_runs() {
+    let site = Connected::new();
+    let arch = release_arch();
+    let dist = site.path().join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    let release = dist.join(format!("skiff-{arch}"));
+    std::fs::copy(env!("CARGO_BIN_EXE_skiff"), &release).unwrap();
+    std::fs::write(
+        dist.join(format!("sha256sum-{arch}.txt")),
+        format!("{}  skiff-{arch}\n", sha256_file(&release)),
+    )
+    .unwrap();
+    std::fs::write(dist.join("install.sh"), RECORDING_INSTALLER).unwrap();
+
+    // Connected machine: the bundle.
+    let bundle = site.path().join("bundle");
+    let out = script(&repo_file("airgap/make-bundle.sh"))
+        .arg("-d")
+        .arg(&dist)
+        .arg("-o")
+        .arg(&bundle)
+        .arg("-r")
+        .arg(&site.registries)
+        .arg(FLASK_APP_SHORT_NAME)
+        .env("SKIFF", env!("CARGO_BIN_EXE_skiff"))
+        .output()
+        .unwrap();
+    ok(out, "make-bundle.sh");
+    let mut files: Vec<String> =
+        images::run(Command::new("find").arg(&bundle).args(["-mindepth", "1"]))
+            .lines()
+            .map(|l| l.trim_start_matches(bundle.to_str().unwrap()).to_string())
+            .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "/arch",
+            "/images",
+            "/images/images.tar.zst",
+            "/install-bundle.sh",
+            "/install.sh",
+            "/sha256sums",
+            "/skiff"
+        ]
+    );
+    images::run(
+        Command::new("sha256sum")
+            .args(["-c", "sha256sums"])
+            .current_dir(&bundle),
+    );
+
+    // The site: install from the bundle alone.
+    let target = site.path().join("target");
+    let (bin, data, record) = (
+        target.join("bin"),
+        target.join("data"),
+        target.join("record"),
+    );
+    let install = |bundle: &Path, bin: &Path| {
+        script(&bundle.join("install-bundle.sh"))
+            .args(["server", "--data-dir"])
+            .arg(&data)
+            .env("INSTALL_SKIFF_BIN_DIR", bin)
+            .env("TEST_DATA_DIR", &data)
+            .env("TEST_RECORD", &record)
+            .output()
+            .unwrap()
+    };
+    ok(install(&bundle, &bin), "install-bundle.sh");
+    let recorded = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(
+        recorded,
+        format!(
+            "skip_download=true\nbin_dir={}\nargs=server --data-dir {}\nbinary={}\nimages=images.tar.zst\n",
+            bin.display(),
+            data.display(),
+            sha256_file(&release)
+        )
+    );
+    let archive = data.join("agent/images/images.tar.zst");
+    assert_eq!(
+        sha256_file(&archive),
+        sha256_file(&bundle.join("images/images.tar.zst"))
+    );
+
+    // What the node does at start: imports it once, then remembers it.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = skiff::image::ImageStore::open(
+        skiff::image::store_dir(&data),
+        skiff::image::StoreOptions::default(),
+    )
+    .unwrap();
+    let first = runtime.block_on(store.import_airgap());
+    assert_eq!(first.imported.len(), 1, "{first:?}");
+    assert_eq!(first.imported[0].1[0].name, FLASK_APP_IMAGE);
+    let mtime = std::fs::metadata(&archive).unwrap().modified().unwrap();
+
+    // Again: unchanged files are left alone, so the archive stays imported.
+    let out = install(&bundle, &bin);
+    let said = ok(out, "install-bundle.sh again");
+    assert!(
+        said.contains(&format!("{} is up to date", archive.display())),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::metadata(&archive).unwrap().modified().unwrap(),
+        mtime
+    );
+    let second = runtime.block_on(store.import_airgap());
+    assert!(
+        second.imported.is_empty() && second.skipped.len() == 1,
+        "{second:?}"
+    );
+
+    // A damaged bundle installs nothing.
+    let mut bytes = std::fs::read(bundle.join("images/images.tar.zst")).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(bundle.join("images/images.tar.zst"), &bytes).unwrap();
+    let other_bin = target.join("other-bin");
+    let out = install(&bundle, &other_bin);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("damaged") && err.contains("images.tar.zst"),
+        "{err}"
+    );
+    assert!(!other_bin.exists());
+
+    // A bundle for another architecture is refused.
+    let foreign = if arch == "amd64" { "arm64" } else { "amd64" };
+    let out = script(&repo_file("airgap/make-bundle.sh"))
+        .arg("-a")
+        .arg(foreign)
+        .arg("-d")
+        .arg(&dist)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&format!("skiff-{foreign} is missing")),
+        "{err}"
+    );
+    std::fs::write(bundle.join("images/images.tar.zst"), {
+        bytes[100] ^= 1;
+        &bytes
+    })
+    .unwrap();
+    std::fs::write(bundle.join("arch"), format!("{foreign}\n")).unwrap();
+    let sums = images::run(
+        Command::new("sh")
+            .args([
+                "-c",
+                "sha256sum arch images/images.tar.zst install-bundle.sh install.sh skiff",
+            ])
+            .current_dir(&bundle),
+    );
+    std::fs::write(bundle.join("sha256sums"), sums).unwrap();
+    let out = install(&bundle, &other_bin);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&format!("the bundle is for {foreign}")),
+        "{err}"
+    );
+    assert!(!other_bin.exists());
+}
