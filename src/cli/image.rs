@@ -73,8 +73,8 @@ enum ImageCommand {
         #[arg(long, short = 'f')]
         force: bool,
     },
-    /// Pull images into one archive for air-gapped nodes (OCI layout with a
-    /// docker-save manifest.json: skiff, k3s, docker load and podman load read it)
+    /// Pull images into one archive for air-gapped nodes (an OCI layout with a
+    /// docker-save manifest.json; see airgap/README.md)
     Save {
         /// Images to save (pulled through the mirrors of registries.yaml)
         #[arg(required = true, value_name = "REF")]
@@ -433,6 +433,9 @@ async fn save(
     registries: &Path,
 ) -> anyhow::Result<()> {
     let to_stdout = output == Path::new("-");
+    if to_stdout && std::io::stdout().is_terminal() {
+        bail!("refusing to write an archive to a terminal: redirect stdout or pass -o FILE");
+    }
     let target = if to_stdout {
         SaveTarget::Stdout
     } else {
@@ -454,9 +457,12 @@ async fn save(
         .with_context(|| format!("cannot write {}", output.display()))?;
     if !to_stdout {
         let size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+        let images = match report.images {
+            1 => "1 image".to_string(),
+            n => format!("{n} images"),
+        };
         println!(
-            "saved {} images for {} to {} ({})",
-            report.images,
+            "saved {images} for {} to {} ({})",
             store.platform(),
             output.display(),
             human_size(size)
