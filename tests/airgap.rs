@@ -310,6 +310,49 @@ fn save_for_another_platform_takes_its_blobs_and_leaves_the_nodes_store_alone() 
     assert!(err.contains(".tar.zst"), "{err}");
 }
 
+#[test]
+fn an_interrupted_save_leaves_nothing_behind() {
+    // A "registry" that accepts connections and never answers: the pull hangs.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["image", "save", "-o"])
+        .arg(out.join("x.tar.zst"))
+        .arg(format!("127.0.0.1:{port}/x:1"))
+        .arg("--registries-config")
+        .arg(work.path().join("none.yaml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pulling = eventually(Duration::from_secs(10), || {
+        std::fs::read_dir(&out).unwrap().count() == 1
+    });
+    assert!(pulling, "the temporary store appears while pulling");
+    std::thread::sleep(Duration::from_millis(200)); // the Ctrl-C handler is in place
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let done = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(!done.status.success());
+    assert!(err.contains("interrupted: nothing written"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// The `air-gap image import done` lines of a log, without colours.
 fn import_summaries(log: &str) -> Vec<String> {
     log.lines()

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
@@ -444,17 +445,28 @@ async fn save(
     };
     let work = TempStoreDir::create(output, to_stdout)?;
     let store = open(work.path(), platform, Some(registries))?;
-    let mut images = Vec::new();
-    for reference in references {
-        let image = pull_with_bars(&store, reference).await?;
-        eprintln!("{}", pulled_line(&image));
-        images.push(image);
-    }
-    let report = store
-        .save(images, target)
-        .await
-        .map_err(plain)
-        .with_context(|| format!("cannot write {}", output.display()))?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let writing = Arc::new(AtomicBool::new(false));
+    let saving = pull_and_save(
+        &store,
+        references,
+        (target, output),
+        Arc::clone(&writing),
+        Arc::clone(&cancel),
+    );
+    tokio::pin!(saving);
+    // Ctrl-C: stop, and leave neither the temporary store nor a partial archive
+    // (pulls are dropped; the writer stops at its next read and removes its file).
+    let report = tokio::select! {
+        report = &mut saving => report?,
+        _ = tokio::signal::ctrl_c() => {
+            cancel.store(true, Ordering::Relaxed);
+            if writing.load(Ordering::Relaxed) {
+                let _ = saving.await;
+            }
+            bail!("interrupted: nothing written");
+        }
+    };
     if !to_stdout {
         let size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
         let images = match report.images {
@@ -469,6 +481,29 @@ async fn save(
         );
     }
     Ok(())
+}
+
+/// Pulls every reference (one after the other, layers in parallel), then writes
+/// them all to `target` (setting `writing` first).
+async fn pull_and_save(
+    store: &ImageStore,
+    references: &[String],
+    (target, output): (SaveTarget, &Path),
+    writing: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
+) -> anyhow::Result<image::SaveReport> {
+    let mut images = Vec::new();
+    for reference in references {
+        let image = pull_with_bars(store, reference).await?;
+        eprintln!("{}", pulled_line(&image));
+        images.push(image);
+    }
+    writing.store(true, Ordering::Relaxed);
+    store
+        .save(images, target, cancel)
+        .await
+        .map_err(plain)
+        .with_context(|| format!("cannot write {}", output.display()))
 }
 
 /// The temporary store `save` pulls into: a hidden directory beside the output

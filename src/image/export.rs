@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use serde_json::json;
@@ -81,13 +82,15 @@ pub fn compression_for(path: &Path) -> Result<Compression, ImageError> {
     }
 }
 
-/// Writes `images` (records of `store`) to `target`.
+/// Writes `images` (records of `store`) to `target`; stops with an error (and no
+/// file) soon after `cancel` is set.
 pub fn save(
     store: &ContentStore,
     images: &[Image],
     target: &SaveTarget,
+    cancel: &AtomicBool,
 ) -> Result<SaveReport, ImageError> {
-    let plan = Plan::new(store, images)?;
+    let plan = Plan::new(store, images, cancel)?;
     match target {
         SaveTarget::Stdout => {
             let stdout = io::stdout().lock();
@@ -99,7 +102,7 @@ pub fn save(
 }
 
 /// Through a hidden temp file in the same directory, synced, then renamed.
-fn save_file(store: &ContentStore, plan: &Plan, path: &Path) -> Result<SaveReport, ImageError> {
+fn save_file(store: &ContentStore, plan: &Plan<'_>, path: &Path) -> Result<SaveReport, ImageError> {
     let compression = compression_for(path)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -126,7 +129,7 @@ fn save_file(store: &ContentStore, plan: &Plan, path: &Path) -> Result<SaveRepor
 /// The tar through the compression into `out`; files are synced at the end.
 fn write_compressed<W: Write + MaybeSync>(
     store: &ContentStore,
-    plan: &Plan,
+    plan: &Plan<'_>,
     out: W,
     compression: Compression,
     path: &Path,
@@ -179,12 +182,13 @@ impl MaybeSync for Vec<u8> {
 }
 
 /// What goes into the archive, worked out before anything is written.
-struct Plan {
+struct Plan<'a> {
     /// Digest → size, sorted by digest.
     blobs: BTreeMap<Digest, u64>,
     index_json: Vec<u8>,
     manifest_json: Vec<u8>,
     images: usize,
+    cancel: &'a AtomicBool,
 }
 
 #[derive(Serialize)]
@@ -195,8 +199,12 @@ struct DockerEntry {
     layers: Vec<String>,
 }
 
-impl Plan {
-    fn new(store: &ContentStore, images: &[Image]) -> Result<Plan, ImageError> {
+impl<'a> Plan<'a> {
+    fn new(
+        store: &ContentStore,
+        images: &[Image],
+        cancel: &'a AtomicBool,
+    ) -> Result<Plan<'a>, ImageError> {
         let mut blobs = BTreeMap::new();
         let mut index_entries = Vec::new();
         let mut docker: Vec<(Digest, DockerEntry)> = Vec::new();
@@ -244,6 +252,7 @@ impl Plan {
             index_json: to_json(&index)?,
             manifest_json: to_json(&docker)?,
             images: seen.len(),
+            cancel,
         })
     }
 
@@ -336,7 +345,7 @@ fn docker_tag(name: &str) -> Option<String> {
 /// Writes the tar members in their fixed order; returns the writer.
 fn write_tar<W: Write>(
     store: &ContentStore,
-    plan: &Plan,
+    plan: &Plan<'_>,
     out: W,
     path: &Path,
 ) -> Result<W, ImageError> {
@@ -349,6 +358,10 @@ fn write_tar<W: Write>(
         let blob = store.blob_path(digest);
         let file = File::open(&blob).map_err(io_err("opening", &blob))?;
         let mut header = file_header(*size);
+        let file = Cancellable {
+            inner: file,
+            cancel: plan.cancel,
+        };
         // A blob that changed size under us would make a corrupt member.
         let mut limited = io::Read::take(file, *size);
         tar.append_data(&mut header, blob_member(digest), &mut limited)
@@ -363,6 +376,22 @@ fn write_tar<W: Write>(
     append_bytes(&mut tar, "index.json", &plan.index_json).map_err(werr())?;
     append_bytes(&mut tar, "manifest.json", &plan.manifest_json).map_err(werr())?;
     tar.into_inner().map_err(werr())
+}
+
+/// A reader that fails once `cancel` is set (not with `Interrupted`: copy loops
+/// retry that).
+struct Cancellable<'a, R> {
+    inner: R,
+    cancel: &'a AtomicBool,
+}
+
+impl<R: io::Read> io::Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("interrupted"));
+        }
+        self.inner.read(buf)
+    }
 }
 
 fn file_header(size: u64) -> tar::Header {
@@ -446,6 +475,9 @@ mod tests {
     use crate::image::pull::build_image;
     use crate::image::spec::{Manifest, Platform};
     use io::Read;
+
+    /// A cancel flag that is never set.
+    static GO: AtomicBool = AtomicBool::new(false);
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -594,7 +626,7 @@ mod tests {
         ];
         for name in ["all.tar", "all.tar.gz", "all.tar.zst", "all.tgz"] {
             let path = dir.path().join(name);
-            let report = save(&store, &saved, &SaveTarget::File(path.clone())).unwrap();
+            let report = save(&store, &saved, &SaveTarget::File(path.clone()), &GO).unwrap();
             assert_eq!(report.images, 2);
             let target = ContentStore::open(&dir.path().join(format!("dst-{name}"))).unwrap();
             let imported = import_archive(&target, &amd64(), &path).unwrap();
@@ -607,7 +639,13 @@ mod tests {
             }
         }
         let tar_len = fs::metadata(dir.path().join("all.tar")).unwrap().len();
-        let report = save(&store, &saved, &SaveTarget::File(dir.path().join("x.tar"))).unwrap();
+        let report = save(
+            &store,
+            &saved,
+            &SaveTarget::File(dir.path().join("x.tar")),
+            &GO,
+        )
+        .unwrap();
         assert_eq!(
             report.tar_bytes, tar_len,
             "the size is known before writing"
@@ -625,6 +663,7 @@ mod tests {
             &store,
             &[app.clone(), tool.clone()],
             &SaveTarget::File(path.clone()),
+            &GO,
         )
         .unwrap();
         let members = members(&path);
@@ -690,6 +729,7 @@ mod tests {
             &store,
             std::slice::from_ref(&app),
             &SaveTarget::File(path.clone()),
+            &GO,
         )
         .unwrap();
         // What `docker load` reads: manifest.json and the blobs it names.
@@ -727,6 +767,7 @@ mod tests {
             &store,
             std::slice::from_ref(&multi),
             &SaveTarget::File(path.clone()),
+            &GO,
         )
         .unwrap();
         let members = members(&path);
@@ -767,8 +808,8 @@ mod tests {
         latest.name = "docker.io/library/app:latest".into();
         let images = [app.clone(), latest, app];
         let (a, b) = (dir.path().join("a.tar.zst"), dir.path().join("b.tar.zst"));
-        let report = save(&store, &images, &SaveTarget::File(a.clone())).unwrap();
-        save(&store, &images, &SaveTarget::File(b.clone())).unwrap();
+        let report = save(&store, &images, &SaveTarget::File(a.clone()), &GO).unwrap();
+        save(&store, &images, &SaveTarget::File(b.clone()), &GO).unwrap();
         assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
         assert_eq!(report.images, 2);
         let members = members(&a);
@@ -799,7 +840,7 @@ mod tests {
         let path = out.join("app.tar.gz");
         fs::write(&path, b"the previous archive").unwrap();
         // A blob that shrinks while the archive is written.
-        let plan = Plan::new(&store, std::slice::from_ref(&app)).unwrap();
+        let plan = Plan::new(&store, std::slice::from_ref(&app), &GO).unwrap();
         let layer = store.blob_path(&app.layers[1].digest);
         let bytes = fs::read(&layer).unwrap();
         fs::write(&layer, &bytes[..bytes.len() / 2]).unwrap();
@@ -809,9 +850,29 @@ mod tests {
         assert_eq!(fs::read_dir(&out).unwrap().count(), 1, "no temp file left");
         // A missing blob is found before anything is written.
         fs::remove_file(&layer).unwrap();
-        let err = save(&store, &[app], &SaveTarget::File(path.clone())).unwrap_err();
+        let err = save(&store, &[app], &SaveTarget::File(path.clone()), &GO).unwrap_err();
         assert!(matches!(err, ImageError::Io { .. }), "{err}");
         assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_cancelled_save_stops_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(&dir.path().join("src")).unwrap();
+        let app = simple_image(&store, "docker.io/library/app:1.0", "app");
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let stop = AtomicBool::new(true);
+        let err = save(
+            &store,
+            &[app],
+            &SaveTarget::File(out.join("a.tar.zst")),
+            &stop,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("interrupted"), "{err}");
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
     }
 
     #[test]

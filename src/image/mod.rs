@@ -37,7 +37,7 @@ mod unpack;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -349,15 +349,17 @@ impl ImageStore {
 
     /// Writes `images` (records of this store, e.g. what [`ImageStore::pull`]
     /// returned) as one archive: an OCI layout with a docker-save `manifest.json`,
-    /// compressed as the file name says (see export.rs).
+    /// compressed as the file name says (see export.rs). Setting `cancel` stops the
+    /// writing soon, with an error and no file.
     pub async fn save(
         &self,
         images: Vec<Image>,
         target: SaveTarget,
+        cancel: Arc<AtomicBool>,
     ) -> Result<SaveReport, ImageError> {
         let _lease = self.lease_shared().await?;
         let store = Arc::clone(&self.inner.store);
-        blocking(move || export::save(&store, &images, &target)).await
+        blocking(move || export::save(&store, &images, &target, &cancel)).await
     }
 
     /// Every image, sorted by name.
