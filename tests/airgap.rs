@@ -303,6 +303,23 @@ fn save_for_another_platform_takes_its_blobs_and_leaves_the_nodes_store_alone() 
     let ls = ok(skiff_image(&other, &none, &["ls"]), "image ls");
     assert!(ls.contains("linux/arm64/v8"), "{ls}");
 
+    // A platform the image lacks: the error names what it has; no file.
+    let armhf = site.path().join("armhf.tar.zst");
+    let out = site.save(&[
+        "--platform",
+        "linux/arm/v7",
+        "-o",
+        armhf.to_str().unwrap(),
+        &site.multi_ref,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no image for linux/arm/v7") && err.contains("linux/arm64/v8"),
+        "{err}"
+    );
+    assert!(!armhf.exists());
+
     // Names that say nothing about the format are refused before any pull.
     let out = site.save(&["-o", "images.zip", &site.multi_ref]);
     assert!(!out.status.success());
