@@ -175,12 +175,6 @@ impl MaybeSync for io::StdoutLock<'_> {
     }
 }
 
-impl MaybeSync for Vec<u8> {
-    fn sync(self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What goes into the archive, worked out before anything is written.
 struct Plan<'a> {
     /// Digest → size, sorted by digest.
