@@ -47,7 +47,8 @@ command -v htpasswd >/dev/null || need_pkgs+=(apache2-utils)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 # Cluster DNS tests ask with dig.
 command -v dig >/dev/null || need_pkgs+=(dnsutils)
-# install.sh and the scripts it writes must be shellcheck-clean (tests/install.rs).
+# install.sh, the scripts it writes and airgap/*.sh must be shellcheck-clean
+# (tests/install.rs, tests/airgap.rs).
 command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
 # The written systemd units must pass `systemd-analyze verify` (tests/install.rs).
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)

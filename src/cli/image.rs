@@ -1,14 +1,20 @@
-//! `skiff image import|ls|rm|pull`: the node's image store from the command line.
+//! `skiff image import|ls|rm|pull|save`: the node's image store from the command line.
 //!
 //! The store is the agent's own, `<data-dir>/agent/images` (see
 //! [`crate::image::store_dir`]); it is safe to use while the agent runs (the store
 //! locks its files). Archives copied into that directory are imported by the agent
 //! when it starts; `skiff image import` imports them (or any others) right away.
 //! Pulls go through the mirrors and credentials of `registries.yaml`.
+//!
+//! `skiff image save` pulls into a temporary store of its own (a hidden directory
+//! beside the output file, removed afterwards), never into the node's: the store
+//! keeps one record per name, so saving `nginx:1.27` for arm64 on an amd64 node
+//! would replace the node's own amd64 image. It needs neither root nor a node.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
@@ -16,7 +22,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::image::{
     self, Digest, Image, ImageStore, LayerStatus, Platform, PullOptions, PullProgress,
-    RegistriesConfig, StoreOptions, DEFAULT_REGISTRIES_PATH,
+    RegistriesConfig, SaveTarget, StoreOptions, DEFAULT_REGISTRIES_PATH,
 };
 
 #[derive(clap::Args)]
@@ -68,6 +74,20 @@ enum ImageCommand {
         #[arg(long, short = 'f')]
         force: bool,
     },
+    /// Pull images into one archive for air-gapped nodes (an OCI layout with a
+    /// docker-save manifest.json; see airgap/README.md)
+    Save {
+        /// Images to save (pulled through the mirrors of registries.yaml)
+        #[arg(required = true, value_name = "REF")]
+        references: Vec<String>,
+        /// The archive to write: .tar, .tar.gz or .tar.zst (`-`: a tar on stdout)
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+        /// Platform of the images, e.g. linux/arm64 or linux/arm/v7 [default: this
+        /// node's]
+        #[arg(long)]
+        platform: Option<String>,
+    },
     /// Pull an image from its registry (or the mirrors of registries.yaml)
     Pull {
         #[arg(value_name = "REF")]
@@ -97,6 +117,16 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             let store = open(&root, platform.as_deref(), Some(&args.registries_config))?;
             block_on(pull(&store, &reference))
         }
+        ImageCommand::Save {
+            references,
+            output,
+            platform,
+        } => block_on(save(
+            &references,
+            &output,
+            platform.as_deref(),
+            &args.registries_config,
+        )),
     }
 }
 
@@ -355,6 +385,27 @@ fn mentions_path(line: &str, path: &str) -> bool {
 // ---------------------------------------------------------------- pull
 
 async fn pull(store: &ImageStore, reference: &str) -> anyhow::Result<()> {
+    let image = pull_with_bars(store, reference).await?;
+    println!("{}", pulled_line(&image));
+    Ok(())
+}
+
+/// `pulled NAME (DIGEST, N layers, SIZE)`.
+fn pulled_line(image: &Image) -> String {
+    let layers = match image.layers.len() {
+        1 => "1 layer".to_string(),
+        n => format!("{n} layers"),
+    };
+    format!(
+        "pulled {} ({}, {layers}, {})",
+        image.name,
+        short_digest(&image.digest),
+        human_size(image.size)
+    )
+}
+
+/// Pulls `reference` with progress bars on stderr (when it is a terminal).
+async fn pull_with_bars(store: &ImageStore, reference: &str) -> anyhow::Result<Image> {
     let bars = Arc::new(Bars::new(std::io::stderr().is_terminal()));
     let sink = Arc::clone(&bars);
     let options = PullOptions {
@@ -371,17 +422,123 @@ async fn pull(store: &ImageStore, reference: &str) -> anyhow::Result<()> {
         };
         plain(e).context(format!("cannot pull {reference}: {hint}"))
     })?;
-    let layers = match image.layers.len() {
-        1 => "1 layer".to_string(),
-        n => format!("{n} layers"),
+    Ok(image)
+}
+
+// ---------------------------------------------------------------- save
+
+async fn save(
+    references: &[String],
+    output: &Path,
+    platform: Option<&str>,
+    registries: &Path,
+) -> anyhow::Result<()> {
+    let to_stdout = output == Path::new("-");
+    if to_stdout && std::io::stdout().is_terminal() {
+        bail!("refusing to write an archive to a terminal: redirect stdout or pass -o FILE");
+    }
+    let target = if to_stdout {
+        SaveTarget::Stdout
+    } else {
+        image::check_save_name(output).map_err(plain)?;
+        SaveTarget::File(output.to_path_buf())
     };
-    println!(
-        "pulled {} ({}, {layers}, {})",
-        image.name,
-        short_digest(&image.digest),
-        human_size(image.size)
+    let work = TempStoreDir::create(output, to_stdout)?;
+    let store = open(work.path(), platform, Some(registries))?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let writing = Arc::new(AtomicBool::new(false));
+    let saving = pull_and_save(
+        &store,
+        references,
+        (target, output),
+        Arc::clone(&writing),
+        Arc::clone(&cancel),
     );
+    tokio::pin!(saving);
+    // Ctrl-C: stop, and leave neither the temporary store nor a partial archive
+    // (pulls are dropped; the writer stops at its next read and removes its file).
+    let report = tokio::select! {
+        report = &mut saving => report?,
+        _ = tokio::signal::ctrl_c() => {
+            cancel.store(true, Ordering::Relaxed);
+            if writing.load(Ordering::Relaxed) {
+                let _ = saving.await;
+            }
+            bail!("interrupted: nothing written");
+        }
+    };
+    if !to_stdout {
+        let size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+        let images = match report.images {
+            1 => "1 image".to_string(),
+            n => format!("{n} images"),
+        };
+        println!(
+            "saved {images} for {} to {} ({})",
+            store.platform(),
+            output.display(),
+            human_size(size)
+        );
+    }
     Ok(())
+}
+
+/// Pulls every reference (one after the other, layers in parallel), then writes
+/// them all to `target` (setting `writing` first).
+async fn pull_and_save(
+    store: &ImageStore,
+    references: &[String],
+    (target, output): (SaveTarget, &Path),
+    writing: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
+) -> anyhow::Result<image::SaveReport> {
+    let mut images = Vec::new();
+    for reference in references {
+        let image = pull_with_bars(store, reference).await?;
+        eprintln!("{}", pulled_line(&image));
+        images.push(image);
+    }
+    writing.store(true, Ordering::Relaxed);
+    store
+        .save(images, target, cancel)
+        .await
+        .map_err(plain)
+        .with_context(|| format!("cannot write {}", output.display()))
+}
+
+/// The temporary store `save` pulls into: a hidden directory beside the output
+/// file (or in the temp dir for stdout), removed when dropped.
+struct TempStoreDir(PathBuf);
+
+impl TempStoreDir {
+    fn create(output: &Path, to_stdout: bool) -> anyhow::Result<TempStoreDir> {
+        let parent = match output.parent() {
+            _ if to_stdout => std::env::temp_dir(),
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !parent.is_dir() {
+            bail!(
+                "cannot write {}: {} is not a directory",
+                output.display(),
+                parent.display()
+            );
+        }
+        let dir = parent.join(format!(".skiff-save-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&dir)
+            .with_context(|| format!("cannot create the temporary store {}", dir.display()))?;
+        Ok(TempStoreDir(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempStoreDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// One progress bar per layer on stderr, when it is a terminal.

@@ -1,7 +1,9 @@
 //! Air-gap import of image archives: `docker save` tarballs (`manifest.json` with
 //! `RepoTags`, layer tars) and OCI image layouts (`oci-layout`, `index.json`,
 //! `blobs/sha256/…`, multi-platform indexes resolved to this node's platform), each
-//! plain, gzip or zstd compressed (detected from the bytes).
+//! plain, gzip or zstd compressed (detected from the bytes). An archive with both
+//! (`skiff image save`, docker 25+) is read as the OCI layout, which keeps the
+//! registry's digests.
 //!
 //! The archive is read in one pass: every file goes straight into the content store
 //! (OCI blobs are checked against their names), small ones are also kept in memory
@@ -273,10 +275,12 @@ fn build_images(
     platform: &Platform,
     contents: &Contents,
 ) -> Result<Vec<Image>, ImageError> {
-    if contents.member("manifest.json").is_some() {
-        docker_images(store, contents)
-    } else if contents.member("index.json").is_some() {
+    // Both (`skiff image save`, docker 25+): the OCI layout keeps the registry's
+    // digests, as containerd's import prefers it too.
+    if contents.member("index.json").is_some() {
         oci_images(store, platform, contents)
+    } else if contents.member("manifest.json").is_some() {
+        docker_images(store, contents)
     } else {
         Err(archive_reason(
             "neither manifest.json (docker save) nor index.json (OCI layout) found".to_string(),
@@ -426,6 +430,13 @@ fn resolve_to_manifest(
                     spec::offered_platforms(&index)
                 ))
             })?;
+            if !store.has_blob(&chosen.digest) {
+                return Err(archive_reason(format!(
+                    "the archive lacks the {platform} image of index {} (saved for \
+                     another platform? see `skiff image import --platform`)",
+                    descriptor.digest
+                )));
+            }
             resolve_to_manifest(store, platform, chosen, depth + 1)
         }
     }

@@ -16,6 +16,8 @@
 //! - [`ImageStore::import_archive`] / [`ImageStore::import_dir`] load docker-save and
 //!   OCI-layout tarballs (plain, gzip or zstd); [`ImageStore::import_airgap`] is
 //!   `import_dir` of the store's own root, with logs, for the agent's start.
+//! - [`ImageStore::save`] writes images as one archive (OCI layout plus docker-save
+//!   `manifest.json`) for air-gapped nodes (`skiff image save`, export.rs).
 //! - [`ImageStore::rootfs_layers`] unpacks layers once into read-only snapshots and
 //!   returns them as overlayfs lowerdirs; [`ImageStore::config`] gives the image
 //!   configuration (entrypoint, cmd, env, ...).
@@ -24,6 +26,7 @@
 mod archive;
 mod compress;
 mod config;
+mod export;
 mod pull;
 mod reference;
 mod registries;
@@ -34,13 +37,14 @@ mod unpack;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 pub use archive::{ImportReport, IMPORT_EXTENSIONS};
 pub use config::{ContainerConfig, ExposedPort, ImageConfig, RootFs};
+pub use export::{SaveReport, SaveTarget};
 pub use pull::{LayerStatus, ProgressFn, PullOptions, PullProgress};
 pub use reference::{Digest, Reference, DEFAULT_REGISTRY};
 pub use registries::{
@@ -55,6 +59,12 @@ use store::ContentStore;
 
 /// Where the node's image store (and air-gap directory) is, below a data dir.
 pub const STORE_SUBDIR: &str = "agent/images";
+
+/// Checks that `path` names an archive `ImageStore::save` can write (`.tar`,
+/// `.tar.gz`, `.tar.zst`), before anything is pulled.
+pub fn check_save_name(path: &Path) -> Result<(), ImageError> {
+    export::compression_for(path).map(|_| ())
+}
 
 /// The image store's root for `data_dir`: `<data-dir>/agent/images`. The agent and
 /// `skiff image` both use it.
@@ -335,6 +345,21 @@ impl ImageStore {
         };
         log_import(&root, &report);
         report
+    }
+
+    /// Writes `images` (records of this store, e.g. what [`ImageStore::pull`]
+    /// returned) as one archive: an OCI layout with a docker-save `manifest.json`,
+    /// compressed as the file name says (see export.rs). Setting `cancel` stops the
+    /// writing soon, with an error and no file.
+    pub async fn save(
+        &self,
+        images: Vec<Image>,
+        target: SaveTarget,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<SaveReport, ImageError> {
+        let _lease = self.lease_shared().await?;
+        let store = Arc::clone(&self.inner.store);
+        blocking(move || export::save(&store, &images, &target, &cancel)).await
     }
 
     /// Every image, sorted by name.
