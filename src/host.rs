@@ -2,8 +2,11 @@
 //! (certificate names, advertised address) and the node agent (node name, node IP)
 //! both read them.
 //!
-//! Owns: [`hostname`], [`local_addresses`], [`default_address`]. Calls: nothing in
-//! skiff (the OS through `nix` and /proc).
+//! Owns: [`hostname`], [`local_addresses`], [`default_address`]; the service
+//! manager's notifications ([`notify`]).
+//! Calls: nothing in skiff (the OS through `nix` and /proc).
+
+pub mod notify;
 
 use std::net::IpAddr;
 
