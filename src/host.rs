@@ -3,9 +3,10 @@
 //! both read them.
 //!
 //! Owns: [`hostname`], [`local_addresses`], [`default_address`]; the service
-//! manager's notifications ([`notify`]).
+//! manager's notifications ([`notify`]) and the checks `skiff check` runs ([`check`]).
 //! Calls: nothing in skiff (the OS through `nix` and /proc).
 
+pub mod check;
 pub mod notify;
 
 use std::net::IpAddr;

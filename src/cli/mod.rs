@@ -1,6 +1,8 @@
-//! The command line: `skiff server`, `skiff agent`, `skiff image`, `skiff --version`. The only place `anyhow` is
+//! The command line: `skiff server`, `skiff agent`, `skiff image`, `skiff check`,
+//! `skiff --version`. The only place `anyhow` is
 //! used: errors reach the user here, worded to say what to do.
 
+mod check;
 mod image;
 
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ enum Command {
     Image(image::ImageArgs),
     /// The node's network: `cleanup` removes skiff's rules and links
     Network(NetworkArgs),
+    /// Check this machine for what skiff needs (kernel, cgroups, tools, ports, disk)
+    Check(check::CheckArgs),
     /// Run one container (internal: the agent's runtime starts it)
     #[command(hide = true)]
     Shim(crate::runtime::ShimArgs),
@@ -149,6 +153,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Nsexec(args) => std::process::exit(crate::runtime::exec::exec_main(args)),
         Command::Image(args) => image::run(args),
         Command::Network(args) => run_network(args),
+        Command::Check(args) => check::run(args),
     }
 }
 
