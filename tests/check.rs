@@ -1,8 +1,10 @@
 //! `skiff check`: the real binary on this machine (every required item present: exit
 //! 0, and the cgroup layout the mount table shows), with a port taken (named, exit
-//! non-zero), and against a faked Raspberry Pi tree on cgroup v2 without the memory
+//! non-zero) or held by a running skiff (a warning naming it), and against a faked Raspberry Pi tree on cgroup v2 without the memory
 //! controller (`--root`, `SKIFF_CHECK_ROOT`): the cmdline fix is printed and it exits
 //! non-zero.
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -230,4 +232,23 @@ fn the_fake_root_comes_from_the_environment_too_and_json_says_the_same() {
         .as_str()
         .unwrap()
         .contains("cgroup_enable=memory"));
+}
+
+#[test]
+fn a_port_held_by_a_running_skiff_is_reported_as_that_skiff() {
+    let server = common::Server::start();
+    let data = tempfile::tempdir().unwrap();
+    let port = server.port.to_string();
+    let out = check(data.path(), &["--https-listen-port", &port], &[]);
+    let report = stdout(&out);
+    let held = line(&report, &format!("port {port}"));
+    assert!(
+        held.starts_with("warn")
+            && held.contains(&format!("in use by a running skiff (pid {})", server.pid())),
+        "{report}"
+    );
+    assert!(
+        out.status.success(),
+        "a running skiff is no missing item:\n{report}"
+    );
 }
