@@ -33,6 +33,7 @@ pub const SLOW_FSYNC: Duration = Duration::from_millis(10);
 /// Less free space than this in the data directory is a warning (images, logs, state).
 pub const LOW_SPACE_BYTES: u64 = 2 << 30;
 
+const TIME_SYNC_FIX: &str = "install and enable systemd-timesyncd or chrony: certificates and node leases need the right time, and a Raspberry Pi has no clock of its own";
 const MEMORY_CMDLINE_FIX: &str = "add `cgroup_memory=1 cgroup_enable=memory` to /boot/firmware/cmdline.txt (or /boot/cmdline.txt; elsewhere to GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub) and reboot";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -121,6 +122,8 @@ pub fn run(options: &Options) -> Vec<Finding> {
 /// The machine as seen under a root directory.
 pub struct Machine {
     pub root: PathBuf,
+    /// The kernel's build configuration, read once.
+    config: std::cell::OnceCell<Option<BTreeMap<String, String>>>,
 }
 
 /// How the kernel offers a feature, from its build configuration or module lists.
@@ -136,7 +139,10 @@ enum Support {
 
 impl Machine {
     pub fn new(root: &Path) -> Machine {
-        Machine { root: root.into() }
+        Machine {
+            root: root.into(),
+            config: Default::default(),
+        }
     }
 
     /// `absolute` (e.g. `/proc/filesystems`) under the root.
@@ -308,7 +314,13 @@ impl Machine {
 
     /// The kernel's build configuration (`/proc/config.gz`, else
     /// `/boot/config-<release>`): option name (without `CONFIG_`) to value.
-    fn kernel_config(&self) -> Option<BTreeMap<String, String>> {
+    fn kernel_config(&self) -> Option<&BTreeMap<String, String>> {
+        self.config
+            .get_or_init(|| self.read_kernel_config())
+            .as_ref()
+    }
+
+    fn read_kernel_config(&self) -> Option<BTreeMap<String, String>> {
         let text = self.read_config_gz().or_else(|| {
             let release = self.release()?;
             self.read(&format!("/boot/config-{release}"))
@@ -351,13 +363,7 @@ impl Machine {
             return if missing.is_empty() {
                 Support::Yes("kernel config".into())
             } else {
-                Support::No(
-                    missing
-                        .iter()
-                        .map(|o| format!("CONFIG_{o}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                )
+                Support::No(config_names(&missing))
             };
         }
         if self.path(&format!("/sys/module/{module}")).exists() {
@@ -405,7 +411,7 @@ impl Machine {
         match self.support(options, module) {
             Support::Yes(how) => Finding::ok(item, format!("{how}; {used_for}")),
             Support::No(what) => Finding::new(item, failed, format!("no {what}; {used_for}"))
-                .fix(format!("a kernel built with {}", options.iter().map(|o| format!("CONFIG_{o}")).collect::<Vec<_>>().join(", "))),
+                .fix(format!("a kernel built with {}", config_names(options))),
             Support::Unknown => Finding::new(
                 item,
                 Status::Warn,
@@ -664,14 +670,26 @@ impl Machine {
             );
         };
         let detail = format!("{shown} on {fs_type}");
-        match fs_type.as_str() {
-            "tmpfs" | "ramfs" => Finding::new("data dir", Status::Warn, format!("{detail}: the cluster's state is lost at reboot"))
-                .fix("use a directory on a disk (--data-dir)"),
-            "overlay" => Finding::new("data dir", Status::Warn, format!("{detail}: containers' root file systems cannot be overlays on an overlay, and the state may not persist"))
-                .fix("use a directory on a disk (--data-dir), e.g. a volume when skiff runs in a container"),
-            "nfs" | "nfs4" | "cifs" | "smb3" | "fuse.sshfs" => Finding::new("data dir", Status::Warn, format!("{detail}: SQLite's locking is unreliable on network file systems"))
-                .fix("use a local disk (--data-dir)"),
-            _ => Finding::ok("data dir", detail),
+        let problem = match fs_type.as_str() {
+            "tmpfs" | "ramfs" => Some((
+                "the cluster's state is lost at reboot",
+                "use a directory on a disk (--data-dir)",
+            )),
+            "overlay" => Some((
+                "containers' root file systems cannot be overlays on an overlay, and the state may not persist",
+                "use a directory on a disk (--data-dir), e.g. a volume when skiff runs in a container",
+            )),
+            "nfs" | "nfs4" | "cifs" | "smb3" | "fuse.sshfs" => Some((
+                "SQLite's locking is unreliable on network file systems",
+                "use a local disk (--data-dir)",
+            )),
+            _ => None,
+        };
+        match problem {
+            Some((why, fix)) => {
+                Finding::new("data dir", Status::Warn, format!("{detail}: {why}")).fix(fix)
+            }
+            None => Finding::ok("data dir", detail),
         }
     }
 
@@ -697,8 +715,12 @@ impl Machine {
         {
             return Finding::ok("time sync", format!("{name} runs"));
         }
-        Finding::new("time sync", Status::Warn, "no time synchronisation running (chronyd, ntpd, systemd-timesyncd)")
-            .fix("install and enable systemd-timesyncd or chrony: certificates and node leases need the right time, and a Raspberry Pi has no clock of its own")
+        Finding::new(
+            "time sync",
+            Status::Warn,
+            "no time synchronisation running (chronyd, ntpd, systemd-timesyncd)",
+        )
+        .fix(TIME_SYNC_FIX)
     }
 }
 
@@ -746,6 +768,15 @@ const PROGRAMS: &[(&str, &str, bool, &str)] = &[
         "flushing stale UDP flows when a service's backends change",
     ),
 ];
+
+/// `CONFIG_A, CONFIG_B` for options `A`, `B`.
+fn config_names(options: &[&str]) -> String {
+    options
+        .iter()
+        .map(|o| format!("CONFIG_{o}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The kernel option behind a cgroup controller.
 fn controller_option(name: &str) -> &'static str {
