@@ -54,7 +54,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         .count();
     if missing > 0 {
         anyhow::bail!(
-            "{missing} required item(s) missing: skiff will not run well here until they are fixed"
+            "{missing} required item(s) missing: skiff's server or node will fail here until they are fixed (see each fix above)"
         );
     }
     Ok(())
