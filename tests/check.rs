@@ -159,7 +159,7 @@ fn fake_pi(root: &Path) {
         "CONFIG_MEMCG=y\nCONFIG_NF_TABLES=m\nCONFIG_NF_TABLES_INET=y\nCONFIG_NF_CONNTRACK=m\n\
          CONFIG_NF_NAT=m\nCONFIG_NFT_NAT=m\nCONFIG_NFT_CT=m\nCONFIG_NFT_MASQ=m\nCONFIG_NFT_REJECT=m\n\
          CONFIG_NFT_FIB_INET=m\nCONFIG_NFT_NUMGEN=m\nCONFIG_BRIDGE=m\nCONFIG_VETH=m\nCONFIG_VXLAN=m\n\
-         CONFIG_OVERLAY_FS=m\n",
+         CONFIG_OVERLAY_FS=m\nCONFIG_BRIDGE_NETFILTER=m\n",
     );
     write("proc/sys/net/ipv4/ip_forward", "0\n");
     write(

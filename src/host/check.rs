@@ -7,14 +7,22 @@
 //! (`/proc/sys/kernel/osrelease`), the mounts (`/proc/self/mountinfo`: cgroup v1,
 //! hybrid or v2), the cgroup controllers (`/proc/cgroups`, v2's
 //! `/sys/fs/cgroup/cgroup.controllers`), file systems (`/proc/filesystems`), namespaces
-//! (`/proc/self/ns`), and the kernel's build configuration for netfilter, bridge, veth
-//! and VXLAN. Nothing is probed by changing the system (no link is created, no module
-//! loaded): the configuration comes from `/proc/config.gz`, else
-//! `/boot/config-<release>`, else the module lists under `/lib/modules/<release>` and
-//! `/sys/module`; when none exists the item is a warning ("could not tell"). The
-//! programs skiff runs (`ip`, `nft`, `conntrack`) are looked up in `$PATH` (and the
-//! sbin directories) under the root. Ports are tried by binding them, the data
-//! directory's disk by timing a few small synchronous writes in it.
+//! (`/proc/self/ns`), and the kernel's build configuration for netfilter, bridge, veth,
+//! br_netfilter and VXLAN.
+//!
+//! Nothing is probed by changing the system (no link is created, no module loaded):
+//! the configuration comes from `/proc/config.gz`, else `/boot/config-<release>`, else
+//! the module lists under `/lib/modules/<release>` and `/sys/module`; when none exists
+//! the item is a warning ("could not tell"). A module is enough: the kernel loads
+//! overlay, nf_tables, bridge and vxlan on first use (br_netfilter it does not: its
+//! own item). VXLAN is optional (a one-node cluster needs no overlay).
+//!
+//! The programs skiff runs (`ip`, `nft`, `conntrack`) are looked up in `$PATH` (and
+//! the sbin directories) under the root. Ports are tried by binding them (one held by
+//! a running skiff is a warning, by anything else missing), the data directory's disk
+//! by timing a few small synchronous writes in it. Time sync is a warning only: the
+//! flag systemd-timesyncd leaves when synchronised, else a running NTP daemon (the
+//! kernel's own STA_UNSYNC would need `adjtimex` through the libc crate directly).
 //!
 //! Owns: [`run`], [`Finding`], [`Machine`]. Calls: nothing in skiff (std, nix, flate2).
 
@@ -108,6 +116,7 @@ pub fn run(options: &Options) -> Vec<Finding> {
     findings.push(machine.overlayfs());
     findings.push(machine.namespaces());
     findings.extend(machine.network_features());
+    findings.push(machine.bridge_netfilter());
     findings.push(machine.ip_forward());
     findings.extend(machine.programs(&options.path_env));
     for (port, flag) in &options.ports {
@@ -508,6 +517,35 @@ impl Machine {
                 "the overlay between nodes (--flannel-backend vxlan, the default); one node needs none",
             ),
         ]
+    }
+
+    /// br_netfilter: the one module skiff needs that the kernel does not load on
+    /// demand (overlay, nf_tables, bridge and vxlan load when first used).
+    pub fn bridge_netfilter(&self) -> Finding {
+        let item = "br_netfilter";
+        let used_for = "replies between pods of one node through a service";
+        if self
+            .path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+            .exists()
+        {
+            return Finding::ok(item, format!("loaded; {used_for}"));
+        }
+        match self.support(&["BRIDGE_NETFILTER"], "br_netfilter") {
+            Support::Yes(how) => Finding::new(
+                item,
+                Status::Warn,
+                format!("{how}, not loaded; {used_for}"),
+            )
+            .fix("modprobe br_netfilter, and list it in /etc/modules-load.d/ (skiff's systemd units load it at start)"),
+            Support::No(what) => Finding::new(item, Status::Missing, format!("no {what}; {used_for}"))
+                .fix("a kernel built with CONFIG_BRIDGE_NETFILTER"),
+            Support::Unknown => Finding::new(
+                item,
+                Status::Warn,
+                format!("not loaded, and could not tell whether the kernel has it; {used_for}"),
+            )
+            .fix("modprobe br_netfilter"),
+        }
     }
 
     pub fn ip_forward(&self) -> Finding {

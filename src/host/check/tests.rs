@@ -329,3 +329,21 @@ fn findings_serialize_with_lowercase_status_and_no_empty_fix() {
     let ok = serde_json::to_value(Finding::ok("x", "y")).unwrap();
     assert!(ok.get("fix").is_none());
 }
+
+#[test]
+fn br_netfilter_loaded_available_or_absent() {
+    let fake = Fake::new();
+    fake.config_gz("CONFIG_BRIDGE_NETFILTER=m\n");
+    let available = fake.machine().bridge_netfilter();
+    assert_eq!(available.status, Status::Warn);
+    assert!(available
+        .fix
+        .as_deref()
+        .unwrap()
+        .contains("modprobe br_netfilter"));
+    fake.file("/proc/sys/net/bridge/bridge-nf-call-iptables", "1\n");
+    assert_eq!(fake.machine().bridge_netfilter().status, Status::Ok);
+    let fake = Fake::new();
+    fake.config_gz("# CONFIG_BRIDGE_NETFILTER is not set\n");
+    assert_eq!(fake.machine().bridge_netfilter().status, Status::Missing);
+}
