@@ -191,6 +191,7 @@ async fn run_local_agent(
 ) {
     if !nix::unistd::geteuid().is_root() {
         tracing::error!("the server's agent needs root to run containers; it is not started (use --disable-agent to silence this)");
+        never_ready(notifier.is_some());
         return;
     }
     let host = if config.bind_address.is_unspecified() {
@@ -227,11 +228,19 @@ async fn run_local_agent(
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "the server's agent is not started");
+            never_ready(agent.notify.is_some());
             return;
         }
     };
     if let Err(e) = crate::agent::run_containers(agent, runtime).await {
         tracing::error!(error = %e, "the server's agent stopped");
+    }
+}
+
+/// Says why a service manager waiting for `READY=1` keeps waiting.
+fn never_ready(notifying: bool) {
+    if notifying {
+        tracing::error!("the service manager is not told READY=1: this server's node cannot become Ready (or run with --disable-agent)");
     }
 }
 
