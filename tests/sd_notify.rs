@@ -2,7 +2,9 @@
 //! server` sends `READY=1` once its API answers /readyz and its own node is Ready (at
 //! once with `--disable-agent`), `skiff agent` once its node is Ready, and both send
 //! `STOPPING=1` on SIGTERM. The test is the service manager: it binds the datagram
-//! socket and starts the real binary with `NOTIFY_SOCKET` pointing at it.
+//! socket (a file, or `@name` in the abstract namespace) and starts the real binary
+//! with `NOTIFY_SOCKET` pointing at it. The agent joins with `--token-file`, one
+//! server takes its token from `--token-file`.
 //!
 //! Each check is taken after the datagram arrived, so it can only fail when skiff sent
 //! too early (readiness only grows during start-up): /readyz must already answer and
@@ -243,6 +245,42 @@ fn a_server_without_agent_is_ready_once_its_api_answers_and_stops_on_sigterm() {
     first_message_is_ready_after_readyz(&socket, &mut server, &dir);
     assert_eq!(socket.try_recv(), None, "one READY=1 only");
     stops_with_stopping(&socket, &mut server);
+}
+
+#[test]
+fn an_abstract_socket_is_told_too_and_the_server_takes_its_token_from_a_file() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("skiff-sd-notify-e2e-{}", std::process::id());
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+    let socket = UnixDatagram::bind_addr(&address).unwrap();
+    let dir = ServerDir::new();
+    let token_file = dir.dir.path().join("token-file");
+    std::fs::write(&token_file, "  e2e-file-secret\n").unwrap();
+    let mut command = dir.server_command(Path::new(&format!("@{name}")));
+    command
+        .arg("--disable-agent")
+        .arg("--token-file")
+        .arg(&token_file)
+        .env_remove("SKIFF_TOKEN");
+    let mut server = Process::spawn(command, dir.dir.path().join("server.log"));
+    socket.set_read_timeout(Some(START_TIMEOUT)).unwrap();
+    let mut buf = [0u8; 256];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no READY=1 on @{name}: {e}\n{}", server.log()));
+    assert_eq!(&buf[..n], b"READY=1", "{}", server.log());
+    assert!(dir.readyz(), "READY=1 before /readyz answered");
+    let token = std::fs::read_to_string(dir.data().join("server/token")).unwrap();
+    assert!(
+        token.trim().ends_with("::server:e2e-file-secret"),
+        "the cluster token is not made from the file's secret: {token}"
+    );
+    server.sigterm();
+    assert!(
+        server.exits_within(Duration::from_secs(30)),
+        "{}",
+        server.log()
+    );
 }
 
 /// Runs `body`, then stops what it started and removes the node's host state (links,
