@@ -77,6 +77,9 @@ pub struct ServerFlags {
     /// Join token or its secret [default: generated on first start]
     #[arg(long, env = "SKIFF_TOKEN")]
     pub token: Option<String>,
+    /// File holding the join token or its secret (trimmed), instead of --token
+    #[arg(long, env = "SKIFF_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// Service ClusterIP range [default: 10.43.0.0/16]
     #[arg(long)]
     pub service_cidr: Option<String>,
@@ -360,6 +363,7 @@ impl NodeConfig {
             capacity,
             lease_interval: self.lease_interval,
             kubelet_port: self.kubelet_port,
+            notify: None,
         }
     }
 
@@ -518,6 +522,24 @@ fn parse_mode(value: Option<String>) -> Result<u32, ConfigError> {
         })
 }
 
+/// The token in `path` (`--token-file`, `SKIFF_TOKEN_FILE`), surrounding whitespace
+/// trimmed; an empty file is an error.
+pub fn read_token_file(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ConfigError::Invalid {
+            flag: "--token-file",
+            value: path.display().to_string(),
+            message: "the file is empty".into(),
+        });
+    }
+    Ok(token.to_string())
+}
+
 /// Flags over file over defaults.
 pub fn merge(
     flags: ServerFlags,
@@ -567,7 +589,15 @@ pub fn merge(
         write_kubeconfig_mode: parse_mode(
             flags.write_kubeconfig_mode.or(file.write_kubeconfig_mode),
         )?,
-        token: flags.token.or(file.token),
+        token: match (flags.token, flags.token_file) {
+            (Some(token), _) => Some(token),
+            (None, Some(path)) => Some(read_token_file(&path)?),
+            (None, None) => match (file.token, file.token_file) {
+                (Some(token), _) => Some(token),
+                (None, Some(path)) => Some(read_token_file(&path)?),
+                (None, None) => None,
+            },
+        },
         service_cidr: parse_cidr(
             "--service-cidr",
             flags.service_cidr.or(file.service_cidr),
@@ -622,6 +652,33 @@ mod tests {
         assert_eq!(config.tls_san, vec!["a.example"]);
         assert_eq!(config.service_cidr.to_string(), "10.43.0.0/16");
         assert_eq!(config.write_kubeconfig_mode, 0o600);
+    }
+
+    #[test]
+    fn the_token_file_is_read_trimmed_and_the_token_flag_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_path = dir.path().join("token");
+        std::fs::write(&token_path, "  s3cret\n").unwrap();
+        let flags = ServerFlags {
+            token_file: Some(token_path.clone()),
+            ..Default::default()
+        };
+        let config = merge(flags, NodeFlags::default(), FileConfig::default()).unwrap();
+        assert_eq!(config.token.as_deref(), Some("s3cret"));
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, format!("token-file: {}\n", token_path.display())).unwrap();
+        let file = read_file(&path, true).unwrap();
+        let config = merge(ServerFlags::default(), NodeFlags::default(), file.clone()).unwrap();
+        assert_eq!(config.token.as_deref(), Some("s3cret"));
+        let flags = ServerFlags {
+            token: Some("given".into()),
+            ..Default::default()
+        };
+        let config = merge(flags, NodeFlags::default(), file).unwrap();
+        assert_eq!(config.token.as_deref(), Some("given"));
+        std::fs::write(&token_path, "\n").unwrap();
+        assert!(read_token_file(&token_path).is_err());
+        assert!(read_token_file(&dir.path().join("missing")).is_err());
     }
 
     #[test]

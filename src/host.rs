@@ -2,8 +2,12 @@
 //! (certificate names, advertised address) and the node agent (node name, node IP)
 //! both read them.
 //!
-//! Owns: [`hostname`], [`local_addresses`], [`default_address`]. Calls: nothing in
-//! skiff (the OS through `nix` and /proc).
+//! Owns: [`hostname`], [`local_addresses`], [`default_address`]; the service
+//! manager's notifications ([`notify`]) and the checks `skiff check` runs ([`check`]).
+//! Calls: nothing in skiff (the OS through `nix` and /proc).
+
+pub mod check;
+pub mod notify;
 
 use std::net::IpAddr;
 

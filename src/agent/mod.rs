@@ -74,6 +74,8 @@ pub struct AgentConfig {
     pub lease_interval: Duration,
     /// The port of the agent's HTTPS API (logs, exec); 0 serves none.
     pub kubelet_port: u16,
+    /// Told `READY=1` once this node is Ready (systemd's `NOTIFY_SOCKET`).
+    pub notify: Option<crate::host::notify::Notifier>,
 }
 
 /// Parses `key=value:Effect` (or `key:Effect`) as `--node-taint` takes it.
@@ -183,6 +185,14 @@ async fn run_with_access(
     let config = Arc::new(config);
     let node = node::register(&client, &config, runtime.as_ref()).await?;
     tracing::info!(node = %config.node_name, "node registered");
+    if let Some(notifier) = config.notify.clone() {
+        tokio::spawn(node::notify_when_ready(
+            client.clone(),
+            config.node_name.clone(),
+            node.clone(),
+            notifier,
+        ));
+    }
     tokio::spawn(node::heartbeat_forever(
         client.clone(),
         config.clone(),

@@ -423,6 +423,35 @@ pub async fn heartbeat_forever(client: kube::Client, config: Arc<AgentConfig>, m
     }
 }
 
+/// Whether the API reports `node` Ready (its Ready condition True).
+pub fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Tells the service manager `READY=1` once the API reports this node Ready: at once
+/// when the status registration stored says so, else when a later read does.
+pub async fn notify_when_ready(
+    client: kube::Client,
+    name: String,
+    registered: Node,
+    notifier: crate::host::notify::Notifier,
+) {
+    let api: Api<Node> = Api::all(client);
+    let mut node = Some(registered);
+    loop {
+        if node.as_ref().is_some_and(is_ready) {
+            tracing::info!(node = %name, "node is Ready");
+            notifier.ready();
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        node = api.get_opt(&name).await.ok().flatten();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +472,7 @@ mod tests {
             capacity: crate::agent::machine_capacity(),
             lease_interval: Duration::from_secs(10),
             kubelet_port: 0,
+            notify: None,
         }
     }
 

@@ -1,6 +1,8 @@
-//! The command line: `skiff server`, `skiff agent`, `skiff image`, `skiff --version`. The only place `anyhow` is
+//! The command line: `skiff server`, `skiff agent`, `skiff image`, `skiff check`,
+//! `skiff --version`. The only place `anyhow` is
 //! used: errors reach the user here, worded to say what to do.
 
+mod check;
 mod image;
 
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ enum Command {
     Image(image::ImageArgs),
     /// The node's network: `cleanup` removes skiff's rules and links
     Network(NetworkArgs),
+    /// Check this machine for what skiff needs (kernel, cgroups, tools, ports, disk)
+    Check(check::CheckArgs),
     /// Run one container (internal: the agent's runtime starts it)
     #[command(hide = true)]
     Shim(crate::runtime::ShimArgs),
@@ -56,8 +60,11 @@ struct AgentArgs {
     #[arg(long, env = "SKIFF_URL")]
     server: String,
     /// The join token (from the server's <data-dir>/server/token)
-    #[arg(long, env = "SKIFF_TOKEN")]
-    token: String,
+    #[arg(long, env = "SKIFF_TOKEN", required_unless_present = "token_file")]
+    token: Option<String>,
+    /// File holding the join token (trimmed), instead of --token
+    #[arg(long, env = "SKIFF_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// Where the agent keeps its state
     #[arg(long, short = 'd', default_value = "/var/lib/skiff")]
     data_dir: PathBuf,
@@ -119,6 +126,8 @@ enum NetworkCommand {
 }
 
 pub fn run() -> anyhow::Result<()> {
+    // Out of the environment before any thread starts, so no child inherits it.
+    let notifier = crate::host::notify::Notifier::from_env();
     let cli = Cli::parse();
     init_logging(&cli.log);
     match cli.command {
@@ -135,19 +144,23 @@ pub fn run() -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             runtime
-                .block_on(crate::server::run(config))
+                .block_on(crate::server::run(config, notifier))
                 .context("skiff server failed (run with --log info for details)")
         }
-        Command::Agent(args) => run_agent(args),
+        Command::Agent(args) => run_agent(args, notifier),
         // Single-threaded by design: libcontainer clones and chdirs process-wide.
         Command::Shim(args) => std::process::exit(crate::runtime::shim_main(args)),
         Command::Nsexec(args) => std::process::exit(crate::runtime::exec::exec_main(args)),
         Command::Image(args) => image::run(args),
         Command::Network(args) => run_network(args),
+        Command::Check(args) => check::run(args),
     }
 }
 
-fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+fn run_agent(
+    args: AgentArgs,
+    notifier: Option<crate::host::notify::Notifier>,
+) -> anyhow::Result<()> {
     use crate::agent::{self, Capacity};
     let node = args.node.merge(NodeFlags::default())?;
     let node_ip = node.node_ip.unwrap_or_else(crate::host::default_address);
@@ -160,9 +173,14 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     } else {
         agent::machine_capacity()
     };
+    let token = match (args.token, &args.token_file) {
+        (Some(token), _) => token,
+        (None, Some(path)) => config::read_token_file(path)?,
+        (None, None) => anyhow::bail!("give the join token with --token or --token-file"),
+    };
     let mut config = node.agent_config(
         args.server,
-        args.token,
+        token,
         args.data_dir.clone(),
         node_ip,
         false,
@@ -189,9 +207,24 @@ fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
         cluster_domain: args.cluster_domain,
     };
     let runtime_config = node.runtime_config(args.data_dir, node_ip, cluster)?;
-    runtime
-        .block_on(agent::run_containers(config, runtime_config))
-        .context("skiff agent failed (run with --log info for details)")
+    config.notify = notifier.clone();
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = agent::run_containers(config, runtime_config) => {
+                result.context("skiff agent failed (run with --log info for details)")
+            }
+            () = crate::host::notify::stop_requested() => {
+                tracing::info!("skiff agent stopping");
+                if let Some(notifier) = &notifier {
+                    notifier.stopping();
+                }
+                Ok(())
+            }
+        }
+    });
+    // Pods' containers run on in their shims; don't wait long for loops mid-call.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }
 
 fn run_network(args: NetworkArgs) -> anyhow::Result<()> {
@@ -278,6 +311,28 @@ mod tests {
             "edge0",
         ]);
         assert!(agent.is_ok());
+    }
+
+    #[test]
+    fn the_agent_takes_its_token_from_a_flag_or_a_file_but_not_both() {
+        let agent = |extra: &[&str]| {
+            let mut args = vec!["skiff", "agent", "--server", "https://x:6443"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        let Ok(Cli {
+            command: Command::Agent(args),
+            ..
+        }) = agent(&["--token-file", "/run/token"])
+        else {
+            panic!("--token-file alone is refused");
+        };
+        assert_eq!(args.token_file, Some(PathBuf::from("/run/token")));
+        assert!(args.token.is_none());
+        assert!(agent(&["--token", "t", "--token-file", "/run/token"]).is_err());
+        if std::env::var_os("SKIFF_TOKEN").is_none() {
+            assert!(agent(&[]).is_err(), "no token at all is refused");
+        }
     }
 
     #[test]

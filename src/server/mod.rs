@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::api::{self, auth::PeerIdentity, bootstrap, ApiConfig, ApiState};
 use crate::config::ServerConfig;
 use crate::controllers;
+use crate::host::notify::Notifier;
 use crate::host::{default_address, hostname, local_addresses};
 use crate::pki::{self, CertOptions, Pki};
 use crate::serve;
@@ -66,8 +67,10 @@ impl Layout {
     }
 }
 
-/// Runs the server until a stop signal.
-pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
+/// Runs the server until a stop signal. `notifier` (systemd's `NOTIFY_SOCKET`) is told
+/// `READY=1` once the API is ready and the server's own node is Ready (once the API
+/// and controllers are up with `--disable-agent`), and `STOPPING=1` on a stop signal.
+pub async fn run(config: ServerConfig, notifier: Option<Notifier>) -> Result<(), ServerError> {
     let started = Instant::now();
     let fd_limit = serve::raise_fd_limit();
     let layout = Layout::new(&config);
@@ -150,8 +153,17 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     );
 
     start_controllers(&config, &pki).await?;
-    if !config.disable_agent {
-        tokio::spawn(run_local_agent(config.clone(), advertise, token.clone()));
+    if config.disable_agent {
+        if let Some(notifier) = &notifier {
+            notifier.ready();
+        }
+    } else {
+        tokio::spawn(run_local_agent(
+            config.clone(),
+            advertise,
+            token.clone(),
+            notifier.clone(),
+        ));
         label_own_node(&config, &pki).await?;
     }
     tokio::spawn(compact_forever(
@@ -160,17 +172,26 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         config.history_min_age,
     ));
     tokio::spawn(renew_forever(pki, config));
-    wait_for_stop().await;
+    crate::host::notify::stop_requested().await;
     tracing::info!("skiff server stopping");
+    if let Some(notifier) = &notifier {
+        notifier.stopping();
+    }
     Ok(())
 }
 
 /// The server's own node: the same agent `skiff agent` runs, configured by the same
 /// node flags (`config.node`), joined over the loopback with the cluster's token,
 /// labelled as the control plane by the server ([`own_node`]).
-async fn run_local_agent(config: ServerConfig, advertise: IpAddr, token: String) {
+async fn run_local_agent(
+    config: ServerConfig,
+    advertise: IpAddr,
+    token: String,
+    notifier: Option<Notifier>,
+) {
     if !nix::unistd::geteuid().is_root() {
         tracing::error!("the server's agent needs root to run containers; it is not started (use --disable-agent to silence this)");
+        never_ready(notifier.is_some());
         return;
     }
     let host = if config.bind_address.is_unspecified() {
@@ -192,6 +213,8 @@ async fn run_local_agent(config: ServerConfig, advertise: IpAddr, token: String)
     );
     // The labels a node may not set on itself are the server's (see own_node).
     agent.labels = own_node::split_labels(&config.node.labels).0;
+    // Started once the API is ready: the node being Ready is the server being ready.
+    agent.notify = notifier;
     let cluster = crate::config::ClusterNetwork {
         cluster_cidr: config.cluster_cidr,
         service_cidr: config.service_cidr,
@@ -205,11 +228,19 @@ async fn run_local_agent(config: ServerConfig, advertise: IpAddr, token: String)
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "the server's agent is not started");
+            never_ready(agent.notify.is_some());
             return;
         }
     };
     if let Err(e) = crate::agent::run_containers(agent, runtime).await {
         tracing::error!(error = %e, "the server's agent stopped");
+    }
+}
+
+/// Says why a service manager waiting for `READY=1` keeps waiting.
+fn never_ready(notifying: bool) {
+    if notifying {
+        tracing::error!("the service manager is not told READY=1: this server's node cannot become Ready (or run with --disable-agent)");
     }
 }
 
@@ -356,17 +387,5 @@ async fn renew_forever(pki: Arc<Pki>, config: ServerConfig) {
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "certificate renewal failed"),
         }
-    }
-}
-
-async fn wait_for_stop() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
