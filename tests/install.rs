@@ -457,6 +457,57 @@ grep '^ExecStart=' /etc/systemd/system/skiff.service > "$OUT/exec-start"
     );
 }
 
+/// The air-gap path through the real installer: airgap/install-bundle.sh from a bundle
+/// laid out as airgap/make-bundle.sh writes it (tests/airgap.rs makes one from a real
+/// registry and checks the node imports its archive; here the archive is only carried).
+#[test]
+#[ignore = "needs root"]
+fn an_air_gap_bundle_installs_through_the_real_installer_without_a_download() {
+    let scenario = Scenario::new(false);
+    let outcome = scenario.run(
+        &format!(
+            r#"
+bundle="$scratch/bundle"
+mkdir -p "$bundle/images"
+cp "$BUILT_SKIFF" "$bundle/skiff"
+cp "$INSTALL_SH" "$bundle/install.sh"
+cp "$REPO/airgap/install-bundle.sh" "$bundle/install-bundle.sh"
+echo 'carried, not read, by the installer' > "$bundle/images/images.tar.zst"
+echo {arch} > "$bundle/arch"
+(cd "$bundle" && sha256sum arch images/images.tar.zst install-bundle.sh install.sh skiff > sha256sums)
+# Nothing listens there: a download would fail.
+INSTALL_SKIFF_BINARY_URL=http://127.0.0.1:1 sh "$bundle/install-bundle.sh" --tls-san edge-1     > "$OUT/install.log" 2>&1
+sha256sum /usr/local/bin/skiff | cut -d' ' -f1 > "$OUT/installed.sha256"
+grep '^ExecStart=' /etc/systemd/system/skiff.service > "$OUT/exec-start"
+snapshot installed
+"#,
+            arch = arch()
+        ),
+        false,
+    );
+    outcome.assert_success();
+    let log = outcome.file("install.log");
+    assert!(log.contains("using /usr/local/bin/skiff in place"), "{log}");
+    assert!(!log.contains("downloading"), "{log}");
+    assert_eq!(
+        outcome.file("installed.sha256").trim(),
+        sha256(Path::new(SKIFF))
+    );
+    assert_eq!(
+        outcome.file("exec-start"),
+        "ExecStart=/usr/local/bin/skiff server \"--tls-san\" \"edge-1\"\n"
+    );
+    let listing = outcome.listing("installed");
+    for path in [
+        "/etc/systemd/system/skiff.service 644",
+        "/usr/local/bin/skiff 755",
+        "/usr/local/bin/skiff-killall.sh 755",
+        "/var/lib/skiff/agent/images/images.tar.zst 644",
+    ] {
+        assert!(listing.iter().any(|l| l == path), "{path} in {listing:?}");
+    }
+}
+
 #[test]
 #[ignore = "needs root"]
 fn under_systemd_it_enables_and_restarts_only_when_something_changed() {
