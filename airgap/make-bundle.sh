@@ -86,12 +86,14 @@ put() {
     mv -f "$2.tmp" "$2"
 }
 
-# sha256sums of every file of the bundle but itself, sorted by name.
+# sha256sums of every file of the bundle but itself, sorted by name (summed before the
+# file is opened, so find never meets it half-written).
 write_sums() {
     (
         cd "$OUT"
-        find . -type f ! -name sha256sums | sed 's|^\./||' | LC_ALL=C sort |
-            while IFS= read -r f; do sha256sum "$f"; done >sha256sums.tmp
+        sums=$(find . -type f ! -name sha256sums ! -name sha256sums.tmp | sed 's|^\./||' |
+            LC_ALL=C sort | while IFS= read -r f; do sha256sum "$f"; done)
+        printf '%s\n' "$sums" >sha256sums.tmp
         mv -f sha256sums.tmp sha256sums
     )
 }
