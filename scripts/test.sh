@@ -47,6 +47,11 @@ command -v htpasswd >/dev/null || need_pkgs+=(apache2-utils)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 # Cluster DNS tests ask with dig.
 command -v dig >/dev/null || need_pkgs+=(dnsutils)
+# Release builds (tests/release_build.rs): Debian's cross compilers (with their libc
+# sysroots under /usr/<triple>) and qemu-user to run the arm64/armhf binaries.
+command -v aarch64-linux-gnu-gcc >/dev/null || need_pkgs+=(gcc-aarch64-linux-gnu)
+command -v arm-linux-gnueabihf-gcc >/dev/null || need_pkgs+=(gcc-arm-linux-gnueabihf)
+command -v qemu-aarch64-static >/dev/null || need_pkgs+=(qemu-user-static)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   as_root apt-get update -qq
