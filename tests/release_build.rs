@@ -51,7 +51,16 @@ fn built() -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let start = Instant::now();
-        let out = Command::new(repo().join("scripts/build-release.sh"))
+        let mut script = Command::new(repo().join("scripts/build-release.sh"));
+        // What `cargo test` sets for its tests only: the nested cargo would otherwise
+        // see a different environment than a build from a shell and rebuild each time.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if cargo_test_only(&name) {
+                script.env_remove(&*name);
+            }
+        }
+        let out = script
             .arg(ARM64.name)
             .current_dir(repo())
             .stdin(Stdio::null())
@@ -76,6 +85,19 @@ fn built() -> PathBuf {
         );
     });
     dist_dir()
+}
+
+/// Environment `cargo test` gives a test (and `.cargo/config.toml`'s `[env]`), which a
+/// shell running the build script does not have.
+fn cargo_test_only(name: &str) -> bool {
+    (name.starts_with("CARGO") && name != "CARGO_HOME")
+        || name.starts_with("LIBSECCOMP_")
+        || [
+            "LD_LIBRARY_PATH",
+            "RUST_RECURSION_COUNT",
+            "RUSTUP_TOOLCHAIN_SOURCE",
+        ]
+        .contains(&name)
 }
 
 fn tail(text: &str, lines: usize) -> String {
