@@ -54,6 +54,11 @@ command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 # tests/install.rs serves the release to the installer with python3's http.server.
 command -v python3 >/dev/null || need_pkgs+=(python3)
+# Release builds (tests/release_build.rs): Debian's cross compilers (with their libc
+# sysroots under /usr/<triple>) and qemu-user to run the arm64/armhf binaries.
+command -v aarch64-linux-gnu-gcc >/dev/null || need_pkgs+=(gcc-aarch64-linux-gnu)
+command -v arm-linux-gnueabihf-gcc >/dev/null || need_pkgs+=(gcc-arm-linux-gnueabihf)
+command -v qemu-aarch64-static >/dev/null || need_pkgs+=(qemu-user-static)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   as_root apt-get update -qq

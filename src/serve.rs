@@ -84,17 +84,27 @@ pub fn raise_fd_limit() -> u64 {
     };
     if soft < hard {
         match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => return hard,
+            Ok(()) => return rlimit_to_u64(hard),
             Err(e) => tracing::warn!(error = %e, soft, hard, "raising the open-file limit failed"),
         }
     }
-    soft
+    rlimit_to_u64(soft)
 }
 
 /// The process's soft `RLIMIT_NOFILE`.
 pub fn fd_limit() -> u64 {
     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(1024, |(soft, _)| soft)
+        .map_or(1024, |(soft, _)| rlimit_to_u64(soft))
+}
+
+/// A limit as u64: `rlim_t` is 32 bits on armv7 glibc, where unlimited is `u32::MAX`.
+#[allow(clippy::useless_conversion)] // u64 to u64 on 64-bit targets
+fn rlimit_to_u64(limit: nix::sys::resource::rlim_t) -> u64 {
+    if limit == nix::libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        u64::from(limit)
+    }
 }
 
 /// The TCP peer of the request's connection, put on each request by [`serve_limited`].

@@ -50,7 +50,20 @@ impl HostFacts {
 
 fn own_rlimit(resource: Resource) -> std::io::Result<Rlimit> {
     let (soft, hard) = getrlimit(resource).map_err(std::io::Error::from)?;
-    Ok(Rlimit { soft, hard })
+    Ok(Rlimit {
+        soft: rlimit_to_u64(soft),
+        hard: rlimit_to_u64(hard),
+    })
+}
+
+/// A limit as u64: `rlim_t` is 32 bits on armv7 glibc, where unlimited is `u32::MAX`.
+#[allow(clippy::useless_conversion)] // u64 to u64 on 64-bit targets
+fn rlimit_to_u64(limit: nix::sys::resource::rlim_t) -> u64 {
+    if limit == nix::libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        u64::from(limit)
+    }
 }
 
 /// Whether `/proc/swaps` lists any swap area (it always has a header line). When it
