@@ -3,11 +3,12 @@
 # libseccomp linked statically so each binary needs nothing but glibc (ADR 0015).
 #
 # Usage: scripts/build-release.sh [amd64|arm64|armhf|all]...   (default: all)
-# "all" is amd64 and arm64: armhf does not build yet, libcontainer 0.7.0 does not
-# compile for 32-bit targets (ADR 0015 has the patch that makes it build).
+# libcontainer 0.7.0 does not compile for 32-bit targets: the armhf build uses a copy
+# of it with scripts/patches/libcontainer-0.7.0-32bit.patch applied, through a cargo
+# `paths` override (Cargo.lock unchanged; ADR 0015). The other targets use it as is.
 #
 # Writes dist/skiff-<arch> and dist/sha256sum-<arch>.txt ("<sha256>  skiff-<arch>",
-# what `sha256sum -c` reads and the installer checks). Cross builds use rustup targets
+# what `sha256sum -c` reads and the installer checks), and a copy of install.sh. Cross builds use rustup targets
 # and Debian's cross compilers; both are installed when missing (packages: as root).
 # The target's static libseccomp comes from Debian's libseccomp-dev:<arch>, fetched with
 # a private apt configuration (the system's dpkg architectures stay as they are) and
@@ -97,6 +98,33 @@ EOF
   echo "$sysroot/usr/lib/$triple"
 }
 
+# The crate's source directory as cargo resolved it (Cargo.lock's version).
+crate_source() {
+  cargo metadata --format-version 1 --locked |
+    grep -o "\"manifest_path\":\"[^\"]*/$1-[0-9][^\"/]*/Cargo.toml\"" | head -n 1 |
+    sed -e 's/^"manifest_path":"//' -e 's|/Cargo.toml"$||'
+}
+
+# A copy of libcontainer with the 32-bit patch applied, under target/cross-deps; made
+# again only when the source or the patch changes (a new copy would rebuild it).
+patched_libcontainer() {
+  local source patch=$PWD/scripts/patches/libcontainer-0.7.0-32bit.patch dir stamp
+  source=$(crate_source libcontainer)
+  [ -n "$source" ] || die "libcontainer's source was not found (cargo fetch --locked)"
+  [ "$(basename "$source")" = libcontainer-0.7.0 ] ||
+    die "$(basename "$source"): the 32-bit patch is for libcontainer-0.7.0; check whether this version builds for armhf without it and update scripts/patches/"
+  dir=$deps_dir/libcontainer-0.7.0-32bit
+  stamp="$source $(sha256sum <"$patch")"
+  if [ "$(cat "$dir/.skiff-patch" 2>/dev/null)" != "$stamp" ]; then
+    rm -rf "$dir"
+    mkdir -p "$deps_dir"
+    cp -r "$source" "$dir"
+    patch -s -d "$dir" -p1 <"$patch" || die "applying $patch to $dir failed"
+    echo "$stamp" >"$dir/.skiff-patch"
+  fi
+  echo "$dir"
+}
+
 # Rust target and C cross compiler for `arch`.
 ensure_toolchain() {
   local arch=$1 target triple
@@ -132,13 +160,15 @@ build_one() {
     )
   fi
 
+  local overrides=()
+  if [ "$arch" = armhf ]; then
+    overrides=(--config "paths=[\"$(patched_libcontainer)\"]")
+  fi
+
   echo "building $arch ($target) in $target_dir"
   start=$(date +%s)
-  if ! env "${env[@]}" cargo build --release --locked --target "$target" --bin skiff; then
-    [ "$arch" = armhf ] && echo "build-release: armhf needs libcontainer patched for" \
-      "32-bit targets (docs/adr/0015-release-builds.md)" >&2
-    die "building $arch failed"
-  fi
+  env "${env[@]}" cargo build --release --locked --target "$target" --bin skiff \
+    ${overrides[@]+"${overrides[@]}"} || die "building $arch failed"
   echo "built $arch in $(($(date +%s) - start)) s"
 
   mkdir -p "$dist_dir"
@@ -150,7 +180,7 @@ build_one() {
 archs=()
 for arg in "${@:-all}"; do
   case $arg in
-    all) archs+=(amd64 arm64) ;;
+    all) archs+=(amd64 arm64 armhf) ;;
     amd64 | arm64 | armhf) archs+=("$arg") ;;
     *) die "unknown architecture '$arg' (amd64, arm64, armhf or all)" ;;
   esac
@@ -159,6 +189,8 @@ done
 for arch in "${archs[@]}"; do
   build_one "$arch"
 done
+# A release carries the installer beside the binaries (what `curl …/install.sh | sh -` fetches).
+cp install.sh "$dist_dir/install.sh"
 
 echo
 echo "release binaries in $dist_dir:"

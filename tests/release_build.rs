@@ -1,12 +1,9 @@
-//! Release builds for the boards skiff targets: `scripts/build-release.sh arm64`
-//! cross-builds (ADR 0015), then the binary runs under qemu-user: it prints its version
-//! and serves the API to the real kubectl. Also checks what the installer relies on: the
-//! checksum file, and that the binary needs nothing but glibc (libseccomp linked
-//! statically).
-//!
-//! armhf is not built here yet: libcontainer 0.7.0 does not compile for 32-bit targets
-//! (ADR 0015, "armhf"). Once it does, add an armhf `Arch` (`qemu-arm-static`,
-//! `/usr/arm-linux-gnueabihf`, machine "ARM") to the build and the tests below.
+//! Release builds for the boards skiff targets: `scripts/build-release.sh arm64 armhf`
+//! cross-builds (ADR 0015), then each binary runs under qemu-user: it prints its version
+//! and the arm64 one serves the API to the real kubectl. Also checks what the installer
+//! relies on: the checksum files, and that the binaries need nothing but glibc
+//! (libseccomp linked statically). armhf is built with libcontainer patched for 32-bit
+//! targets (scripts/patches/).
 //!
 //! Needs Debian's cross compilers and `qemu-user-static` (scripts/test.sh installs them;
 //! the build script installs what it misses as root). The first run builds the target
@@ -38,6 +35,13 @@ const ARM64: Arch = Arch {
     machine: "AArch64",
 };
 
+const ARMHF: Arch = Arch {
+    name: "armhf",
+    qemu: "qemu-arm-static",
+    sysroot: "/usr/arm-linux-gnueabihf",
+    machine: "ARM",
+};
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -61,7 +65,7 @@ fn built() -> PathBuf {
             }
         }
         let out = script
-            .arg(ARM64.name)
+            .args([ARM64.name, ARMHF.name])
             .current_dir(repo())
             .stdin(Stdio::null())
             .output()
@@ -70,7 +74,7 @@ fn built() -> PathBuf {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success(),
-            "scripts/build-release.sh arm64 failed:\n{stdout}\n{}",
+            "scripts/build-release.sh arm64 armhf failed:\n{stdout}\n{}",
             tail(&stderr, 60)
         );
         // Timing and the sizes the script prints: the record of this run.
@@ -80,7 +84,7 @@ fn built() -> PathBuf {
             eprintln!("{line}");
         }
         eprintln!(
-            "build-release.sh arm64 took {:.0} s",
+            "build-release.sh arm64 armhf took {:.0} s",
             start.elapsed().as_secs_f64()
         );
     });
@@ -147,6 +151,11 @@ fn assert_prints_version(arch: &Arch) {
 #[test]
 fn arm64_binary_prints_its_version_under_qemu() {
     assert_prints_version(&ARM64);
+}
+
+#[test]
+fn armhf_binary_prints_its_version_under_qemu() {
+    assert_prints_version(&ARMHF);
 }
 
 /// What the installer relies on: a binary for the right machine, stripped, linked
@@ -225,6 +234,11 @@ fn assert_shippable(arch: &Arch) {
 #[test]
 fn arm64_binary_is_stripped_needs_only_glibc_and_is_checksummed() {
     assert_shippable(&ARM64);
+}
+
+#[test]
+fn armhf_binary_is_stripped_needs_only_glibc_and_is_checksummed() {
+    assert_shippable(&ARMHF);
 }
 
 /// A `skiff server --disable-agent` run by the arm64 binary under qemu, on a free
