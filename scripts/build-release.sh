@@ -8,8 +8,9 @@
 # `paths` override (Cargo.lock unchanged; ADR 0015). The other targets use it as is.
 #
 # Writes dist/skiff-<arch> and dist/sha256sum-<arch>.txt ("<sha256>  skiff-<arch>",
-# what `sha256sum -c` reads and the installer checks), and a copy of install.sh. Cross builds use rustup targets
-# and Debian's cross compilers; both are installed when missing (packages: as root).
+# what `sha256sum -c` reads and the installer checks), and a copy of install.sh. Cross
+# builds use rustup targets and Debian's cross compilers; both are installed when
+# missing (packages: as root).
 # The target's static libseccomp comes from Debian's libseccomp-dev:<arch>, fetched with
 # a private apt configuration (the system's dpkg architectures stay as they are) and
 # unpacked under target/cross-deps/.
