@@ -132,14 +132,17 @@ fn body_error(e: axum::Error) -> ApiError {
 }
 
 fn discovery_route(state: &SharedState, path: &str, accept: &str) -> Option<Response> {
-    let aggregated = discovery::wants_aggregated(accept);
     let ok = |v: Value| json_response(StatusCode::OK, &v);
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     Some(match segments.as_slice() {
-        ["api"] if aggregated => aggregated_response(discovery::aggregated_core()),
-        ["api"] => ok(discovery::legacy_core(&state.config.advertise_address)),
-        ["apis"] if aggregated => aggregated_response(discovery::aggregated_groups()),
-        ["apis"] => ok(discovery::legacy_groups()),
+        ["api"] => discovery_root(accept, |version| match version {
+            Some(v) => discovery::aggregated_core(v),
+            None => discovery::legacy_core(&state.config.advertise_address),
+        }),
+        ["apis"] => discovery_root(accept, |version| match version {
+            Some(v) => discovery::aggregated_groups(v),
+            None => discovery::legacy_groups(),
+        }),
         ["api", "v1"] => ok(discovery::resource_list("", "v1")?),
         ["apis", g] => ok(discovery::legacy_group(g)?),
         ["apis", g, v] => ok(discovery::resource_list(g, v)?),
@@ -166,8 +169,25 @@ fn discovery_route(state: &SharedState, path: &str, accept: &str) -> Option<Resp
     })
 }
 
-fn aggregated_response(value: Value) -> Response {
-    json_response_typed(StatusCode::OK, &value, discovery::AGGREGATED_CONTENT_TYPE)
+/// `GET /api` or `GET /apis` in the form the Accept header picks (`document` gets the
+/// aggregated version, or `None` for legacy); `Vary: Accept` as kube-apiserver sends.
+fn discovery_root(
+    accept: &str,
+    document: impl FnOnce(Option<discovery::AggregatedVersion>) -> Value,
+) -> Response {
+    let mut response = match discovery::negotiate(accept) {
+        Some(discovery::DiscoveryForm::Aggregated(version)) => json_response_typed(
+            StatusCode::OK,
+            &document(Some(version)),
+            version.content_type(),
+        ),
+        Some(discovery::DiscoveryForm::Legacy) => json_response(StatusCode::OK, &document(None)),
+        None => ApiError::not_acceptable(accept).into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    response
 }
 
 fn parse_target(

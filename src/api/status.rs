@@ -114,6 +114,15 @@ impl ApiError {
         )
     }
 
+    /// 406: the Accept header lists no form the endpoint can answer in.
+    pub fn not_acceptable(accept: &str) -> Self {
+        Self::new(
+            406,
+            "NotAcceptable",
+            format!("only the following media types are accepted: application/json, application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList, application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList (got {accept:?})"),
+        )
+    }
+
     /// 422 with one cause per field, which kubectl prints after `is invalid:`.
     pub fn invalid(kind: &str, group: &str, name: &str, errors: &[FieldError]) -> Self {
         let causes: Vec<Value> = errors
