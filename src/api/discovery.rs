@@ -47,6 +47,13 @@ impl AggregatedVersion {
     }
 }
 
+/// What `GET /api` and `GET /apis` can answer in, for the 406 message.
+pub const SERVED_MEDIA_TYPES: [&str; 3] = [
+    "application/json",
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList",
+];
+
 /// Which document `GET /api` or `GET /apis` answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiscoveryForm {

@@ -182,7 +182,7 @@ fn discovery_root(
             version.content_type(),
         ),
         Some(discovery::DiscoveryForm::Legacy) => json_response(StatusCode::OK, &document(None)),
-        None => ApiError::not_acceptable(accept).into_response(),
+        None => ApiError::not_acceptable(accept, &discovery::SERVED_MEDIA_TYPES).into_response(),
     };
     response
         .headers_mut()

@@ -114,12 +114,15 @@ impl ApiError {
         )
     }
 
-    /// 406: the Accept header lists no form the endpoint can answer in.
-    pub fn not_acceptable(accept: &str) -> Self {
+    /// 406: the Accept header lists none of the media types the endpoint `serves`.
+    pub fn not_acceptable(accept: &str, serves: &[&str]) -> Self {
         Self::new(
             406,
             "NotAcceptable",
-            format!("only the following media types are accepted: application/json, application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList, application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList (got {accept:?})"),
+            format!(
+                "only the following media types are accepted: {} (got {accept:?})",
+                serves.join(", ")
+            ),
         )
     }
 
