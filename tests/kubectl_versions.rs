@@ -3,7 +3,8 @@
 //! `get deploy`, `delete`. Each command gets a fresh `--cache-dir`, so discovery is
 //! really fetched every time, and the aggregated discovery version the server chose
 //! (`v2beta1` for 1.27–1.29, `v2` from 1.30) is checked in kubectl's own `-v=8` log.
-//! The negotiation itself (q-values, q=0, legacy, 406, `Vary: Accept`) is checked on
+//! Each also explains `deployment.spec.strategy.rollingUpdate` from the served OpenAPI
+//! schemas. The negotiation itself (q-values, q=0, legacy, 406, `Vary: Accept`) is checked on
 //! the wire through curl with the kubeconfig's client certificate.
 
 mod common;
@@ -84,6 +85,8 @@ fn discovers_and_manages_a_deployment(minor: u32, expected_discovery: &str) {
         "kubectl 1.{minor} did not get {expected_discovery} aggregated discovery:\n{log}"
     );
 
+    explains_a_deployment_field(&kubectl, minor);
+
     let path = fixture("deployment.yaml");
     let path = path.to_str().unwrap();
     let applied = kubectl.ok(&["apply", "-f", path]);
@@ -104,6 +107,33 @@ fn discovers_and_manages_a_deployment(minor: u32, expected_discovery: &str) {
     let (found, stdout, stderr) = kubectl.run(&["get", "deploy", "my-flask-app"]);
     assert!(!found, "still there after delete: {stdout}");
     assert!(stderr.contains("NotFound"), "{stderr}");
+}
+
+/// `kubectl explain` renders a field from the OpenAPI v3 schemas: its type, its
+/// description and its own fields with theirs.
+fn explains_a_deployment_field(kubectl: &VersionedKubectl, minor: u32) {
+    let explained = kubectl.ok(&["explain", "deployment.spec.strategy.rollingUpdate"]);
+    for expected in [
+        "KIND:",
+        "Deployment",
+        "rollingUpdate",
+        "<RollingUpdateDeployment>",
+        "maxSurge",
+        "maxUnavailable",
+        "The maximum number of pods that can be scheduled above the desired number",
+    ] {
+        assert!(
+            explained.contains(expected),
+            "kubectl 1.{minor} explain lacks {expected:?}:\n{explained}"
+        );
+    }
+    // An int-or-string field is a string with format int-or-string in upstream's
+    // schemas, and every kubectl prints it so.
+    let int_or_string = "maxSurge\t<string>";
+    assert!(
+        explained.contains(int_or_string),
+        "kubectl 1.{minor}: no {int_or_string:?}:\n{explained}"
+    );
 }
 
 #[test]

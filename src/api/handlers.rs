@@ -154,11 +154,11 @@ fn discovery_route(state: &SharedState, path: &str, accept: &str) -> Option<Resp
             );
             response
         }
-        ["openapi", "v2"] => ok(openapi::v2_json()),
+        ["openapi", "v2"] => openapi_response(openapi::v2_json()),
         ["openapi", "v3"] => ok(openapi::root()),
         ["openapi", "v3", rest @ ..] => {
             let doc = openapi::group_version_document(&rest.join("/"))?;
-            let mut response = ok(doc);
+            let mut response = openapi_response(doc);
             response.headers_mut().insert(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("public, immutable"),
@@ -167,6 +167,16 @@ fn discovery_route(state: &SharedState, path: &str, accept: &str) -> Option<Resp
         }
         _ => return None,
     })
+}
+
+/// A built OpenAPI document, sent as it was serialized.
+fn openapi_response(doc: &'static openapi::Document) -> Response {
+    let mut response = Response::new(axum::body::Body::from(doc.json.as_slice()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// `GET /api` or `GET /apis` in the form the Accept header picks (`document` gets the
