@@ -4,9 +4,9 @@
 //! Authorization: `system:masters` (the admin kubeconfig, the controllers) may do
 //! everything; nodes (`system:nodes`) are judged by the node authorizer
 //! (`authz::node`, called from the API's middleware); a joining node's bearer token
-//! (`system:bootstrappers`) may only reach the join endpoint. Everyone else may read
-//! discovery and gets 403 for the rest. Service-account tokens (JWTs) are checked, and
-//! their callers authorized, in `satoken`.
+//! (`system:bootstrappers`) may only reach the join endpoint (this module decides).
+//! Everyone else is judged by RBAC (`authz::rbac`). Service-account tokens (JWTs) are
+//! checked in `satoken`.
 
 use axum::extract::Request;
 use axum::http::{header, Method};

@@ -58,6 +58,19 @@ pub async fn ensure_defaults(router: &Router, endpoint: &ApiEndpoint) -> Result<
     .await
 }
 
+/// The default ClusterRoles and ClusterRoleBindings (`authz::default_policy`); ones
+/// that exist are left as they are, so an admin's edits stay.
+pub async fn ensure_default_policy(router: &Router) -> Result<(), ApiError> {
+    let base = "/apis/rbac.authorization.k8s.io/v1";
+    for role in super::authz::default_policy::cluster_roles() {
+        ensure(router, &format!("{base}/clusterroles"), role).await?;
+    }
+    for binding in super::authz::default_policy::cluster_role_bindings() {
+        ensure(router, &format!("{base}/clusterrolebindings"), binding).await?;
+    }
+    Ok(())
+}
+
 /// The `kube-dns` Service in `kube-system` with the cluster DNS address, as k3s has
 /// it, so tools find the cluster DNS (every node's agent answers on that address).
 /// Its ClusterIP is taken like any requested one, so no other Service gets it. No

@@ -38,8 +38,27 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
         "Secret" => default_secret(root),
         "Endpoints" => default_endpoints(root),
         "EndpointSlice" => default_endpoint_slice(root),
+        "RoleBinding" | "ClusterRoleBinding" => default_binding_subjects(root),
         // ConfigMap, Event, ServiceAccount and Lease have no v1 defaults.
         _ => {}
+    }
+}
+
+/// A subject's `apiGroup`: `rbac.authorization.k8s.io` for users and groups, empty
+/// for service accounts (upstream's SetDefaults_Subject).
+fn default_binding_subjects(root: &mut Map<String, Value>) {
+    let Some(subjects) = root.get_mut("subjects").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for subject in subjects.iter_mut().filter_map(Value::as_object_mut) {
+        if !is_empty_str(subject.get("apiGroup")) {
+            continue;
+        }
+        let group = match subject.get("kind").and_then(Value::as_str) {
+            Some("User" | "Group") => "rbac.authorization.k8s.io",
+            _ => "",
+        };
+        subject.insert("apiGroup".into(), Value::from(group));
     }
 }
 

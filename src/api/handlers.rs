@@ -660,6 +660,7 @@ async fn create_object(
     }
     let warnings = default_and_validate(ctx, &mut obj, None)?;
     super::authz::restriction::admit_create(ctx.identity.as_ref(), ctx.resource, &obj)?;
+    super::authz::escalation::admit(&ctx.state, ctx.identity.as_ref(), ctx.resource, &obj).await?;
     check_namespace(ctx).await?;
     if let (Some(ns), "Pod") = (ctx.namespace.as_deref(), ctx.resource.kind) {
         super::sa_admission::admit_pod(&ctx.state, ns, &mut obj).await?;
@@ -986,6 +987,7 @@ async fn commit_update(
 ) -> Result<(Value, Vec<String>), WriteFailure> {
     let warnings = default_and_validate(ctx, &mut new, Some(existing))?;
     super::authz::restriction::admit_update(ctx.identity.as_ref(), ctx.resource, existing, &new)?;
+    super::authz::escalation::admit(&ctx.state, ctx.identity.as_ref(), ctx.resource, &new).await?;
     let mut old_view = existing.clone();
     object::metadata_mut(&mut old_view).remove("resourceVersion");
     if new == old_view {

@@ -82,6 +82,7 @@ pub struct ApiState {
     ready: AtomicBool,
     /// Which objects each node may read (the node authorizer's graph).
     pub node_graph: Arc<authz::graph::NodeGraph>,
+    pub rbac: Arc<authz::rbac::PolicyCache>,
 }
 
 pub type SharedState = Arc<ApiState>;
@@ -101,6 +102,7 @@ impl ApiState {
             tokens: OnceLock::new(),
             ready: AtomicBool::new(false),
             node_graph: authz::graph::NodeGraph::new(),
+            rbac: authz::rbac::PolicyCache::new(),
         })
     }
 
@@ -128,6 +130,22 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/apis/authentication.k8s.io/v1/selfsubjectreviews",
             axum::routing::post(satoken::self_subject_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            axum::routing::post(authz::reviews::self_subject_access_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+            axum::routing::post(authz::reviews::self_subject_rules_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            axum::routing::post(authz::reviews::subject_access_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews",
+            axum::routing::post(authz::reviews::local_subject_access_review),
         )
         .route(
             satoken::OPENID_CONFIGURATION,
@@ -159,6 +177,13 @@ async fn authenticate(
             identity = satoken::authenticate(&state, token).await;
         }
     }
+    if let Some(id) = &identity {
+        match authz::impersonation::impersonated(&state, id, request.headers()).await {
+            Ok(Some(as_user)) => identity = Some(as_user),
+            Ok(None) => {}
+            Err(e) => return e.into_response(),
+        }
+    }
     if !is_public(request.uri().path()) {
         match &identity {
             None => return ApiError::unauthorized().into_response(),
@@ -168,12 +193,16 @@ async fn authenticate(
                     Err(e) => return e.into_response(),
                 }
             }
+            Some(id) if id.groups.iter().any(|g| g == auth::BOOTSTRAP_GROUP) => {
+                if let Err(e) = auth::authorize(id, request.method(), request.uri().path()) {
+                    return e.into_response();
+                }
+            }
             Some(id) => {
-                let decision = if satoken::is_service_account(id) {
-                    satoken::authorize(id, request.method(), request.uri())
-                } else {
-                    auth::authorize(id, request.method(), request.uri().path())
-                };
+                let uri = request.uri();
+                let decision =
+                    authz::authorize_rbac(&state, id, request.method(), uri.path(), uri.query())
+                        .await;
                 if let Err(e) = decision {
                     return e.into_response();
                 }

@@ -799,6 +799,17 @@ static KINDS: &[(&str, &str, &Message)] = &[
         "SelfSubjectAccessReview",
         &SELF_SUBJECT_ACCESS_REVIEW,
     ),
+    (
+        AUTHORIZATION,
+        "SelfSubjectRulesReview",
+        &SELF_SUBJECT_RULES_REVIEW,
+    ),
+    (AUTHORIZATION, "SubjectAccessReview", &SUBJECT_ACCESS_REVIEW),
+    (
+        AUTHORIZATION,
+        "LocalSubjectAccessReview",
+        &SUBJECT_ACCESS_REVIEW,
+    ),
 ];
 
 // ---------------------------------------------------------------------------
@@ -2317,6 +2328,41 @@ messages! {
     SELF_SUBJECT_ACCESS_REVIEW_SPEC "SelfSubjectAccessReviewSpec" {
         opt(1, "resourceAttributes", msg(&RESOURCE_ATTRIBUTES)),
         opt(2, "nonResourceAttributes", msg(&NON_RESOURCE_ATTRIBUTES)),
+    }
+    SUBJECT_ACCESS_REVIEW "SubjectAccessReview" {
+        omit(1, "metadata", msg(&OBJECT_META)),
+        keep(2, "spec", msg(&SUBJECT_ACCESS_REVIEW_SPEC)),
+        omit(3, "status", msg(&SUBJECT_ACCESS_REVIEW_STATUS)),
+    }
+    SUBJECT_ACCESS_REVIEW_SPEC "SubjectAccessReviewSpec" {
+        opt(1, "resourceAttributes", msg(&RESOURCE_ATTRIBUTES)),
+        opt(2, "nonResourceAttributes", msg(&NON_RESOURCE_ATTRIBUTES)),
+        omit(3, "user", STR),
+        omit_list(4, "groups", STR),
+        omit(5, "extra", STR_LIST_MAP),
+        omit(6, "uid", STR),
+    }
+    SELF_SUBJECT_RULES_REVIEW "SelfSubjectRulesReview" {
+        omit(1, "metadata", msg(&OBJECT_META)),
+        keep(2, "spec", msg(&SELF_SUBJECT_RULES_REVIEW_SPEC)),
+        omit(3, "status", msg(&SUBJECT_RULES_REVIEW_STATUS)),
+    }
+    SELF_SUBJECT_RULES_REVIEW_SPEC "SelfSubjectRulesReviewSpec" { omit(1, "namespace", STR), }
+    SUBJECT_RULES_REVIEW_STATUS "SubjectRulesReviewStatus" {
+        keep_list(1, "resourceRules", msg(&RESOURCE_RULE)),
+        keep_list(2, "nonResourceRules", msg(&NON_RESOURCE_RULE)),
+        keep(3, "incomplete", BOOL),
+        omit(4, "evaluationError", STR),
+    }
+    RESOURCE_RULE "ResourceRule" {
+        keep_list(1, "verbs", STR),
+        omit_list(2, "apiGroups", STR),
+        omit_list(3, "resources", STR),
+        omit_list(4, "resourceNames", STR),
+    }
+    NON_RESOURCE_RULE "NonResourceRule" {
+        keep_list(1, "verbs", STR),
+        omit_list(2, "nonResourceURLs", STR),
     }
     SUBJECT_ACCESS_REVIEW_STATUS "SubjectAccessReviewStatus" {
         keep(1, "allowed", BOOL),

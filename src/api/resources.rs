@@ -143,6 +143,21 @@ const fn core(
     }
 }
 
+/// An RBAC kind (rbac.authorization.k8s.io/v1): no status, no generation.
+const fn rbac(
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> Resource {
+    Resource {
+        group: RBAC_GROUP,
+        ..core(plural, singular, kind, namespaced, &[])
+    }
+}
+
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
 pub static RESOURCES: &[Resource] = &[
     Resource {
         categories: &["all"],
@@ -294,6 +309,15 @@ pub static RESOURCES: &[Resource] = &[
         has_generation: false,
         has_status: false,
     },
+    rbac("roles", "role", "Role", true),
+    rbac("rolebindings", "rolebinding", "RoleBinding", true),
+    rbac("clusterroles", "clusterrole", "ClusterRole", false),
+    rbac(
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+    ),
 ];
 
 /// The API groups served, in discovery order, with their one version each.
@@ -302,6 +326,7 @@ pub const GROUPS: &[(&str, &str)] = &[
     ("events.k8s.io", "v1"),
     ("discovery.k8s.io", "v1"),
     ("coordination.k8s.io", "v1"),
+    (RBAC_GROUP, "v1"),
 ];
 
 impl Resource {

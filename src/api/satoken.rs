@@ -1,7 +1,6 @@
 //! Service-account tokens: what their claims say (issued by TokenRequest, verified
-//! on every request that presents one as a bearer token), what a service account may
-//! do until RBAC exists, and the small endpoints around them (OIDC discovery, JWKS,
-//! SelfSubjectReview).
+//! on every request that presents one as a bearer token), and the small endpoints
+//! around them (OIDC discovery, JWKS, SelfSubjectReview).
 //!
 //! A token is accepted when its ES256 signature is ours, `iss` is ours, `aud` names
 //! one of the API's audiences, it has not expired (60 s leeway, as upstream), and the
@@ -9,9 +8,9 @@
 //! the token names. The caller is then `system:serviceaccount:<ns>:<name>` in
 //! `system:serviceaccounts`, `system:serviceaccounts:<ns>` and `system:authenticated`.
 //!
-//! Authorization (ADR 0009): until RBAC lands, service accounts may read discovery,
-//! OpenAPI, version and health, the OIDC documents, and create SelfSubjectReviews;
-//! everything else is 403 with upstream's wording.
+//! What a service account may do is RBAC's to decide (`authz::rbac`); the default
+//! policy lets every authenticated caller read discovery, OpenAPI, version and health
+//! and ask who it is and what it may do.
 //!
 //! May call: the store (through `ApiState`) to look the bound objects up, and
 //! `pki::signing` for the signature.
@@ -19,7 +18,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
@@ -33,7 +32,6 @@ pub const USER_PREFIX: &str = "system:serviceaccount:";
 pub const ALL_GROUP: &str = "system:serviceaccounts";
 /// Clock skew allowed on `exp` and `nbf`.
 const LEEWAY_SECS: i64 = 60;
-const SELF_SUBJECT_REVIEWS: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
 pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
 pub const JWKS: &str = "/openid/v1/jwks";
 
@@ -249,163 +247,6 @@ async fn stored(state: &SharedState, plural: &str, namespace: &str, name: &str) 
 }
 
 // ---------------------------------------------------------------------------
-// Authorization until RBAC
-
-pub fn is_service_account(identity: &Identity) -> bool {
-    identity.user.starts_with(USER_PREFIX)
-}
-
-/// What a service account may do before RBAC exists (ADR 0009).
-pub fn authorize(identity: &Identity, method: &Method, uri: &Uri) -> Result<(), ApiError> {
-    let path = uri.path().trim_end_matches('/');
-    if allowed_for_everyone(method, path) {
-        return Ok(());
-    }
-    Err(forbidden(identity, &RequestInfo::parse(method, uri)))
-}
-
-fn allowed_for_everyone(method: &Method, path: &str) -> bool {
-    if *method == Method::POST {
-        return path == SELF_SUBJECT_REVIEWS;
-    }
-    if *method != Method::GET && *method != Method::HEAD {
-        return false;
-    }
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    matches!(
-        segments.as_slice(),
-        ["api"] | ["api", "v1"] | ["apis"] | ["apis", _] | ["apis", _, _] | ["openapi", ..]
-    ) || matches!(
-        path,
-        "/version" | "/healthz" | "/livez" | "/readyz" | OPENID_CONFIGURATION | JWKS
-    )
-}
-
-/// The attributes of a request, as kube-apiserver's RequestInfo resolves them.
-#[derive(Debug, PartialEq, Eq)]
-struct RequestInfo {
-    verb: String,
-    resource: Option<ResourceAttributes>,
-    path: String,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct ResourceAttributes {
-    group: String,
-    resource: String,
-    subresource: Option<String>,
-    namespace: Option<String>,
-    name: Option<String>,
-}
-
-impl RequestInfo {
-    fn parse(method: &Method, uri: &Uri) -> Self {
-        let path = uri.path().trim_end_matches('/').to_string();
-        let watch = uri
-            .query()
-            .map(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
-            })
-            .unwrap_or(false);
-        let segments: Vec<&str> = path.split('/').skip(1).collect();
-        let (group, rest) = match segments.as_slice() {
-            ["api", "v1", rest @ ..] => ("", rest),
-            ["apis", g, _, rest @ ..] => (*g, rest),
-            _ => ("", &[][..]),
-        };
-        let resource = resource_attributes(group, rest);
-        let verb = match &resource {
-            None => method.as_str().to_lowercase(),
-            Some(r) => resource_verb(method, r.name.is_some(), watch).to_string(),
-        };
-        RequestInfo {
-            verb,
-            resource,
-            path,
-        }
-    }
-}
-
-fn resource_attributes(group: &str, rest: &[&str]) -> Option<ResourceAttributes> {
-    let (namespace, rest) = match rest {
-        ["namespaces", ns, tail @ ..] if !tail.is_empty() => (Some(ns.to_string()), tail),
-        _ => (None, rest),
-    };
-    let (resource, name, subresource) = match rest {
-        [plural] => (*plural, None, None),
-        [plural, name] => (*plural, Some(name.to_string()), None),
-        [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
-        _ => return None,
-    };
-    // A namespace is its own namespace, as upstream resolves it.
-    let namespace = match (&namespace, resource, &name) {
-        (None, "namespaces", Some(n)) => Some(n.clone()),
-        _ => namespace,
-    };
-    Some(ResourceAttributes {
-        group: group.to_string(),
-        resource: resource.to_string(),
-        subresource,
-        namespace,
-        name,
-    })
-}
-
-fn resource_verb(method: &Method, named: bool, watch: bool) -> &'static str {
-    match (method.as_str(), named) {
-        ("GET" | "HEAD", _) if watch => "watch",
-        ("GET" | "HEAD", true) => "get",
-        ("GET" | "HEAD", false) => "list",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
-        _ => "unknown",
-    }
-}
-
-/// Upstream's 403: `pods is forbidden: User "…" cannot list resource "pods" in API
-/// group "" in the namespace "default"`.
-fn forbidden(identity: &Identity, info: &RequestInfo) -> ApiError {
-    let user = &identity.user;
-    let Some(r) = &info.resource else {
-        return ApiError::forbidden(format!(
-            "forbidden: User \"{user}\" cannot {} path \"{}\"",
-            info.verb, info.path
-        ));
-    };
-    let resource = match &r.subresource {
-        Some(sub) => format!("{}/{sub}", r.resource),
-        None => r.resource.clone(),
-    };
-    let scope = match &r.namespace {
-        Some(ns) => format!("in the namespace \"{ns}\""),
-        None => "at the cluster scope".to_string(),
-    };
-    let reason = format!(
-        "User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
-        info.verb, r.group
-    );
-    let qualified = if r.group.is_empty() {
-        r.resource.clone()
-    } else {
-        format!("{}.{}", r.resource, r.group)
-    };
-    let mut error = match &r.name {
-        Some(name) => ApiError::forbidden(format!("{qualified} \"{name}\" is forbidden: {reason}")),
-        None => ApiError::forbidden(format!("{qualified} is forbidden: {reason}")),
-    };
-    error.details = Some(json!({
-        "name": r.name.clone().unwrap_or_default(),
-        "group": r.group,
-        "kind": r.resource,
-    }));
-    error
-}
-
-// ---------------------------------------------------------------------------
 // Endpoints
 
 /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`).
@@ -542,54 +383,5 @@ mod tests {
         assert!(auth.check(&wrong_issuer.token, 1_000_000).is_none());
         std::fs::remove_dir_all(dir).unwrap();
         std::fs::remove_dir_all(other_dir).unwrap();
-    }
-
-    fn sa() -> Identity {
-        subject(None).identity()
-    }
-
-    fn check(method: Method, uri: &str) -> Result<(), ApiError> {
-        authorize(&sa(), &method, &uri.parse().unwrap())
-    }
-
-    #[test]
-    fn service_accounts_may_only_discover_and_ask_who_they_are() {
-        for ok in [
-            "/api",
-            "/apis",
-            "/api/v1",
-            "/apis/apps/v1",
-            "/openapi/v3",
-            "/version",
-        ] {
-            assert!(check(Method::GET, ok).is_ok(), "{ok}");
-        }
-        assert!(check(Method::POST, SELF_SUBJECT_REVIEWS).is_ok());
-        assert!(check(Method::GET, JWKS).is_ok());
-        let err = check(Method::GET, "/api/v1/namespaces/default/pods").unwrap_err();
-        assert_eq!(err.code, 403);
-        assert_eq!(
-            err.message,
-            "pods is forbidden: User \"system:serviceaccount:apps:builder\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
-        );
-        let err = check(Method::GET, "/apis/apps/v1/deployments?watch=true").unwrap_err();
-        assert_eq!(
-            err.message,
-            "deployments.apps is forbidden: User \"system:serviceaccount:apps:builder\" cannot watch resource \"deployments\" in API group \"apps\" at the cluster scope"
-        );
-        let err = check(Method::POST, "/api/v1/namespaces/x/pods/web/exec").unwrap_err();
-        assert_eq!(
-            err.message,
-            "pods \"web\" is forbidden: User \"system:serviceaccount:apps:builder\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"x\""
-        );
-        let err = check(Method::DELETE, "/api/v1/namespaces/x").unwrap_err();
-        assert!(err.message.contains(
-            "cannot delete resource \"namespaces\" in API group \"\" in the namespace \"x\""
-        ));
-        let err = check(Method::POST, "/metrics").unwrap_err();
-        assert_eq!(
-            err.message,
-            "forbidden: User \"system:serviceaccount:apps:builder\" cannot post path \"/metrics\""
-        );
     }
 }

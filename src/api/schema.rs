@@ -21,6 +21,9 @@ use k8s_openapi::api::coordination::v1 as coordination_v1;
 use k8s_openapi::api::core::v1 as core_v1;
 use k8s_openapi::api::discovery::v1 as discovery_v1;
 use k8s_openapi::api::events::v1 as events_v1;
+use k8s_openapi::api::rbac::v1 as rbac_v1;
+
+const RBAC: &str = "rbac.authorization.k8s.io/v1";
 
 /// The body does not fit the kind's types.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,14 @@ const KINDS: &[(&str, &str, RoundTrip)] = &[
         round_trip::<coordination_v1::Lease>,
     ),
     ("events.k8s.io/v1", "Event", round_trip::<events_v1::Event>),
+    (RBAC, "Role", round_trip::<rbac_v1::Role>),
+    (RBAC, "ClusterRole", round_trip::<rbac_v1::ClusterRole>),
+    (RBAC, "RoleBinding", round_trip::<rbac_v1::RoleBinding>),
+    (
+        RBAC,
+        "ClusterRoleBinding",
+        round_trip::<rbac_v1::ClusterRoleBinding>,
+    ),
     (
         "autoscaling/v1",
         "Scale",

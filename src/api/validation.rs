@@ -193,6 +193,20 @@ fn kind_rules(kind: &str) -> KindRules {
             no_update_rules,
         ),
         "Lease" => (Subdomain, Namespaced, validate_lease, no_update_rules),
+        "Role" => (PathSegment, Namespaced, validate_role, no_update_rules),
+        "ClusterRole" => (PathSegment, Cluster, validate_cluster_role, no_update_rules),
+        "RoleBinding" => (
+            PathSegment,
+            Namespaced,
+            validate_role_binding,
+            validate_role_ref_update,
+        ),
+        "ClusterRoleBinding" => (
+            PathSegment,
+            Cluster,
+            validate_cluster_role_binding,
+            validate_role_ref_update,
+        ),
         _ => (PathSegment, Either, no_spec_rules, no_update_rules),
     };
     KindRules {
@@ -3059,6 +3073,139 @@ fn validate_lease(e: &mut Errs, root: &Obj) {
     }
     if let Some(n) = int_at(e, spec, "spec", "leaseTransitions").filter(|n| *n < 0) {
         e.invalid("spec.leaseTransitions", Bad::Int(n), IS_NEGATIVE_MSG);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RBAC (rbac.authorization.k8s.io/v1), as upstream's rbac validation
+// ---------------------------------------------------------------------------
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+fn validate_policy_rules(e: &mut Errs, root: &Obj, namespaced: bool) {
+    for (path, rule) in objs_at(e, root, "", "rules") {
+        if strs_at(e, rule, &path, "verbs").is_empty() {
+            e.required(
+                &child(&path, "verbs"),
+                "verbs must contain at least one value",
+            );
+        }
+        let urls = strs_at(e, rule, &path, "nonResourceURLs");
+        let groups = strs_at(e, rule, &path, "apiGroups");
+        let resources = strs_at(e, rule, &path, "resources");
+        strs_at(e, rule, &path, "resourceNames");
+        if !urls.is_empty() {
+            if namespaced {
+                let url = child(&path, "nonResourceURLs");
+                e.invalid(
+                    &url,
+                    Bad::Go(go_strings(&urls)),
+                    "namespaced rules cannot apply to non-resource URLs",
+                );
+            }
+            if !groups.is_empty() || !resources.is_empty() {
+                e.invalid(
+                    &child(&path, "nonResourceURLs"),
+                    Bad::Go(go_strings(&urls)),
+                    "rules cannot apply to both regular resources and non-resource URLs",
+                );
+            }
+            continue;
+        }
+        if groups.is_empty() {
+            e.required(
+                &child(&path, "apiGroups"),
+                "resource rules must supply at least one api group",
+            );
+        }
+        if resources.is_empty() {
+            e.required(
+                &child(&path, "resources"),
+                "resource rules must supply at least one resource",
+            );
+        }
+    }
+}
+
+fn go_strings(items: &[(String, &str)]) -> String {
+    let quoted: Vec<String> = items.iter().map(|(_, s)| go_quote(s)).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
+}
+
+fn validate_role(e: &mut Errs, root: &Obj) {
+    validate_policy_rules(e, root, true);
+}
+
+fn validate_cluster_role(e: &mut Errs, root: &Obj) {
+    validate_policy_rules(e, root, false);
+    if let Some(rule) = obj_at(e, root, "", "aggregationRule") {
+        for (path, selector) in objs_at(e, rule, "aggregationRule", "clusterRoleSelectors") {
+            obj_at(e, selector, &path, "matchLabels");
+            objs_at(e, selector, &path, "matchExpressions");
+        }
+    }
+}
+
+fn validate_role_binding(e: &mut Errs, root: &Obj) {
+    validate_binding(e, root, &["Role", "ClusterRole"], false);
+}
+
+fn validate_cluster_role_binding(e: &mut Errs, root: &Obj) {
+    validate_binding(e, root, &["ClusterRole"], true);
+}
+
+fn validate_binding(e: &mut Errs, root: &Obj, role_kinds: &[&str], cluster: bool) {
+    let empty = Obj::new();
+    let Some(role_ref) = obj_at(e, root, "", "roleRef") else {
+        e.required("roleRef", "");
+        return;
+    };
+    let group = str_at(e, role_ref, "roleRef", "apiGroup");
+    if group != RBAC_GROUP {
+        e.not_supported("roleRef.apiGroup", Bad::Str(group), &[RBAC_GROUP]);
+    }
+    let kind = str_at(e, role_ref, "roleRef", "kind");
+    if !role_kinds.contains(&kind) {
+        e.not_supported("roleRef.kind", Bad::Str(kind), role_kinds);
+    }
+    if str_at(e, role_ref, "roleRef", "name").is_empty() {
+        e.required("roleRef.name", "");
+    }
+    for (path, subject) in objs_at(e, root, "", "subjects") {
+        let subject = if subject.is_empty() { &empty } else { subject };
+        let name = str_at(e, subject, &path, "name");
+        if name.is_empty() {
+            e.required(&child(&path, "name"), "");
+        }
+        let group = str_at(e, subject, &path, "apiGroup");
+        match str_at(e, subject, &path, "kind") {
+            "ServiceAccount" => {
+                if !group.is_empty() {
+                    e.not_supported(&child(&path, "apiGroup"), Bad::Str(group), &[""]);
+                }
+                if cluster && str_at(e, subject, &path, "namespace").is_empty() {
+                    e.required(&child(&path, "namespace"), "");
+                }
+            }
+            "User" | "Group" => {
+                if group != RBAC_GROUP {
+                    e.not_supported(&child(&path, "apiGroup"), Bad::Str(group), &[RBAC_GROUP]);
+                }
+            }
+            other => e.not_supported(
+                &child(&path, "kind"),
+                Bad::Str(other),
+                &["ServiceAccount", "User", "Group"],
+            ),
+        }
+    }
+}
+
+fn validate_role_ref_update(e: &mut Errs, new: &Obj, old: &Obj) {
+    let new_ref = new.get("roleRef");
+    if !same(new_ref, old.get("roleRef")) {
+        let shown = new_ref.unwrap_or(&Value::Null);
+        e.invalid("roleRef", Bad::Json(shown), "cannot change roleRef");
     }
 }
 

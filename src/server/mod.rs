@@ -136,6 +136,9 @@ pub async fn run(config: ServerConfig, notifier: Option<Notifier>) -> Result<(),
     bootstrap::ensure_defaults(&router, &endpoint)
         .await
         .map_err(ServerError::Bootstrap)?;
+    bootstrap::ensure_default_policy(&router)
+        .await
+        .map_err(ServerError::Bootstrap)?;
     if let Err(e) = bootstrap::ensure_cluster_dns(&router, config.cluster_dns).await {
         tracing::warn!(error = %e, "the kube-dns service could not be created");
     }

@@ -1,16 +1,24 @@
 //! Authorization of requests by what they do: a request's attributes (verb, API
 //! group, resource, subresource, namespace, name, field selector), parsed from its
 //! method and path as Kubernetes' RequestInfo does, and the authorizers that judge
-//! them. Today: the node authorizer ([`node`]), for identities in `system:nodes`, and
-//! NodeRestriction on a node's own Node ([`restriction`], called by the handlers).
+//! them: the node authorizer ([`node`]), for identities in `system:nodes`, and
+//! NodeRestriction on a node's own Node ([`restriction`], called by the handlers);
+//! RBAC ([`rbac`]) for everyone else but `system:masters`, with the default policy
+//! ([`default_policy`]) and escalation prevention ([`escalation`]), access reviews ([`reviews`]) and impersonation
+//! ([`impersonation`]).
 //!
 //! Owns: request attributes, the `Forbidden` message shape, the node graph.
 //! May call: the store (through [`graph`], read only) and `body` (to read the name of
 //! an object a node creates).
 
+pub mod default_policy;
+pub mod escalation;
 pub mod graph;
+pub mod impersonation;
 pub mod node;
+pub mod rbac;
 pub mod restriction;
+pub mod reviews;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -125,13 +133,76 @@ pub fn forbidden(identity: &Identity, attrs: &Attributes, reason: &str) -> ApiEr
     } else {
         format!(": {reason}")
     };
-    ApiError::forbidden(format!(
+    let mut error = ApiError::forbidden(format!(
         "{object} is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\" {scope}{reason}",
         identity.user,
         attrs.verb,
         attrs.resource_path(),
         attrs.group
-    ))
+    ));
+    error.details = Some(serde_json::json!({
+        "name": attrs.name, "group": attrs.group, "kind": attrs.resource,
+    }));
+    error
+}
+
+/// Whether the identity is in `system:masters`, which RBAC's default binding gives
+/// `cluster-admin` and which is never refused (so a broken policy cannot lock the
+/// admin out).
+pub fn is_master(identity: &Identity) -> bool {
+    identity.groups.iter().any(|g| g == "system:masters")
+}
+
+/// The verb of a request outside the resource tree: the method, lowercased.
+pub fn path_verb(method: &Method) -> &'static str {
+    match *method {
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "unknown",
+    }
+}
+
+/// Decides a request with RBAC (for callers neither master nor node).
+pub async fn authorize_rbac(
+    state: &SharedState,
+    identity: &Identity,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Result<(), ApiError> {
+    if is_master(identity) {
+        return Ok(());
+    }
+    let user = rbac::User::from_identity(identity);
+    match Attributes::parse(method, path, query) {
+        Some(mut attrs) => {
+            // A namespace is its own namespace, so a RoleBinding in it can grant it.
+            if attrs.resource == "namespaces" && attrs.namespace.is_empty() {
+                attrs.namespace = attrs.name.clone();
+            }
+            let request = rbac::Request::Resource(&attrs);
+            if state.rbac.allows(&state.store, &user, &request).await {
+                Ok(())
+            } else {
+                Err(forbidden(identity, &attrs, ""))
+            }
+        }
+        None => {
+            let verb = path_verb(method);
+            let request = rbac::Request::Path { verb, path };
+            if state.rbac.allows(&state.store, &user, &request).await {
+                Ok(())
+            } else {
+                Err(ApiError::forbidden(format!(
+                    "forbidden: User \"{}\" cannot {verb} path \"{path}\"",
+                    identity.user
+                )))
+            }
+        }
+    }
 }
 
 /// Whether the node authorizer judges this identity's requests.
