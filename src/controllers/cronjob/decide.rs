@@ -1,0 +1,305 @@
+//! The CronJob controller's decisions, as pure functions of a CronJob, the Jobs it
+//! controls and the time (upstream's syncCronJob and cleanupFinishedJobs, 1.32): the
+//! active list kept true, the most recent missed schedule time started unless too late
+//! (`startingDeadlineSeconds`), suspended or held back by `concurrencyPolicy`
+//! (Forbid skips, Replace deletes the running Jobs first), Jobs named
+//! `<cronjob>-<scheduled Unix minutes>`, and finished Jobs beyond the history limits
+//! deleted, oldest start first. No I/O here.
+
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, Offset, Utc};
+use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec, JobStatus};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::model::cron::{self, Schedule};
+use crate::model::tz::{self, Zone};
+
+pub const SCHEDULED_TIMESTAMP_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
+/// More missed start times than this get a warning (upstream's limit).
+const MISSED_WARNING: usize = 100;
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub active: Vec<ObjectReference>,
+    pub last_schedule_time: Option<DateTime<Utc>>,
+    pub last_successful_time: Option<DateTime<Utc>>,
+    /// The Job to create.
+    pub create: Option<Job>,
+    /// Names of Jobs to delete (Replace, history limits), each with its event message.
+    pub delete: Vec<String>,
+    /// (warning?, reason, message) events on the CronJob.
+    pub events: Vec<(bool, &'static str, String)>,
+    /// Look again after this long (the next schedule time).
+    pub requeue: Option<Duration>,
+}
+
+fn job_condition(status: Option<&JobStatus>) -> Option<&'static str> {
+    let conditions = status?.conditions.as_ref()?;
+    ["Complete", "Failed"].into_iter().find(|kind| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == *kind && c.status == "True")
+    })
+}
+
+fn job_ref(job: &Job) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("batch/v1".into()),
+        kind: Some("Job".into()),
+        name: job.metadata.name.clone(),
+        namespace: job.metadata.namespace.clone(),
+        uid: job.metadata.uid.clone(),
+        resource_version: job.metadata.resource_version.clone(),
+        field_path: None,
+    }
+}
+
+/// The time zone of a CronJob (UTC when unset), or the event that says why not.
+pub fn zone_of(cj: &CronJob) -> Result<Zone, String> {
+    let name = cj.spec.as_ref().and_then(|s| s.time_zone.clone());
+    match name {
+        None => Ok(Zone::utc()),
+        Some(name) => tz::load(&name).map_err(|e| format!("invalid timeZone: {name:?}: {e}")),
+    }
+}
+
+/// `<cronjob>-<scheduled time in Unix minutes>`.
+pub fn job_name(cj_name: &str, scheduled: DateTime<Utc>) -> String {
+    format!("{cj_name}-{}", scheduled.timestamp().div_euclid(60))
+}
+
+/// Go's RFC 3339 of `t` in `zone` (`Z` for UTC).
+fn rfc3339_in(t: DateTime<Utc>, zone: &Zone) -> String {
+    if zone.name == "UTC" {
+        return t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    }
+    let offset = FixedOffset::east_opt(zone.offset_at(t.timestamp())).unwrap_or_else(|| Utc.fix());
+    t.with_timezone(&offset)
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
+}
+
+/// The Job a CronJob starts for `scheduled`.
+pub fn job_from_template(cj: &CronJob, scheduled: DateTime<Utc>, zone: &Zone) -> Job {
+    let template = cj
+        .spec
+        .as_ref()
+        .map(|s| s.job_template.clone())
+        .unwrap_or_default();
+    let meta = template.metadata.unwrap_or_default();
+    let mut annotations = meta.annotations.unwrap_or_default();
+    annotations.insert(
+        SCHEDULED_TIMESTAMP_ANNOTATION.into(),
+        rfc3339_in(scheduled, zone),
+    );
+    let name = cj.metadata.name.clone().unwrap_or_default();
+    Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(&name, scheduled)),
+            namespace: cj.metadata.namespace.clone(),
+            labels: meta.labels,
+            annotations: Some(annotations),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "CronJob".into(),
+                name,
+                uid: cj.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(template.spec.unwrap_or_else(JobSpec::default)),
+        status: None,
+    }
+}
+
+fn format_go_rfc1123z(t: DateTime<Utc>) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S +0000").to_string()
+}
+
+/// Decides one sync of a CronJob. `jobs` are the Jobs it controls.
+pub fn sync(cj: &CronJob, jobs: &[Job], now: DateTime<Utc>) -> Plan {
+    let spec = cj.spec.clone().unwrap_or_default();
+    let status = cj.status.clone().unwrap_or_default();
+    let mut plan = Plan {
+        active: status.active.clone().unwrap_or_default(),
+        last_schedule_time: status.last_schedule_time.as_ref().map(|t| t.0),
+        last_successful_time: status.last_successful_time.as_ref().map(|t| t.0),
+        ..Plan::default()
+    };
+
+    // The active list follows the Jobs: finished ones leave, vanished ones too.
+    for job in jobs {
+        let uid = job.metadata.uid.as_deref();
+        let listed = plan.active.iter().any(|r| r.uid.as_deref() == uid);
+        let Some(condition) = job_condition(job.status.as_ref()) else {
+            continue;
+        };
+        if listed {
+            plan.active.retain(|r| r.uid.as_deref() != uid);
+            let name = job.metadata.name.clone().unwrap_or_default();
+            plan.events.push((
+                false,
+                "SawCompletedJob",
+                format!("Saw completed job: {name}, condition: {condition}"),
+            ));
+        }
+        if condition == "Complete" {
+            let done = job
+                .status
+                .as_ref()
+                .and_then(|s| s.completion_time.as_ref())
+                .map(|t| t.0);
+            if done.is_some_and(|d| plan.last_successful_time.is_none_or(|l| d > l)) {
+                plan.last_successful_time = done;
+            }
+        }
+    }
+    let missing: Vec<String> = plan
+        .active
+        .iter()
+        .filter(|r| !jobs.iter().any(|j| j.metadata.uid == r.uid))
+        .map(|r| r.name.clone().unwrap_or_default())
+        .collect();
+    for name in &missing {
+        plan.events.push((
+            false,
+            "MissingJob",
+            format!("Active job went missing: {name}"),
+        ));
+    }
+    plan.active
+        .retain(|r| !missing.contains(&r.name.clone().unwrap_or_default()));
+
+    cleanup_history(&mut plan, &spec, jobs);
+
+    if cj.metadata.deletion_timestamp.is_some() || spec.suspend == Some(true) {
+        return plan;
+    }
+    let zone = match zone_of(cj) {
+        Ok(zone) => zone,
+        Err(message) => {
+            plan.events.push((true, "UnknownTimeZone", message));
+            return plan;
+        }
+    };
+    let schedule: Schedule = match cron::parse(&spec.schedule) {
+        Ok(s) => s,
+        Err(e) => {
+            plan.events.push((
+                true,
+                "UnparseableSchedule",
+                format!("unparseable schedule: {:?} : {e}", spec.schedule),
+            ));
+            return plan;
+        }
+    };
+    let requeue_next = |after: DateTime<Utc>| {
+        schedule
+            .next_after(after, &zone)
+            .and_then(|next| (next - now).to_std().ok())
+            .map(|d| d + Duration::from_millis(100))
+    };
+    plan.requeue = requeue_next(now);
+
+    let created = cj.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+    let mut earliest = plan.last_schedule_time.unwrap_or(created);
+    let deadline = spec.starting_deadline_seconds;
+    if let Some(secs) = deadline {
+        let window_start = now - chrono::Duration::seconds(secs);
+        if window_start > earliest {
+            earliest = window_start;
+        }
+    }
+    let (scheduled, missed) = schedule.most_recent(earliest, now, &zone, MISSED_WARNING + 1);
+    if missed > MISSED_WARNING {
+        plan.events.push((true, "TooManyMissedTimes", format!("too many missed start times: {missed}. Set or decrease .spec.startingDeadlineSeconds or check clock skew")));
+    }
+    let Some(scheduled) = scheduled else {
+        return plan;
+    };
+    if deadline.is_some_and(|secs| scheduled + chrono::Duration::seconds(secs) < now) {
+        plan.events.push((
+            true,
+            "MissSchedule",
+            format!(
+                "Missed scheduled time to start a job: {}",
+                format_go_rfc1123z(scheduled)
+            ),
+        ));
+        return plan;
+    }
+    let name = job_name(cj.metadata.name.as_deref().unwrap_or_default(), scheduled);
+    if plan
+        .active
+        .iter()
+        .any(|r| r.name.as_deref() == Some(name.as_str()))
+    {
+        return plan;
+    }
+    if jobs
+        .iter()
+        .any(|j| j.metadata.name.as_deref() == Some(name.as_str()))
+    {
+        // Started before (and already finished): this time is done.
+        plan.last_schedule_time = Some(scheduled);
+        return plan;
+    }
+    match spec.concurrency_policy.as_deref() {
+        Some("Forbid") if !plan.active.is_empty() => {
+            plan.events.push((
+                false,
+                "JobAlreadyActive",
+                "Not starting job because prior execution is running and concurrency policy is Forbid".into(),
+            ));
+            return plan;
+        }
+        Some("Replace") => {
+            for r in plan.active.drain(..) {
+                plan.delete.push(r.name.unwrap_or_default());
+            }
+        }
+        _ => {}
+    }
+    let job = job_from_template(cj, scheduled, &zone);
+    plan.active.push(job_ref(&job));
+    plan.last_schedule_time = Some(scheduled);
+    plan.create = Some(job);
+    plan
+}
+
+/// Deletes the oldest finished Jobs beyond `successfulJobsHistoryLimit` and
+/// `failedJobsHistoryLimit`.
+fn cleanup_history(plan: &mut Plan, spec: &k8s_openapi::api::batch::v1::CronJobSpec, jobs: &[Job]) {
+    for (kind, limit) in [
+        ("Complete", spec.successful_jobs_history_limit),
+        ("Failed", spec.failed_jobs_history_limit),
+    ] {
+        let Some(limit) = limit else { continue };
+        let mut finished: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| job_condition(j.status.as_ref()) == Some(kind))
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .collect();
+        let excess = finished.len().saturating_sub(limit.max(0) as usize);
+        if excess == 0 {
+            continue;
+        }
+        // Oldest start first; Jobs never started last; then by name.
+        finished.sort_by_key(|j| {
+            let start = j
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0);
+            (start.is_none(), start, j.metadata.name.clone())
+        });
+        for job in finished.into_iter().take(excess) {
+            plan.delete
+                .push(job.metadata.name.clone().unwrap_or_default());
+        }
+    }
+}
