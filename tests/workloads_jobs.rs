@@ -5,7 +5,9 @@
 //! completes; `kubectl create job --from=cronjob/…` starts one by hand; the Table
 //! columns are upstream's.
 //!
-//! Needs root, busybox-static and the CNI plugins; run under the e2e lock:
+//! Needs root, busybox-static and the CNI plugins. Its node has its own pod and
+//! service ranges, kubelet port and bridge, and no overlay, so it may run beside other
+//! test nodes; the suite runs it under the e2e lock:
 //! `flock /tmp/skiff-e2e.lock cargo test --test workloads_jobs -- --include-ignored`.
 
 mod common;
@@ -27,7 +29,27 @@ fn tail(text: &str, lines: usize) -> String {
 fn with_node(body: impl FnOnce(&Server)) {
     let build = tempfile::tempdir().unwrap();
     let archive = images::busybox_image(build.path(), IMAGE, images::ImageConfigSpec::cmd(&["sh"]));
-    let server = common::start_server_node(&archive, &[]);
+    // Its own pod and service ranges, kubelet port and no overlay, so it shares the
+    // machine with other test nodes.
+    let kubelet_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port().to_string())
+        .unwrap();
+    let server = common::start_server_node(
+        &archive,
+        &[
+            "--cluster-cidr",
+            "10.77.0.0/16",
+            "--service-cidr",
+            "10.78.0.0/16",
+            "--cluster-dns",
+            "10.78.0.10",
+            "--kubelet-port",
+            &kubelet_port,
+            "--flannel-backend",
+            "none",
+        ],
+    );
     common::run_then_clean_node(server, |server| {
         let ready = eventually(Duration::from_secs(30), || {
             server

@@ -303,3 +303,138 @@ fn cleanup_history(plan: &mut Plan, spec: &k8s_openapi::api::batch::v1::CronJobS
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn cron_job(spec: serde_json::Value, status: serde_json::Value) -> CronJob {
+        let mut full = json!({"schedule": "*/5 * * * *", "concurrencyPolicy": "Allow", "suspend": false,
+            "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 1,
+            "jobTemplate": {"metadata": {"labels": {"app": "x"}}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}});
+        for (k, v) in spec.as_object().unwrap() {
+            full[k] = v.clone();
+        }
+        serde_json::from_value(
+            json!({"metadata": {"name": "tick", "namespace": "d", "uid": "cj",
+            "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": full, "status": status}),
+        )
+        .unwrap()
+    }
+
+    fn job(name: &str, uid: &str, condition: Option<&str>, start: &str) -> Job {
+        let conditions: Vec<_> = condition
+            .map(|c| json!({"type": c, "status": "True"}))
+            .into_iter()
+            .collect();
+        serde_json::from_value(json!({"metadata": {"name": name, "uid": uid},
+            "status": {"conditions": conditions, "startTime": start, "completionTime": if condition == Some("Complete") { json!(start) } else { json!(null) }}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_most_recent_missed_time_starts_a_named_job() {
+        let cj = cron_job(json!({"timeZone": null}), json!({}));
+        let plan = sync(&cj, &[], t("2026-01-01T00:12:30Z"));
+        let job = plan.create.unwrap();
+        let scheduled = t("2026-01-01T00:10:00Z");
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some(format!("tick-{}", scheduled.timestamp() / 60).as_str())
+        );
+        assert_eq!(
+            job.metadata.annotations.unwrap()[SCHEDULED_TIMESTAMP_ANNOTATION],
+            "2026-01-01T00:10:00Z"
+        );
+        assert_eq!(job.metadata.labels.unwrap()["app"], "x");
+        let owner = &job.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("CronJob", "cj", Some(true))
+        );
+        assert_eq!(plan.last_schedule_time, Some(scheduled));
+        assert_eq!(plan.active.len(), 1);
+        assert_eq!(plan.requeue, Some(Duration::from_millis(150_100)));
+        // Nothing due yet.
+        let plan = sync(&cj, &[], t("2026-01-01T00:04:59Z"));
+        assert!(plan.create.is_none());
+    }
+
+    #[test]
+    fn deadlines_suspend_and_concurrency_policies() {
+        let now = t("2026-01-01T00:12:30Z");
+        let late = cron_job(json!({"startingDeadlineSeconds": 60}), json!({}));
+        let plan = sync(&late, &[], now);
+        assert!(plan.create.is_none());
+        assert!(plan.events.is_empty(), "{:?}", plan.events);
+        let plan = sync(&late, &[], t("2026-01-01T00:10:50Z"));
+        assert!(plan.create.is_some());
+        let suspended = cron_job(json!({"suspend": true}), json!({}));
+        assert!(sync(&suspended, &[], now).create.is_none());
+        let running = job("tick-1", "j1", None, "2026-01-01T00:05:00Z");
+        let active = json!({"active": [{"kind": "Job", "name": "tick-1", "uid": "j1"}],
+            "lastScheduleTime": "2026-01-01T00:05:00Z"});
+        let forbid = cron_job(json!({"concurrencyPolicy": "Forbid"}), active.clone());
+        let plan = sync(&forbid, std::slice::from_ref(&running), now);
+        assert!(plan.create.is_none());
+        assert_eq!(plan.events[0].1, "JobAlreadyActive");
+        let replace = cron_job(json!({"concurrencyPolicy": "Replace"}), active.clone());
+        let plan = sync(&replace, std::slice::from_ref(&running), now);
+        assert_eq!(plan.delete, vec!["tick-1".to_string()]);
+        assert!(plan.create.is_some());
+        assert_eq!(plan.active.len(), 1);
+        let allow = cron_job(json!({}), active);
+        let plan = sync(&allow, &[running], now);
+        assert!(plan.delete.is_empty());
+        assert_eq!(plan.active.len(), 2);
+    }
+
+    #[test]
+    fn finished_jobs_leave_the_active_list_and_old_ones_go() {
+        let now = t("2026-01-01T00:03:00Z");
+        let cj = cron_job(
+            json!({"successfulJobsHistoryLimit": 1}),
+            json!({"active": [{"name": "a", "uid": "a"}, {"name": "gone", "uid": "gone"}],
+                   "lastScheduleTime": "2026-01-01T00:00:00Z"}),
+        );
+        let jobs = [
+            job("a", "a", Some("Complete"), "2026-01-01T00:02:00Z"),
+            job("b", "b", Some("Complete"), "2026-01-01T00:01:00Z"),
+            job("c", "c", Some("Failed"), "2026-01-01T00:01:30Z"),
+        ];
+        let plan = sync(&cj, &jobs, now);
+        assert!(plan.active.is_empty());
+        assert_eq!(plan.last_successful_time, Some(t("2026-01-01T00:02:00Z")));
+        assert_eq!(plan.delete, vec!["b".to_string()]);
+        let reasons: Vec<&str> = plan.events.iter().map(|e| e.1).collect();
+        assert_eq!(reasons, ["SawCompletedJob", "MissingJob"]);
+    }
+
+    #[test]
+    fn time_zones_and_bad_schedules() {
+        let bad = cron_job(json!({"schedule": "nope"}), json!({}));
+        let plan = sync(&bad, &[], t("2026-01-01T00:12:30Z"));
+        assert_eq!(plan.events[0].1, "UnparseableSchedule");
+        let unknown = cron_job(json!({"timeZone": "Mars/Olympus"}), json!({}));
+        let plan = sync(&unknown, &[], t("2026-01-01T00:12:30Z"));
+        assert_eq!(plan.events[0].1, "UnknownTimeZone");
+        if tz::load("Europe/Berlin").is_ok() {
+            let berlin = cron_job(
+                json!({"schedule": "0 9 * * *", "timeZone": "Europe/Berlin"}),
+                json!({}),
+            );
+            let plan = sync(&berlin, &[], t("2026-01-01T08:00:30Z"));
+            let job = plan.create.unwrap();
+            assert_eq!(
+                job.metadata.annotations.unwrap()[SCHEDULED_TIMESTAMP_ANNOTATION],
+                "2026-01-01T09:00:00+01:00"
+            );
+        }
+    }
+}

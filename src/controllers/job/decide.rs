@@ -520,3 +520,260 @@ fn failure_reason(reason: &str) -> &'static str {
         _ => "JobFailed",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn job(spec: serde_json::Value, status: serde_json::Value) -> Job {
+        let mut full =
+            json!({"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]});
+        if let Some(policy) = spec.get("restartPolicy") {
+            full["restartPolicy"] = policy.clone();
+        }
+        let mut job_spec = json!({"completions": 1, "parallelism": 1, "backoffLimit": 6,
+            "completionMode": "NonIndexed", "suspend": false, "template": {"spec": full}});
+        for (k, v) in spec.as_object().unwrap() {
+            if k != "restartPolicy" {
+                job_spec[k] = v.clone();
+            }
+        }
+        serde_json::from_value(
+            json!({"metadata": {"name": "pi", "namespace": "d", "uid": "u"},
+            "spec": job_spec, "status": status}),
+        )
+        .unwrap()
+    }
+
+    fn pod(name: &str, phase: &str, finished: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"phase": phase, "containerStatuses": [{"name": "c", "image": "i", "imageID": "",
+                "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "finishedAt": finished}}}]}}))
+        .unwrap()
+    }
+
+    fn running(name: &str) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"phase": "Running"}}),
+        )
+        .unwrap()
+    }
+
+    fn indexed_pod(name: &str, phase: &str, index: i32) -> Pod {
+        let mut p = if phase == "Running" {
+            running(name)
+        } else {
+            pod(name, phase, "2026-01-01T00:00:05Z")
+        };
+        p.metadata.annotations =
+            Some([(COMPLETION_INDEX_ANNOTATION.to_string(), index.to_string())].into());
+        p
+    }
+
+    const NOW: &str = "2026-01-01T00:01:00Z";
+
+    #[test]
+    fn a_new_job_starts_one_pod() {
+        let plan = sync(&job(json!({}), json!({})), &[], t(NOW));
+        assert_eq!(plan.create, vec![None]);
+        assert_eq!(plan.status.active, Some(1));
+        assert_eq!(plan.status.start_time, Some(Time(t(NOW))));
+    }
+
+    #[test]
+    fn success_completes_the_job() {
+        let plan = sync(
+            &job(json!({}), json!({"startTime": "2026-01-01T00:00:00Z"})),
+            &[pod("a", "Succeeded", "2026-01-01T00:00:10Z")],
+            t(NOW),
+        );
+        assert!(plan.create.is_empty());
+        assert!(has_condition(&plan.status, "SuccessCriteriaMet"));
+        assert!(has_condition(&plan.status, "Complete"));
+        assert_eq!(plan.status.succeeded, Some(1));
+        assert_eq!(plan.status.completion_time, Some(Time(t(NOW))));
+        assert!(is_finished(&plan.status));
+    }
+
+    #[test]
+    fn failures_back_off_then_exceed_the_limit() {
+        let j = job(
+            json!({"backoffLimit": 1}),
+            json!({"startTime": "2026-01-01T00:00:00Z"}),
+        );
+        // One failure 5 s ago: the replacement waits for the rest of 10 s.
+        let plan = sync(&j, &[pod("a", "Failed", "2026-01-01T00:00:55Z")], t(NOW));
+        assert!(plan.create.is_empty());
+        assert_eq!(plan.requeue, Some(Duration::from_millis(5100)));
+        assert_eq!(plan.status.failed, Some(1));
+        // Once it has passed, one replacement.
+        let plan = sync(&j, &[pod("a", "Failed", "2026-01-01T00:00:40Z")], t(NOW));
+        assert_eq!(plan.create, vec![None]);
+        // Two failures with backoffLimit 1: Failed, no third pod.
+        let pods = [
+            pod("a", "Failed", "2026-01-01T00:00:20Z"),
+            pod("b", "Failed", "2026-01-01T00:00:50Z"),
+        ];
+        let plan = sync(&j, &pods, t(NOW));
+        assert!(plan.create.is_empty());
+        assert!(has_condition(&plan.status, "FailureTarget"));
+        assert!(has_condition(&plan.status, "Failed"));
+        let failed = condition(&plan.status, "Failed").unwrap();
+        assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
+        assert_eq!(plan.status.failed, Some(2));
+        assert!(plan.status.completion_time.is_none());
+    }
+
+    #[test]
+    fn back_off_doubles_and_is_capped() {
+        let now = t(NOW);
+        let at = |s: i64| now - chrono::Duration::seconds(s);
+        assert_eq!(backoff_remaining(&[], None, now), None);
+        assert_eq!(
+            backoff_remaining(&[at(4)], None, now),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(
+            backoff_remaining(&[at(100), at(4)], None, now),
+            Some(Duration::from_secs(16))
+        );
+        assert_eq!(
+            backoff_remaining(&[at(100), at(90), at(4)], None, now),
+            Some(Duration::from_secs(36))
+        );
+        let many: Vec<_> = (0..12).map(|i| at(1000 + i)).chain([at(0)]).collect();
+        assert_eq!(backoff_remaining(&many, None, now), Some(BACKOFF_MAX));
+        // Failures before the last success do not count.
+        assert_eq!(
+            backoff_remaining(&[at(100), at(4)], Some(at(50)), now),
+            Some(Duration::from_secs(6))
+        );
+    }
+
+    #[test]
+    fn the_deadline_fails_a_running_job_and_deletes_its_pods() {
+        let j = job(
+            json!({"activeDeadlineSeconds": 30}),
+            json!({"startTime": "2026-01-01T00:00:00Z"}),
+        );
+        let plan = sync(&j, &[running("a")], t(NOW));
+        assert_eq!(plan.delete, vec!["a".to_string()]);
+        let target = condition(&plan.status, "FailureTarget").unwrap();
+        assert_eq!(target.reason.as_deref(), Some("DeadlineExceeded"));
+        // Failed only once no pod runs.
+        assert!(!has_condition(&plan.status, "Failed"));
+        assert_eq!(plan.status.failed, Some(1));
+        let before = job(
+            json!({"activeDeadlineSeconds": 90}),
+            json!({"startTime": "2026-01-01T00:00:00Z"}),
+        );
+        let plan = sync(&before, &[running("a")], t(NOW));
+        assert!(plan.delete.is_empty());
+        assert_eq!(plan.requeue, Some(Duration::from_millis(30_100)));
+    }
+
+    #[test]
+    fn parallelism_and_completions_bound_the_pods() {
+        let j = job(
+            json!({"completions": 5, "parallelism": 2}),
+            json!({"startTime": "2026-01-01T00:00:00Z"}),
+        );
+        let plan = sync(&j, &[running("a")], t(NOW));
+        assert_eq!(plan.create, vec![None]);
+        let pods: Vec<Pod> = (0..4)
+            .map(|i| pod(&format!("s{i}"), "Succeeded", "2026-01-01T00:00:30Z"))
+            .chain([running("a"), running("b")])
+            .collect();
+        let plan = sync(&j, &pods, t(NOW));
+        assert_eq!(plan.delete.len(), 1, "only one completion left");
+        // Work queue: once one succeeded, no new pods; done when none runs.
+        let queue = job(
+            json!({"completions": null, "parallelism": 3}),
+            json!({"startTime": "2026-01-01T00:00:00Z"}),
+        );
+        let plan = sync(
+            &queue,
+            &[pod("s", "Succeeded", "2026-01-01T00:00:30Z"), running("a")],
+            t(NOW),
+        );
+        assert!(plan.create.is_empty() && plan.delete.is_empty());
+        let plan = sync(
+            &queue,
+            &[pod("s", "Succeeded", "2026-01-01T00:00:30Z")],
+            t(NOW),
+        );
+        assert!(has_condition(&plan.status, "Complete"));
+    }
+
+    #[test]
+    fn indexed_jobs_run_one_pod_per_pending_index() {
+        let j = job(
+            json!({"completions": 4, "parallelism": 2, "completionMode": "Indexed"}),
+            json!({"startTime": "2026-01-01T00:00:00Z"}),
+        );
+        let plan = sync(&j, &[], t(NOW));
+        assert_eq!(plan.create, vec![Some(0), Some(1)]);
+        let pods = [
+            indexed_pod("a", "Succeeded", 0),
+            indexed_pod("b", "Running", 1),
+            indexed_pod("c", "Running", 1),
+        ];
+        let plan = sync(&j, &pods, t(NOW));
+        assert_eq!(plan.delete, vec!["c".to_string()]);
+        assert_eq!(plan.create, vec![Some(2)]);
+        assert_eq!(plan.status.completed_indexes.as_deref(), Some("0"));
+        let done: Vec<Pod> = (0..4)
+            .map(|i| indexed_pod(&format!("p{i}"), "Succeeded", i))
+            .collect();
+        let plan = sync(&j, &done, t(NOW));
+        assert!(has_condition(&plan.status, "Complete"));
+        assert_eq!(plan.status.completed_indexes.as_deref(), Some("0-3"));
+        assert_eq!(format_indexes(&[1, 3, 4, 5, 7].into()), "1,3-5,7");
+        assert_eq!(parse_indexes("1,3-5,7", 6), [1, 3, 4, 5].into());
+    }
+
+    #[test]
+    fn suspend_deletes_pods_and_resume_restarts_the_clock() {
+        let j = job(
+            json!({"suspend": true}),
+            json!({"startTime": "2026-01-01T00:00:00Z"}),
+        );
+        let plan = sync(&j, &[running("a")], t(NOW));
+        assert_eq!(plan.delete, vec!["a".to_string()]);
+        assert!(has_condition(&plan.status, "Suspended"));
+        let resumed = job(json!({}), serde_json::to_value(&plan.status).unwrap());
+        let later = t("2026-01-01T00:05:00Z");
+        let plan = sync(&resumed, &[], later);
+        assert!(!has_condition(&plan.status, "Suspended"));
+        assert_eq!(plan.status.start_time, Some(Time(later)));
+        assert_eq!(plan.create, vec![None]);
+    }
+
+    #[test]
+    fn on_failure_restarts_count_against_the_limit() {
+        let j = job(
+            json!({"backoffLimit": 2, "restartPolicy": "OnFailure"}),
+            json!({"startTime": "2026-01-01T00:00:00Z"}),
+        );
+        let mut p = running("a");
+        p.status.as_mut().unwrap().container_statuses = Some(vec![serde_json::from_value(json!(
+            {"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 2}))
+        .unwrap()]);
+        let plan = sync(&j, &[p], t(NOW));
+        assert_eq!(
+            condition(&plan.status, "FailureTarget")
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("BackoffLimitExceeded")
+        );
+        assert_eq!(plan.delete, vec!["a".to_string()]);
+    }
+}
