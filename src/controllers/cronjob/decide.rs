@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Offset, Utc};
-use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec, JobStatus};
+use k8s_openapi::api::batch::v1::{CronJob, Job, JobStatus};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -111,7 +111,7 @@ pub fn job_from_template(cj: &CronJob, scheduled: DateTime<Utc>, zone: &Zone) ->
             }]),
             ..ObjectMeta::default()
         },
-        spec: Some(template.spec.unwrap_or_else(JobSpec::default)),
+        spec: Some(template.spec.unwrap_or_default()),
         status: None,
     }
 }
@@ -197,13 +197,10 @@ pub fn sync(cj: &CronJob, jobs: &[Job], now: DateTime<Utc>) -> Plan {
             return plan;
         }
     };
-    let requeue_next = |after: DateTime<Utc>| {
-        schedule
-            .next_after(after, &zone)
-            .and_then(|next| (next - now).to_std().ok())
-            .map(|d| d + Duration::from_millis(100))
-    };
-    plan.requeue = requeue_next(now);
+    plan.requeue = schedule
+        .next_after(now, &zone)
+        .and_then(|next| (next - now).to_std().ok())
+        .map(|d| d + Duration::from_millis(100));
 
     let created = cj.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
     let mut earliest = plan.last_schedule_time.unwrap_or(created);
