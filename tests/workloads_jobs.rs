@@ -227,6 +227,69 @@ spec:
         let row = server.ok(&["get", "job", "fail", "--no-headers"]);
         assert!(row.contains("Failed"), "{row}");
 
+        // An Indexed Job: one pod per index, which it finds in its environment and
+        // hostname.
+        apply(
+            server,
+            &job_manifest(
+                "idx",
+                "echo index=$JOB_COMPLETION_INDEX host=$(hostname)",
+                "Never",
+                "  completions: 2\n  parallelism: 2\n  completionMode: Indexed\n",
+            ),
+        );
+        let (ok, out, err) = server.kubectl(&[
+            "wait",
+            "--for=condition=Complete",
+            "job/idx",
+            "--timeout=90s",
+        ]);
+        assert!(ok, "indexed job did not complete: {out}{err}");
+        let job = server.get_json(&["job", "idx"]);
+        assert_eq!(job["status"]["completedIndexes"], "0-1", "{job}");
+        let pods = pods_of_job(server, "idx");
+        assert_eq!(pods.len(), 2);
+        for pod in &pods {
+            let index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+                .as_str()
+                .unwrap();
+            let name = pod["metadata"]["name"].as_str().unwrap();
+            assert!(name.starts_with(&format!("idx-{index}-")), "{name}");
+            let logs = server.ok(&["logs", name]);
+            assert_eq!(logs.trim(), format!("index={index} host=idx-{index}"));
+        }
+
+        // activeDeadlineSeconds fails a Job that runs too long.
+        apply(
+            server,
+            &job_manifest("slow", "sleep 60", "Never", "  activeDeadlineSeconds: 3\n"),
+        );
+        let (ok, out, err) = server.kubectl(&[
+            "wait",
+            "--for=condition=Failed",
+            "job/slow",
+            "--timeout=60s",
+        ]);
+        assert!(ok, "slow job did not fail: {out}{err}");
+        let job = server.get_json(&["job", "slow"]);
+        let reasons: Vec<&str> = job["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["reason"].as_str())
+            .collect();
+        assert!(reasons.contains(&"DeadlineExceeded"), "{job}");
+
+        // ttlSecondsAfterFinished deletes a finished Job and its pods.
+        apply(
+            server,
+            &job_manifest("brief", "true", "Never", "  ttlSecondsAfterFinished: 2\n"),
+        );
+        let expired = eventually(Duration::from_secs(60), || {
+            !server.kubectl(&["get", "job", "brief"]).0 && pods_of_job(server, "brief").is_empty()
+        });
+        assert!(expired, "job with a TTL was not deleted");
+
         // A Job started by hand from the CronJob's template.
         server.ok(&["create", "job", "manual", "--from=cronjob/tick"]);
         let (ok, out, err) = server.kubectl(&[
