@@ -413,6 +413,16 @@ pub fn sync(job: &Job, pods: &[Pod], now: DateTime<Utc>) -> Plan {
         status.completed_indexes = Some(format_indexes(&completed));
     }
     status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
+    // Upstream omits these three when zero (`omitempty`); `ready` and `terminating` stay.
+    for count in [
+        &mut status.active,
+        &mut status.succeeded,
+        &mut status.failed,
+    ] {
+        if *count == Some(0) {
+            *count = None;
+        }
+    }
     plan.status = status;
     plan
 }
@@ -613,6 +623,8 @@ mod tests {
         assert!(plan.create.is_empty());
         assert_eq!(plan.requeue, Some(Duration::from_millis(5100)));
         assert_eq!(plan.status.failed, Some(1));
+        assert_eq!(plan.status.active, None);
+        assert_eq!(plan.status.ready, Some(0));
         // Once it has passed, one replacement.
         let plan = sync(&j, &[pod("a", "Failed", "2026-01-01T00:00:40Z")], t(NOW));
         assert_eq!(plan.create, vec![None]);

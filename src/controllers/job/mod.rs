@@ -132,7 +132,14 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action> {
     }
     if job.status.as_ref() != Some(&plan.status) {
         let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({"status": plan.status});
+        let mut status = serde_json::to_value(&plan.status).unwrap_or_default();
+        // Counts gone to zero are removed (merge patch: null).
+        for key in ["active", "succeeded", "failed"] {
+            if status.get(key).is_none() {
+                status[key] = serde_json::Value::Null;
+            }
+        }
+        let patch = json!({ "status": status });
         api.patch_status(
             &job.name_any(),
             &PatchParams::default(),
