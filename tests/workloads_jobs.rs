@@ -2,10 +2,12 @@
 //! containers) and the real kubectl drives it. A Job completes and `kubectl logs
 //! job/…` prints what it echoed; a failing Job with `backoffLimit: 1` ends `Failed`
 //! after exactly two pods; a CronJob every minute starts a Job within 70 s whose pod
-//! completes; `kubectl create job --from=cronjob/…` starts one by hand; the Table
-//! columns are upstream's.
+//! completes; `kubectl create job --from=cronjob/…` starts one by hand; Indexed Jobs,
+//! `activeDeadlineSeconds` and `ttlSecondsAfterFinished` work; the Table columns are
+//! upstream's. On simulated nodes (no root): completions with parallelism, suspend and
+//! resume, and garbage collection of a deleted Job's pods.
 //!
-//! Needs root, busybox-static and the CNI plugins. Its node has its own pod and
+//! The real-container test needs root, busybox-static and the CNI plugins. Its node has its own pod and
 //! service ranges, kubelet port and bridge, and no overlay, so it may run beside other
 //! test nodes; the suite runs it under the e2e lock:
 //! `flock /tmp/skiff-e2e.lock cargo test --test workloads_jobs -- --include-ignored`.
@@ -357,4 +359,87 @@ spec:
         });
         assert!(gone, "the cronjob's jobs were not collected");
     });
+}
+
+/// A simulated Job: its pods "exit" with the code the template's annotation asks for.
+fn simulated_job(name: &str, exit_code: u8, extra_spec: &str) -> String {
+    format!(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {name}
+spec:
+{extra_spec}  template:
+    metadata:
+      annotations:
+        sim.skiff.dev/exit-code: "{exit_code}"
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: busybox
+"#
+    )
+}
+
+/// Completions and parallelism, suspend and resume, on simulated nodes (no root).
+#[test]
+fn parallel_and_suspended_jobs_on_simulated_nodes() {
+    let (server, _agents) = common::cluster(2);
+    apply(
+        &server,
+        &simulated_job("batch", 0, "  completions: 6\n  parallelism: 3\n"),
+    );
+    let mut most_active = 0;
+    let done = eventually(Duration::from_secs(60), || {
+        let job = server.get_json(&["job", "batch"]);
+        let running = pods_of_job(&server, "batch")
+            .iter()
+            .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+            .count();
+        most_active = most_active.max(running);
+        job["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Complete" && c["status"] == "True")
+        })
+    });
+    assert!(done, "job did not complete:\n{}", tail(&server.log(), 30));
+    assert!(most_active <= 3, "{most_active} pods ran at once");
+    let job = server.get_json(&["job", "batch"]);
+    assert_eq!(job["status"]["succeeded"], 6, "{job}");
+    assert_eq!(pods_of_job(&server, "batch").len(), 6);
+    let row = server.ok(&["get", "job", "batch", "--no-headers"]);
+    assert!(row.contains("Complete") && row.contains("6/6"), "{row}");
+
+    // Suspended: no pods until resumed.
+    apply(&server, &simulated_job("later", 0, "  suspend: true\n"));
+    let suspended = eventually(Duration::from_secs(20), || {
+        server
+            .ok(&["get", "job", "later", "--no-headers"])
+            .contains("Suspended")
+    });
+    assert!(suspended, "job not reported Suspended");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(pods_of_job(&server, "later").is_empty());
+    server.ok(&[
+        "patch",
+        "job",
+        "later",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
+    let (ok, out, err) = server.kubectl(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/later",
+        "--timeout=60s",
+    ]);
+    assert!(ok, "resumed job did not complete: {out}{err}");
+
+    // Deleting a Job takes its pods along.
+    server.ok(&["delete", "job", "batch"]);
+    let gone = eventually(Duration::from_secs(30), || {
+        pods_of_job(&server, "batch").is_empty()
+    });
+    assert!(gone, "the job's pods were not collected");
 }
