@@ -237,11 +237,15 @@ pub fn sync(cj: &CronJob, jobs: &[Job], now: DateTime<Utc>) -> Plan {
     {
         return plan;
     }
-    if jobs
+    if let Some(job) = jobs
         .iter()
-        .any(|j| j.metadata.name.as_deref() == Some(name.as_str()))
+        .find(|j| j.metadata.name.as_deref() == Some(name.as_str()))
     {
-        // Started before (and already finished): this time is done.
+        // Started before (its status write may have been lost): this time is done,
+        // and the Job is active while it runs.
+        if job_condition(job.status.as_ref()).is_none() {
+            plan.active.push(job_ref(job));
+        }
         plan.last_schedule_time = Some(scheduled);
         return plan;
     }
@@ -339,18 +343,18 @@ mod tests {
     fn the_most_recent_missed_time_starts_a_named_job() {
         let cj = cron_job(json!({"timeZone": null}), json!({}));
         let plan = sync(&cj, &[], t("2026-01-01T00:12:30Z"));
-        let job = plan.create.unwrap();
+        let started = plan.create.unwrap();
         let scheduled = t("2026-01-01T00:10:00Z");
         assert_eq!(
-            job.metadata.name.as_deref(),
+            started.metadata.name.as_deref(),
             Some(format!("tick-{}", scheduled.timestamp() / 60).as_str())
         );
         assert_eq!(
-            job.metadata.annotations.unwrap()[SCHEDULED_TIMESTAMP_ANNOTATION],
+            started.metadata.annotations.unwrap()[SCHEDULED_TIMESTAMP_ANNOTATION],
             "2026-01-01T00:10:00Z"
         );
-        assert_eq!(job.metadata.labels.unwrap()["app"], "x");
-        let owner = &job.metadata.owner_references.unwrap()[0];
+        assert_eq!(started.metadata.labels.unwrap()["app"], "x");
+        let owner = &started.metadata.owner_references.unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
             ("CronJob", "cj", Some(true))
@@ -358,6 +362,17 @@ mod tests {
         assert_eq!(plan.last_schedule_time, Some(scheduled));
         assert_eq!(plan.active.len(), 1);
         assert_eq!(plan.requeue, Some(Duration::from_millis(150_100)));
+        // Created before, but the status never said so: active again, not created twice.
+        let created = job(
+            &format!("tick-{}", scheduled.timestamp() / 60),
+            "j",
+            None,
+            "2026-01-01T00:10:01Z",
+        );
+        let plan = sync(&cj, &[created], t("2026-01-01T00:12:30Z"));
+        assert!(plan.create.is_none());
+        assert_eq!(plan.active.len(), 1);
+        assert_eq!(plan.last_schedule_time, Some(scheduled));
         // Nothing due yet.
         let plan = sync(&cj, &[], t("2026-01-01T00:04:59Z"));
         assert!(plan.create.is_none());
