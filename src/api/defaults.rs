@@ -32,6 +32,8 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
         "Pod" => default_pod(root),
         "Deployment" => default_deployment(root),
         "ReplicaSet" => default_replica_set(root),
+        "Job" => default_job(root),
+        "CronJob" => default_cron_job(root),
         "Service" => default_service(root),
         "Namespace" => default_namespace(root),
         "Node" => default_node(root),
@@ -491,6 +493,75 @@ fn default_replica_set(root: &mut Obj) {
     };
     default_value(spec, "replicas", Value::from(1));
     default_pod_template(spec);
+}
+
+/// batch/v1 SetDefaults_Job (with the JobPodReplacementPolicy feature on, as in 1.32).
+/// A Job without labels takes its template's (which by now carry the generated
+/// `job-name`/`controller-uid` labels, see `api::batch`).
+fn default_job(root: &mut Obj) {
+    let Some(spec) = ensure_obj(root, "spec") else {
+        return;
+    };
+    if is_unset(spec.get("completions")) && is_unset(spec.get("parallelism")) {
+        spec.insert("completions".into(), Value::from(1));
+    }
+    default_value(spec, "parallelism", Value::from(1));
+    let backoff = if is_unset(spec.get("backoffLimitPerIndex")) {
+        6
+    } else {
+        i64::from(i32::MAX)
+    };
+    default_value(spec, "backoffLimit", Value::from(backoff));
+    default_str(spec, "completionMode", "NonIndexed");
+    default_value(spec, "suspend", Value::Bool(false));
+    default_value(spec, "manualSelector", Value::Bool(false));
+    let replacement = if is_unset(spec.get("podFailurePolicy")) {
+        "TerminatingOrFailed"
+    } else {
+        "Failed"
+    };
+    default_str(spec, "podReplacementPolicy", replacement);
+    if let Some(rules) = child_obj(spec, "podFailurePolicy")
+        .and_then(|p| p.get_mut("rules"))
+        .and_then(Value::as_array_mut)
+    {
+        for rule in rules.iter_mut().filter_map(Value::as_object_mut) {
+            each_obj(rule, "onPodConditions", |c| {
+                default_str(c, "status", "True")
+            });
+        }
+    }
+    default_pod_template(spec);
+    let template_labels = spec
+        .get("template")
+        .and_then(|t| t.get("metadata"))
+        .and_then(|m| m.get("labels"))
+        .filter(|l| l.is_object())
+        .cloned();
+    if let (Some(labels), Some(meta)) = (template_labels, ensure_obj(root, "metadata")) {
+        let empty = meta
+            .get("labels")
+            .and_then(Value::as_object)
+            .is_none_or(Map::is_empty);
+        if empty {
+            meta.insert("labels".into(), labels);
+        }
+    }
+}
+
+/// batch/v1 SetDefaults_CronJob; the job template gets pod-template defaults only,
+/// as upstream (SetDefaults_Job is not applied to templates).
+fn default_cron_job(root: &mut Obj) {
+    let Some(spec) = ensure_obj(root, "spec") else {
+        return;
+    };
+    default_str(spec, "concurrencyPolicy", "Allow");
+    default_value(spec, "suspend", Value::Bool(false));
+    default_value(spec, "successfulJobsHistoryLimit", Value::from(3));
+    default_value(spec, "failedJobsHistoryLimit", Value::from(1));
+    if let Some(job_spec) = ensure_obj(spec, "jobTemplate").and_then(|t| ensure_obj(t, "spec")) {
+        default_pod_template(job_spec);
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -515,7 +515,11 @@ fn prepare_create(ctx: &Ctx, obj: &mut Value) {
         meta.remove("generation");
     }
     match ctx.resource.kind {
-        "Deployment" | "ReplicaSet" => obj["status"] = json!({}),
+        "Deployment" | "ReplicaSet" | "CronJob" => obj["status"] = json!({}),
+        "Job" => {
+            obj["status"] = json!({});
+            super::batch::generate_job_selector(obj);
+        }
         "Service" => obj["status"] = json!({"loadBalancer": {}}),
         "Namespace" => obj["status"] = json!({"phase": "Active"}),
         "Pod" => {

@@ -12,6 +12,7 @@
 pub mod alloc;
 pub mod auth;
 pub mod authz;
+pub mod batch;
 pub mod body;
 pub mod bootstrap;
 pub mod defaults;

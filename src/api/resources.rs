@@ -94,6 +94,16 @@ const fn apps_status(kind: &'static str) -> Subresource {
     }
 }
 
+const fn batch_status(kind: &'static str) -> Subresource {
+    Subresource {
+        name: "status",
+        group: "batch",
+        version: "v1",
+        kind,
+        verbs: GET_PATCH_UPDATE,
+    }
+}
+
 const META_FIELDS: &[&str] = &[];
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",
@@ -264,6 +274,36 @@ pub static RESOURCES: &[Resource] = &[
         has_status: true,
     },
     Resource {
+        group: "batch",
+        version: "v1",
+        plural: "jobs",
+        singular: "job",
+        kind: "Job",
+        namespaced: true,
+        short_names: &[],
+        categories: &["all"],
+        subresources: &[batch_status("Job")],
+        storage: "",
+        field_selectors: META_FIELDS,
+        has_generation: true,
+        has_status: true,
+    },
+    Resource {
+        group: "batch",
+        version: "v1",
+        plural: "cronjobs",
+        singular: "cronjob",
+        kind: "CronJob",
+        namespaced: true,
+        short_names: &["cj"],
+        categories: &["all"],
+        subresources: &[batch_status("CronJob")],
+        storage: "",
+        field_selectors: META_FIELDS,
+        has_generation: true,
+        has_status: true,
+    },
+    Resource {
         group: "discovery.k8s.io",
         version: "v1",
         plural: "endpointslices",
@@ -323,6 +363,7 @@ pub static RESOURCES: &[Resource] = &[
 /// The API groups served, in discovery order, with their one version each.
 pub const GROUPS: &[(&str, &str)] = &[
     ("apps", "v1"),
+    ("batch", "v1"),
     ("events.k8s.io", "v1"),
     ("discovery.k8s.io", "v1"),
     ("coordination.k8s.io", "v1"),

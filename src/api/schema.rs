@@ -17,6 +17,7 @@ use serde_path_to_error::Segment;
 
 use k8s_openapi::api::apps::v1 as apps_v1;
 use k8s_openapi::api::autoscaling::v1 as autoscaling_v1;
+use k8s_openapi::api::batch::v1 as batch_v1;
 use k8s_openapi::api::coordination::v1 as coordination_v1;
 use k8s_openapi::api::core::v1 as core_v1;
 use k8s_openapi::api::discovery::v1 as discovery_v1;
@@ -61,6 +62,8 @@ const KINDS: &[(&str, &str, RoundTrip)] = &[
     ("v1", "Binding", round_trip::<core_v1::Binding>),
     ("apps/v1", "Deployment", round_trip::<apps_v1::Deployment>),
     ("apps/v1", "ReplicaSet", round_trip::<apps_v1::ReplicaSet>),
+    ("batch/v1", "Job", round_trip::<batch_v1::Job>),
+    ("batch/v1", "CronJob", round_trip::<batch_v1::CronJob>),
     (
         "discovery.k8s.io/v1",
         "EndpointSlice",

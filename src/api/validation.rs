@@ -17,6 +17,8 @@
 //! carry reason `FieldValueInvalid` (there is no NotFound reason here); env var
 //! names use the strict (pre-relaxed) rule.
 
+mod batch;
+
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -157,6 +159,18 @@ fn kind_rules(kind: &str) -> KindRules {
             Namespaced,
             validate_replica_set,
             validate_selector_update,
+        ),
+        "Job" => (
+            Subdomain,
+            Namespaced,
+            batch::validate_job,
+            batch::validate_job_update,
+        ),
+        "CronJob" => (
+            Subdomain,
+            Namespaced,
+            batch::validate_cron_job,
+            no_update_rules,
         ),
         "Service" => (
             Dns1035,

@@ -2,7 +2,7 @@
 //! kube-runtime pattern: caches fed by watches, a work queue, one object never
 //! reconciled concurrently with itself, requeue with back-off on error).
 //!
-//! Owns: ReplicaSets' pods, Deployments' ReplicaSets and rollouts, node lifecycle
+//! Owns: ReplicaSets' pods, Jobs' pods, CronJobs' Jobs, Deployments' ReplicaSets and rollouts, node lifecycle
 //! (leases, taints, pod CIDRs), taint eviction, Endpoints and EndpointSlices, garbage
 //! collection and namespace deletion, event expiry, load-balancer ingress (ServiceLB).
 //! Built on `component` (Context, Settings, supervise and the event recorder, shared
@@ -13,10 +13,12 @@
 //! Watches and typed lists go through `crate::client::lenient`: a stored object that
 //! no longer decodes is logged once and skipped, never stalls a watch.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod nodes;
 pub mod replicaset;
 pub mod rootca;
@@ -48,7 +50,7 @@ pub async fn start_all(
     settings: Settings,
 ) -> Result<(), crate::client::ClientError> {
     type Run = fn(Arc<Context>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-    let controllers: [(&'static str, Run); 8] = [
+    let controllers: [(&'static str, Run); 10] = [
         ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
@@ -57,6 +59,8 @@ pub async fn start_all(
         ("event-expiry", |ctx| Box::pin(events::expire_forever(ctx))),
         ("taint-eviction", |ctx| Box::pin(taint_eviction::run(ctx))),
         ("service-lb", |ctx| Box::pin(servicelb::run(ctx))),
+        ("job", |ctx| Box::pin(job::run(ctx))),
+        ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
     ];
     for (name, run) in controllers {
         let client = crate::client::connect(credentials, &crate::client::user_agent(name)).await?;

@@ -3,6 +3,7 @@
 use std::sync::LazyLock;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
@@ -51,6 +52,8 @@ pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
         namespaced::<ServiceAccount>(),
         namespaced::<Deployment>(),
         namespaced::<ReplicaSet>(),
+        namespaced::<Job>(),
+        namespaced::<CronJob>(),
         namespaced::<EndpointSlice>(),
         namespaced::<Lease>(),
         cluster::<Node>(),
@@ -87,7 +90,10 @@ mod tests {
         let node = resolve("v1", "Node").unwrap();
         assert!(!is_namespaced(node));
         assert!(is_namespace(resolve("v1", "Namespace").unwrap()));
-        assert_eq!(resolve("batch/v1", "Job"), None);
+        let job = resolve("batch/v1", "Job").unwrap();
+        assert_eq!(KINDS[job].resource.plural, "jobs");
+        assert!(is_namespaced(resolve("batch/v1", "CronJob").unwrap()));
+        assert_eq!(resolve("batch/v1", "Deployment"), None);
         assert_eq!(resolve("v1", "ReplicaSet"), None);
     }
 
