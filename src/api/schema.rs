@@ -58,6 +58,7 @@ const KINDS: &[(&str, &str, RoundTrip)] = &[
     ("v1", "Binding", round_trip::<core_v1::Binding>),
     ("apps/v1", "Deployment", round_trip::<apps_v1::Deployment>),
     ("apps/v1", "ReplicaSet", round_trip::<apps_v1::ReplicaSet>),
+    ("apps/v1", "DaemonSet", round_trip::<apps_v1::DaemonSet>),
     (
         "discovery.k8s.io/v1",
         "EndpointSlice",
@@ -514,6 +515,7 @@ mod tests {
             ("v1", "Binding"),
             ("apps/v1", "Deployment"),
             ("apps/v1", "ReplicaSet"),
+            ("apps/v1", "DaemonSet"),
             ("discovery.k8s.io/v1", "EndpointSlice"),
             ("coordination.k8s.io/v1", "Lease"),
             ("events.k8s.io/v1", "Event"),
