@@ -2,8 +2,9 @@
 //! busybox container) plus simulated nodes tainted `dedicated=edge:NoSchedule`. A
 //! DaemonSet that tolerates the taint gets a Ready pod on every node, one that does
 //! not only on the server's; a node added later gets its pod; a node tainted
-//! NoExecute loses it; a template change rolls out (`kubectl rollout status`), and
-//! deleting the DaemonSet deletes its pods.
+//! NoExecute loses it; a template change rolls out (`kubectl rollout status`), is a
+//! ControllerRevision (`kubectl rollout history`, `undo`), and deleting the DaemonSet
+//! deletes its pods and revisions.
 //!
 //! Needs root (the server's node runs real containers) and busybox-static:
 //! `cargo test --test workloads_daemonsets -- --include-ignored`.
@@ -84,14 +85,21 @@ fn status(server: &Server, name: &str) -> Value {
 }
 
 fn wait_nodes_ready(server: &Server, count: usize) {
-    let ok = eventually(Duration::from_secs(60), || {
+    let ok = eventually(Duration::from_secs(120), || {
         let out = server.kubectl(&["get", "nodes", "--no-headers"]).1;
         out.lines()
             .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
             .count()
             == count
     });
-    assert!(ok, "nodes not ready:\n{}", server.ok(&["get", "nodes"]));
+    let log = server.log();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    assert!(
+        ok,
+        "nodes not ready:\n{}\nserver log (last lines first):\n{}",
+        server.ok(&["get", "nodes"]),
+        tail.join("\n")
+    );
 }
 
 #[test]
@@ -253,6 +261,61 @@ fn daemon_sets_follow_nodes_taints_and_templates() {
             server.get_json(&["ds", "everywhere"])["metadata"]["generation"]
         );
 
+        // Each template is a ControllerRevision: rollout history lists both, and undo
+        // brings the first template back (as revision 3).
+        let revisions = server.ok(&["get", "controllerrevisions"]);
+        let header: Vec<&str> = revisions
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            header,
+            ["NAME", "CONTROLLER", "REVISION", "AGE"],
+            "{revisions}"
+        );
+        assert!(
+            revisions.contains("daemonset.apps/everywhere"),
+            "{revisions}"
+        );
+        let history = server.ok(&["rollout", "history", "ds/everywhere"]);
+        let numbers: Vec<&str> = history
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.parse::<u32>().is_ok())
+            .collect();
+        assert_eq!(numbers, ["1", "2"], "{history}");
+        server.ok(&["rollout", "undo", "ds/everywhere"]);
+        let out = server.ok(&["rollout", "status", "ds/everywhere", "--timeout=120s"]);
+        assert!(out.contains("successfully rolled out"), "{out}");
+        wait_for_pods_on(server, "everywhere", &[&own, "edge-0", "late"]);
+        let ok = eventually(Duration::from_secs(60), || {
+            pods_by_node(server, "everywhere").iter().all(|(_, p)| {
+                let hash = p["metadata"]["labels"]["controller-revision-hash"]
+                    .as_str()
+                    .unwrap_or_default();
+                old_hashes.contains(hash)
+            })
+        });
+        assert!(
+            ok,
+            "{}",
+            server.ok(&["get", "pods", "-L", "controller-revision-hash"])
+        );
+        let history = server.ok(&["rollout", "history", "ds/everywhere"]);
+        let numbers: Vec<&str> = history
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.parse::<u32>().is_ok())
+            .collect();
+        assert_eq!(numbers, ["2", "3"], "{history}");
+        assert!(
+            server.get_json(&["ds", "everywhere"])["spec"]["template"]["spec"]["containers"][0]
+                ["env"]
+                .is_null()
+        );
+
         // `rollout restart` is a template change too.
         server.ok(&["rollout", "restart", "ds/plain"]);
         let out = server.ok(&["rollout", "status", "ds/plain", "--timeout=120s"]);
@@ -264,5 +327,11 @@ fn daemon_sets_follow_nodes_taints_and_templates() {
             pods_by_node(server, "everywhere").is_empty()
         });
         assert!(gone, "{}", server.ok(&["get", "pods", "-o", "wide"]));
+        let gone = eventually(Duration::from_secs(60), || {
+            !server
+                .ok(&["get", "controllerrevisions"])
+                .contains("daemonset.apps/everywhere")
+        });
+        assert!(gone, "{}", server.ok(&["get", "controllerrevisions"]));
     });
 }

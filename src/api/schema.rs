@@ -60,6 +60,11 @@ const KINDS: &[(&str, &str, RoundTrip)] = &[
     ("apps/v1", "ReplicaSet", round_trip::<apps_v1::ReplicaSet>),
     ("apps/v1", "DaemonSet", round_trip::<apps_v1::DaemonSet>),
     (
+        "apps/v1",
+        "ControllerRevision",
+        round_trip::<apps_v1::ControllerRevision>,
+    ),
+    (
         "discovery.k8s.io/v1",
         "EndpointSlice",
         round_trip::<discovery_v1::EndpointSlice>,
@@ -516,6 +521,7 @@ mod tests {
             ("apps/v1", "Deployment"),
             ("apps/v1", "ReplicaSet"),
             ("apps/v1", "DaemonSet"),
+            ("apps/v1", "ControllerRevision"),
             ("discovery.k8s.io/v1", "EndpointSlice"),
             ("coordination.k8s.io/v1", "Lease"),
             ("events.k8s.io/v1", "Event"),

@@ -199,6 +199,12 @@ fn kind_rules(kind: &str) -> KindRules {
             no_update_rules,
         ),
         "Lease" => (Subdomain, Namespaced, validate_lease, no_update_rules),
+        "ControllerRevision" => (
+            Subdomain,
+            Namespaced,
+            validate_controller_revision,
+            validate_controller_revision_update,
+        ),
         _ => (PathSegment, Either, no_spec_rules, no_update_rules),
     };
     KindRules {
@@ -3134,6 +3140,22 @@ fn validate_service_account(e: &mut Errs, root: &Obj) {
     }
     for (path, secret) in objs_at(e, root, "", "imagePullSecrets") {
         str_at(e, secret, &path, "name");
+    }
+}
+
+/// ValidateControllerRevision: `data` is mandatory, `revision` not negative.
+fn validate_controller_revision(e: &mut Errs, root: &Obj) {
+    if get(root, "data").is_none() {
+        e.required("data", "data is mandatory");
+    }
+    validate_non_negative(e, root, "", "revision");
+}
+
+/// ValidateControllerRevisionUpdate: `data` is immutable.
+fn validate_controller_revision_update(e: &mut Errs, new: &Obj, old: &Obj) {
+    if !same(new.get("data"), old.get("data")) {
+        let value = new.get("data").cloned().unwrap_or(Value::Null);
+        e.invalid("data", Bad::Json(&value), IMMUTABLE_MSG);
     }
 }
 

@@ -12,13 +12,15 @@
 //! pods bound to deleted nodes (node lifecycle).
 //!
 //! Which nodes qualify is [`eligibility`]; what to create and delete, and the status,
-//! is [`plan`]. Caches of nodes and pods feed the reconciles; a node change wakes every
+//! is [`plan`]; the template history (one ControllerRevision per template, which
+//! `kubectl rollout history|undo ds` use) is [`history`]. Caches of nodes and pods feed the reconciles; a node change wakes every
 //! DaemonSet, a pod change its owner. As in the ReplicaSet controller, "expectations"
 //! hold back the next decision until the cache has seen the last writes.
 //!
-//! May call: the API (pods, nodes, daemonsets/status, events).
+//! May call: the API (pods, nodes, controllerrevisions, daemonsets/status, events).
 
 mod eligibility;
+mod history;
 mod plan;
 
 use std::collections::{HashMap, HashSet};
@@ -27,9 +29,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -66,6 +69,7 @@ struct State {
     ctx: Arc<Context>,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    revisions: Store<ControllerRevision>,
     expectations: Mutex<HashMap<String, Expectation>>,
     /// (DaemonSet uid, node) → (when the last failed pod was deleted, current delay).
     failed_backoff: Mutex<HashMap<(String, String), (Instant, Duration)>>,
@@ -84,6 +88,7 @@ pub async fn run(ctx: Arc<Context>) {
         ctx,
         pods,
         nodes,
+        revisions: super::cache(Api::<ControllerRevision>::all(client.clone())),
         expectations: Mutex::default(),
         failed_backoff: Mutex::default(),
     });
@@ -308,8 +313,8 @@ async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> {
             by_node.entry(node).or_default().push(pod.clone());
         }
     }
-    let collision_count = ds.status.as_ref().and_then(|s| s.collision_count);
-    let hash = plan::revision_hash(&plan::revision_data(&ds), collision_count);
+    let _ = state.revisions.wait_until_ready().await;
+    let (hash, revisions, current) = construct_history(&ds, &state).await?;
     let min_ready = ds
         .spec
         .as_ref()
@@ -360,6 +365,7 @@ async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> {
         }
         sync_nodes(&ds, &template_spec, &hash, step, &state, &pods_api).await?;
     }
+    cleanup_history(&ds, &owned, &revisions, &current, &state).await?;
     let status = plan::status(&ds, &nodes, &by_node, &hash, now);
     if ds.status.as_ref() != Some(&status) {
         let api: Api<DaemonSet> = Api::namespaced(state.ctx.client.clone(), &ns);
@@ -376,6 +382,172 @@ async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> {
         requeue = requeue.min(Duration::from_secs(min_ready as u64 + 1));
     }
     Ok(Action::requeue(requeue))
+}
+
+/// The current template's hash after making sure its ControllerRevision exists with
+/// the highest revision number (`constructHistory`); also the DaemonSet's revisions
+/// and the current one's name. A revision name taken by another template bumps
+/// `status.collisionCount` so the next attempt hashes differently.
+async fn construct_history(
+    ds: &DaemonSet,
+    state: &State,
+) -> Result<(String, Vec<Arc<ControllerRevision>>, String)> {
+    let ns = ds.namespace().unwrap_or_default();
+    let ds_uid = uid(ds);
+    let api: Api<ControllerRevision> = Api::namespaced(state.ctx.client.clone(), &ns);
+    let selector = selector_of(ds)?;
+    let mut revisions = Vec::new();
+    for revision in state.revisions.state() {
+        if revision.namespace().as_deref() != Some(ns.as_str()) {
+            continue;
+        }
+        let owner = revision
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        let labels: serde_json::Map<String, serde_json::Value> = revision
+            .labels()
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        match owner {
+            Some(o) if o.uid == ds_uid => revisions.push(revision),
+            None if !selector.is_empty() && selector.matches(Some(&labels)) => {
+                let mut refs = revision
+                    .metadata
+                    .owner_references
+                    .clone()
+                    .unwrap_or_default();
+                refs.push(owner_reference(ds));
+                let patch =
+                    json!({"metadata": {"ownerReferences": refs, "uid": revision.metadata.uid}});
+                match api
+                    .patch(
+                        &revision.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    Ok(adopted) => revisions.push(Arc::new(adopted)),
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ => {}
+        }
+    }
+    let data = plan::revision_data(ds);
+    let (current, max) = history::find_current(&revisions, &data);
+    if let Some(current) = current {
+        let name = current.name_any();
+        if current.revision < max {
+            let patch = json!({"revision": max + 1});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        return Ok((history::hash_of(&current), revisions, name));
+    }
+    let collision_count = ds.status.as_ref().and_then(|s| s.collision_count);
+    let hash = plan::revision_hash(&data, collision_count);
+    let name = format!("{}-{hash}", ds.name_any());
+    let mut labels = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.insert(HASH_LABEL.into(), hash.clone());
+    let revision = ControllerRevision {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(labels),
+            annotations: ds.metadata.annotations.clone(),
+            owner_references: Some(vec![owner_reference(ds)]),
+            ..ObjectMeta::default()
+        },
+        data: Some(RawExtension(data.clone())),
+        revision: max + 1,
+    };
+    match api.create(&PostParams::default(), &revision).await {
+        Ok(created) => {
+            revisions.push(Arc::new(created));
+            Ok((hash, revisions, name))
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = api.get(&name).await?;
+            let ours = existing
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && o.uid == ds_uid);
+            if ours && existing.data.as_ref().is_some_and(|d| d.0 == data) {
+                if existing.revision < max {
+                    let patch = json!({"revision": max + 1});
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?;
+                }
+                revisions.push(Arc::new(existing));
+                return Ok((hash, revisions, name));
+            }
+            let count = collision_count.unwrap_or(0) + 1;
+            let ds_api: Api<DaemonSet> = Api::namespaced(state.ctx.client.clone(), &ns);
+            let patch = json!({"status": {"collisionCount": count}});
+            ds_api
+                .patch_status(
+                    &ds.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            Err(Error::Invalid(format!(
+                "controllerrevision {name} belongs to another template; collisionCount is now {count}"
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes old revisions past `revisionHistoryLimit` that no pod runs any more.
+async fn cleanup_history(
+    ds: &DaemonSet,
+    owned: &[Arc<Pod>],
+    revisions: &[Arc<ControllerRevision>],
+    current: &str,
+    state: &State,
+) -> Result<()> {
+    let limit = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.revision_history_limit)
+        .unwrap_or(10);
+    let live: HashSet<String> = owned
+        .iter()
+        .filter_map(|p| p.labels().get(HASH_LABEL).cloned())
+        .collect();
+    let victims = history::to_delete(revisions, Some(current), limit, &live);
+    if victims.is_empty() {
+        return Ok(());
+    }
+    let api: Api<ControllerRevision> = Api::namespaced(
+        state.ctx.client.clone(),
+        &ds.namespace().unwrap_or_default(),
+    );
+    for revision in victims {
+        match api
+            .delete(&revision.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Pods owned by the DaemonSet after adopting matching orphans and releasing owned

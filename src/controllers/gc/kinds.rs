@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
@@ -52,6 +52,7 @@ pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
         namespaced::<Deployment>(),
         namespaced::<ReplicaSet>(),
         namespaced::<DaemonSet>(),
+        namespaced::<ControllerRevision>(),
         namespaced::<EndpointSlice>(),
         namespaced::<Lease>(),
         cluster::<Node>(),
