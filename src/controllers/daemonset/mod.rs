@@ -92,8 +92,9 @@ pub async fn run(ctx: Arc<Context>) {
         expectations: Mutex::default(),
         failed_backoff: Mutex::default(),
     });
-    // Pod events wake their owner; node events wake every DaemonSet. Both watches run
-    // on their own tasks and fill their caches before they trigger.
+    // Pod events wake their owner; a node that comes, goes or changes its labels or
+    // taints wakes every DaemonSet (heartbeats and status updates do not). Both
+    // watches run on their own tasks and fill their caches before they trigger.
     let (triggers, woken) = futures::channel::mpsc::unbounded();
     let pod_triggers = triggers.clone();
     let pod_feed = reflector::reflector(
@@ -117,14 +118,16 @@ pub async fn run(ctx: Arc<Context>) {
         crate::client::lenient::watcher(Api::<Node>::all(client), watcher::Config::default()),
     )
     .default_backoff()
-    .touched_objects()
-    .for_each(move |node| {
-        if node.is_ok() {
-            for ds in daemon_sets.state() {
-                let _ = triggers.unbounded_send(ObjectRef::from_obj(ds.as_ref()));
+    .for_each({
+        let mut seen = HashMap::new();
+        move |event| {
+            if event.is_ok_and(|e| node_changed(&mut seen, e)) {
+                for ds in daemon_sets.state() {
+                    let _ = triggers.unbounded_send(ObjectRef::from_obj(ds.as_ref()));
+                }
             }
+            futures::future::ready(())
         }
-        futures::future::ready(())
     });
     let pod_feed = tokio::spawn(pod_feed);
     let node_feed = tokio::spawn(node_feed);
@@ -139,6 +142,32 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
     pod_feed.abort();
     node_feed.abort();
+}
+
+/// What of a node decides where daemon pods go.
+type NodeFacts = (
+    Option<std::collections::BTreeMap<String, String>>,
+    Option<Vec<k8s_openapi::api::core::v1::Taint>>,
+);
+
+/// Whether a node watch event can change any DaemonSet's nodes: a node added,
+/// deleted, or with other labels or taints than `seen` remembers (updated here).
+fn node_changed(seen: &mut HashMap<String, NodeFacts>, event: watcher::Event<Node>) -> bool {
+    match event {
+        watcher::Event::Apply(node) | watcher::Event::InitApply(node) => {
+            let facts = (
+                node.metadata.labels.clone(),
+                node.spec.as_ref().and_then(|s| s.taints.clone()),
+            );
+            seen.insert(node.name_any(), facts.clone()) != Some(facts)
+        }
+        watcher::Event::Delete(node) => {
+            seen.remove(&node.name_any());
+            true
+        }
+        watcher::Event::InitDone => true,
+        watcher::Event::Init => false,
+    }
 }
 
 /// Drops what this controller never reads of a pod (managed fields, containers,
