@@ -335,3 +335,89 @@ fn daemon_sets_follow_nodes_taints_and_templates() {
         assert!(gone, "{}", server.ok(&["get", "controllerrevisions"]));
     });
 }
+
+/// Simulated nodes only (no root): a surge rollout keeps a Ready pod on every node
+/// throughout, and a node selector follows node labels both ways.
+#[test]
+fn surge_rollouts_keep_every_node_served_and_selectors_follow_labels() {
+    let (server, _agents) = common::cluster(3);
+    let manifest = "apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: surge
+spec:
+  minReadySeconds: 1
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+  selector:
+    matchLabels: {app: surge}
+  template:
+    metadata:
+      labels: {app: surge}
+    spec:
+      containers:
+      - name: c
+        image: busybox:1.36
+";
+    let (ok, _, err) = server.with_stdin(&["apply", "-f", "-"], manifest);
+    assert!(ok, "{err}");
+    wait_for_pods_on(&server, "surge", &["node-0", "node-1", "node-2"]);
+    server.ok(&["rollout", "status", "ds/surge", "--timeout=60s"]);
+    let old = pods_by_node(&server, "surge")[0].1["metadata"]["labels"]["controller-revision-hash"]
+        .clone();
+    server.ok(&["set", "image", "ds/surge", "c=busybox:1.37"]);
+    let mut served_throughout = true;
+    let done = eventually(Duration::from_secs(90), || {
+        let pods = pods_by_node(&server, "surge");
+        let served: BTreeSet<&str> = pods
+            .iter()
+            .filter(|(_, p)| common::is_ready(p))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        served_throughout &= served.len() == 3;
+        pods.len() == 3
+            && pods.iter().all(|(_, p)| {
+                common::is_ready(p) && p["metadata"]["labels"]["controller-revision-hash"] != old
+            })
+    });
+    assert!(
+        done,
+        "{}",
+        server.ok(&[
+            "get",
+            "pods",
+            "-o",
+            "wide",
+            "-L",
+            "controller-revision-hash"
+        ])
+    );
+    assert!(
+        served_throughout,
+        "a node was left without a ready pod during the surge"
+    );
+    let out = server.ok(&["rollout", "status", "ds/surge", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+
+    // Only labelled nodes run `picky`; a node that loses the label loses its pod.
+    let picky = manifest.replace("surge", "picky").replace(
+        "      containers:",
+        "      nodeSelector: {role: edge}\n      containers:",
+    );
+    let (ok, _, err) = server.with_stdin(&["apply", "-f", "-"], &picky);
+    assert!(ok, "{err}");
+    server.ok(&["label", "node", "node-1", "role=edge"]);
+    wait_for_pods_on(&server, "picky", &["node-1"]);
+    server.ok(&["label", "node", "node-2", "role=edge"]);
+    wait_for_pods_on(&server, "picky", &["node-1", "node-2"]);
+    server.ok(&["label", "node", "node-1", "role-"]);
+    wait_for_pods_on(&server, "picky", &["node-2"]);
+    let table = server.ok(&["get", "ds", "picky", "--no-headers"]);
+    let cells: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(
+        &cells[..7],
+        ["picky", "1", "1", "1", "1", "1", "role=edge"],
+        "{table}"
+    );
+}

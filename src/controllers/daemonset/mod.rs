@@ -406,8 +406,13 @@ async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> {
         )
         .await?;
     }
-    // Pods ready but not yet available for minReadySeconds: look again when they are.
-    if min_ready > 0 && status.number_available < Some(status.number_ready) {
+    // Pods ready but not yet available for minReadySeconds (a surge pod too, which
+    // the status does not count): look again when they are.
+    let waiting = by_node
+        .values()
+        .flatten()
+        .any(|p| plan::is_ready(p) && !plan::is_available(p, min_ready, now));
+    if waiting {
         requeue = requeue.min(Duration::from_secs(min_ready as u64 + 1));
     }
     Ok(Action::requeue(requeue))
