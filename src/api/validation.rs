@@ -3435,6 +3435,30 @@ mod tests {
     }
 
     #[test]
+    fn controller_revisions_need_data_and_keep_it() {
+        let revision = json!({"metadata": {"name": "agent-7f9c", "namespace": "default"},
+            "data": {"spec": {"template": {"$patch": "replace"}}}, "revision": 1});
+        assert_eq!(check("ControllerRevision", revision.clone()), vec![]);
+        let errs = check(
+            "ControllerRevision",
+            json!({"metadata": {"name": "r", "namespace": "default"}, "revision": -1}),
+        );
+        assert_eq!(
+            find(&errs, "data").message,
+            "Required value: data is mandatory"
+        );
+        assert!(find(&errs, "revision")
+            .message
+            .contains("must be greater than or equal to 0"));
+        let mut changed = revision.clone();
+        changed["data"] = json!({"spec": {}});
+        changed["revision"] = json!(2);
+        let errs = check_update("ControllerRevision", revision, changed);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(find(&errs, "data").message.ends_with(IMMUTABLE_MSG));
+    }
+
+    #[test]
     fn daemon_sets_are_validated_as_upstream() {
         assert_eq!(check("DaemonSet", daemon_set_with(|_| {})), vec![]);
         let errs = check(

@@ -89,6 +89,10 @@ mod tests {
         let node = resolve("v1", "Node").unwrap();
         assert!(!is_namespaced(node));
         assert!(is_namespace(resolve("v1", "Namespace").unwrap()));
+        let ds = resolve("apps/v1", "DaemonSet").unwrap();
+        assert_eq!(KINDS[ds].resource.plural, "daemonsets");
+        let revisions = resolve("apps/v1", "ControllerRevision").unwrap();
+        assert_eq!(KINDS[revisions].resource.plural, "controllerrevisions");
         assert_eq!(resolve("batch/v1", "Job"), None);
         assert_eq!(resolve("v1", "ReplicaSet"), None);
     }
