@@ -210,7 +210,7 @@ fn daemon_sets_follow_nodes_taints_and_templates() {
         server.ok(&["rollout", "status", "ds/everywhere", "--timeout=60s"]);
 
         // A node that joins later gets its pod; the intolerant DaemonSet stays put.
-        let _late = Agent::start(server, "late", 1, &["--node-taint", TAINT]);
+        let mut late = Agent::start(server, "late", 1, &["--node-taint", TAINT]);
         wait_nodes_ready(server, 4);
         wait_for_pods_on(server, "everywhere", &[&own, "edge-0", "edge-1", "late"]);
         wait_for_pods_on(server, "plain", &[&own]);
@@ -320,6 +320,16 @@ fn daemon_sets_follow_nodes_taints_and_templates() {
         server.ok(&["rollout", "restart", "ds/plain"]);
         let out = server.ok(&["rollout", "status", "ds/plain", "--timeout=120s"]);
         assert!(out.contains("successfully rolled out"), "{out}");
+
+        // A node that is removed takes its pod with it.
+        late.kill();
+        server.ok(&["delete", "node", "late"]);
+        wait_for_pods_on(server, "everywhere", &[&own, "edge-0"]);
+        let ok = eventually(Duration::from_secs(30), || {
+            let st = status(server, "everywhere");
+            st["desiredNumberScheduled"] == 2 && st["numberAvailable"] == 2
+        });
+        assert!(ok, "{}", status(server, "everywhere"));
 
         // Deleting the DaemonSet deletes its pods (garbage collection).
         server.ok(&["delete", "ds", "everywhere", "--timeout=60s"]);
