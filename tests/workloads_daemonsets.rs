@@ -423,11 +423,12 @@ spec:
     wait_for_pods_on(&server, "picky", &["node-1", "node-2"]);
     server.ok(&["label", "node", "node-1", "role-"]);
     wait_for_pods_on(&server, "picky", &["node-2"]);
-    let table = server.ok(&["get", "ds", "picky", "--no-headers"]);
-    let cells: Vec<&str> = table.split_whitespace().collect();
-    assert_eq!(
-        &cells[..7],
-        ["picky", "1", "1", "1", "1", "1", "role=edge"],
-        "{table}"
-    );
+    // Available once ready for minReadySeconds.
+    let mut table = String::new();
+    let ok = eventually(Duration::from_secs(30), || {
+        table = server.ok(&["get", "ds", "picky", "--no-headers"]);
+        let cells: Vec<&str> = table.split_whitespace().collect();
+        cells[..7] == ["picky", "1", "1", "1", "1", "1", "role=edge"]
+    });
+    assert!(ok, "{table}");
 }
