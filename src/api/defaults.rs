@@ -34,6 +34,7 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
         "ReplicaSet" => default_replica_set(root),
         "Job" => default_job(root),
         "CronJob" => default_cron_job(root),
+        "DaemonSet" => default_daemon_set(root),
         "Service" => default_service(root),
         "Namespace" => default_namespace(root),
         "Node" => default_node(root),
@@ -564,6 +565,25 @@ fn default_cron_job(root: &mut Obj) {
     }
 }
 
+/// apps/v1 SetDefaults_DaemonSet: RollingUpdate with maxUnavailable 1 and maxSurge 0,
+/// revisionHistoryLimit 10, and the pod template's defaults.
+fn default_daemon_set(root: &mut Obj) {
+    let Some(spec) = ensure_obj(root, "spec") else {
+        return;
+    };
+    if let Some(strategy) = ensure_obj(spec, "updateStrategy") {
+        default_str(strategy, "type", "RollingUpdate");
+        if str_field(strategy, "type") == "RollingUpdate" {
+            if let Some(rolling) = ensure_obj(strategy, "rollingUpdate") {
+                default_value(rolling, "maxUnavailable", Value::from(1));
+                default_value(rolling, "maxSurge", Value::from(0));
+            }
+        }
+    }
+    default_value(spec, "revisionHistoryLimit", Value::from(10));
+    default_pod_template(spec);
+}
+
 // ---------------------------------------------------------------------------
 // Services and endpoints
 // ---------------------------------------------------------------------------
@@ -906,6 +926,10 @@ mod tests {
                 json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x@sha256:abc"}]}}}}),
             ),
             (
+                "DaemonSet",
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+            ),
+            (
                 "Node",
                 json!({"metadata": {"name": "n"}, "spec": {"podCIDR": "10.0.0.0/24"}, "status": {"capacity": {"cpu": "2"}}}),
             ),
@@ -1128,11 +1152,39 @@ mod tests {
     }
 
     #[test]
+    fn daemon_sets_roll_one_node_at_a_time_by_default() {
+        let ds = defaulted(
+            "DaemonSet",
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}}),
+        );
+        assert_eq!(
+            ds["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        );
+        assert_eq!(ds["spec"]["revisionHistoryLimit"], 10);
+        assert_eq!(ds["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        assert_eq!(
+            ds["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        let on_delete = defaulted(
+            "DaemonSet",
+            json!({"spec": {"updateStrategy": {"type": "OnDelete"}, "revisionHistoryLimit": 0}}),
+        );
+        assert_eq!(
+            on_delete["spec"]["updateStrategy"],
+            json!({"type": "OnDelete"})
+        );
+        assert_eq!(on_delete["spec"]["revisionHistoryLimit"], 0);
+    }
+
+    #[test]
     fn weird_inputs_do_not_panic() {
         for kind in [
             "Pod",
             "Deployment",
             "ReplicaSet",
+            "DaemonSet",
             "Service",
             "Namespace",
             "Node",

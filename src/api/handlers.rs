@@ -520,6 +520,11 @@ fn prepare_create(ctx: &Ctx, obj: &mut Value) {
             obj["status"] = json!({});
             super::batch::generate_job_selector(obj);
         }
+        // The four counts DaemonSetStatus always serializes.
+        "DaemonSet" => {
+            obj["status"] = json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
+                "desiredNumberScheduled": 0, "numberReady": 0})
+        }
         "Service" => obj["status"] = json!({"loadBalancer": {}}),
         "Namespace" => obj["status"] = json!({"phase": "Active"}),
         "Pod" => {

@@ -64,6 +64,12 @@ const KINDS: &[(&str, &str, RoundTrip)] = &[
     ("apps/v1", "ReplicaSet", round_trip::<apps_v1::ReplicaSet>),
     ("batch/v1", "Job", round_trip::<batch_v1::Job>),
     ("batch/v1", "CronJob", round_trip::<batch_v1::CronJob>),
+    ("apps/v1", "DaemonSet", round_trip::<apps_v1::DaemonSet>),
+    (
+        "apps/v1",
+        "ControllerRevision",
+        round_trip::<apps_v1::ControllerRevision>,
+    ),
     (
         "discovery.k8s.io/v1",
         "EndpointSlice",
@@ -528,6 +534,8 @@ mod tests {
             ("v1", "Binding"),
             ("apps/v1", "Deployment"),
             ("apps/v1", "ReplicaSet"),
+            ("apps/v1", "DaemonSet"),
+            ("apps/v1", "ControllerRevision"),
             ("discovery.k8s.io/v1", "EndpointSlice"),
             ("coordination.k8s.io/v1", "Lease"),
             ("events.k8s.io/v1", "Event"),

@@ -291,6 +291,9 @@ fn printer_for(kind: &str) -> Printer {
         "ReplicaSet" => Printer::new(REPLICA_SET_COLUMNS, replica_set_cells),
         "StatefulSet" => Printer::new(STATEFUL_SET_COLUMNS, stateful_set_cells),
         "DaemonSet" => Printer::new(DAEMON_SET_COLUMNS, daemon_set_cells),
+        "ControllerRevision" => {
+            Printer::new(CONTROLLER_REVISION_COLUMNS, controller_revision_cells)
+        }
         "Job" => Printer::new(JOB_COLUMNS, job_cells),
         "CronJob" => Printer::new(CRON_JOB_COLUMNS, cron_job_cells),
         "Service" => Printer::new(SERVICE_COLUMNS, service_cells),
@@ -686,6 +689,43 @@ fn daemon_set_cells(daemon_set: &Value, now: DateTime<Utc>) -> Vec<Value> {
         json!(containers),
         json!(images),
         json!(format_label_selector(at(daemon_set, &["spec", "selector"]))),
+    ]
+}
+
+const CONTROLLER_REVISION_COLUMNS: &[Column] = &[
+    NAME,
+    column("Controller", "string", "Controller of the object"),
+    column(
+        "Revision",
+        "string",
+        "Revision indicates the revision of the state represented by Data.",
+    ),
+    AGE,
+];
+
+/// printControllerRevision: the controller as `daemonset.apps/<name>`.
+fn controller_revision_cells(revision: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let owners = at(revision, &["metadata", "ownerReferences"]).and_then(Value::as_array);
+    let controller = owners
+        .into_iter()
+        .flatten()
+        .find(|o| o["controller"] == json!(true))
+        .map(|o| {
+            let api_version = o["apiVersion"].as_str().unwrap_or_default();
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            let kind = o["kind"].as_str().unwrap_or_default().to_lowercase();
+            let name = o["name"].as_str().unwrap_or_default();
+            match group {
+                "" => format!("{kind}/{name}"),
+                g => format!("{kind}.{g}/{name}"),
+            }
+        })
+        .unwrap_or_else(|| "<none>".to_string());
+    vec![
+        json!(name(revision)),
+        json!(controller),
+        json!(int(revision, &["revision"])),
+        json!(age(revision, now)),
     ]
 }
 
@@ -2669,5 +2709,25 @@ mod tests {
             let names = columns.iter().filter(|c| c.as_str() == "Name").count();
             assert_eq!(names, 1, "{kind}");
         }
+    }
+
+    #[test]
+    fn controller_revisions_name_their_controller() {
+        let revision = json!({
+            "metadata": {"name": "agent-5d8f7b9c6", "creationTimestamp": ago(60),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "u", "controller": true}]},
+            "data": {}, "revision": 3
+        });
+        assert_eq!(
+            cells("ControllerRevision", &revision),
+            vec![
+                json!("agent-5d8f7b9c6"),
+                json!("daemonset.apps/agent"),
+                json!(3),
+                json!("60s")
+            ]
+        );
+        let orphan = json!({"metadata": {"name": "r"}, "revision": 1});
+        assert_eq!(cells("ControllerRevision", &orphan)[1], json!("<none>"));
     }
 }

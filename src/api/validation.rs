@@ -172,6 +172,12 @@ fn kind_rules(kind: &str) -> KindRules {
             batch::validate_cron_job,
             no_update_rules,
         ),
+        "DaemonSet" => (
+            Subdomain,
+            Namespaced,
+            validate_daemon_set,
+            validate_selector_update,
+        ),
         "Service" => (
             Dns1035,
             Namespaced,
@@ -220,6 +226,12 @@ fn kind_rules(kind: &str) -> KindRules {
             Cluster,
             validate_cluster_role_binding,
             validate_role_ref_update,
+        ),
+        "ControllerRevision" => (
+            Subdomain,
+            Namespaced,
+            validate_controller_revision,
+            validate_controller_revision_update,
         ),
         _ => (PathSegment, Either, no_spec_rules, no_update_rules),
     };
@@ -2125,6 +2137,78 @@ fn validate_replica_set(e: &mut Errs, root: &Obj) {
     validate_workload_selector(e, spec, p);
 }
 
+/// ValidateDaemonSetSpec: selector and template as other workloads, then the update
+/// strategy (RollingUpdate needs exactly one of maxUnavailable and maxSurge non-zero,
+/// neither over 100%; or OnDelete).
+fn validate_daemon_set(e: &mut Errs, root: &Obj) {
+    let empty = Obj::new();
+    let spec = obj_at(e, root, "", "spec").unwrap_or(&empty);
+    let p = "spec";
+    let state = validate_selector_field(e, spec, p, "daemonset");
+    if !matches!(state, SelectorState::Invalid) {
+        validate_workload_template(e, spec, p, &state, "DaemonSet");
+    }
+    validate_non_negative(e, spec, p, "minReadySeconds");
+    let strategy_path = child(p, "updateStrategy");
+    let strategy = obj_at(e, spec, p, "updateStrategy").unwrap_or(&empty);
+    let strategy_type = str_at(e, strategy, &strategy_path, "type");
+    match strategy_type {
+        "OnDelete" => {}
+        "RollingUpdate" => match obj_at(e, strategy, &strategy_path, "rollingUpdate") {
+            None => e.required(&child(&strategy_path, "rollingUpdate"), ""),
+            Some(rolling) => {
+                validate_daemon_set_rolling_update(e, rolling, &child(&strategy_path, "rollingUpdate"))
+            }
+        },
+        other => e.not_supported(
+            &strategy_path,
+            Bad::Go(format!(
+                "apps.DaemonSetUpdateStrategy{{Type:{}, RollingUpdate:(*apps.RollingUpdateDaemonSet)(nil)}}",
+                go_quote(other)
+            )),
+            &["RollingUpdate", "OnDelete"],
+        ),
+    }
+    validate_non_negative(e, spec, p, "revisionHistoryLimit");
+}
+
+/// ValidateRollingUpdateDaemonSet.
+fn validate_daemon_set_rolling_update(e: &mut Errs, rolling: &Obj, p: &str) {
+    let unavailable = validate_int_or_percent(e, rolling, p, "maxUnavailable");
+    let surge = validate_int_or_percent(e, rolling, p, "maxSurge");
+    let value_of = |v: &Option<IntOrStr>| match v {
+        Some(IntOrStr::Int(n)) => *n,
+        Some(IntOrStr::Str(s)) => parse_percent(s).unwrap_or(0),
+        None => 0,
+    };
+    for (key, value) in [("maxUnavailable", &unavailable), ("maxSurge", &surge)] {
+        if let Some(IntOrStr::Str(s)) = value {
+            if parse_percent(s).is_some_and(|n| n > 100) {
+                let rendered = go_int_or_string(value.as_ref().unwrap_or(&IntOrStr::Int(0)));
+                e.invalid(
+                    &child(p, key),
+                    Bad::Go(rendered),
+                    "must not be greater than 100%",
+                );
+            }
+        }
+    }
+    match (value_of(&unavailable) != 0, value_of(&surge) != 0) {
+        (true, true) => e.invalid(
+            &child(p, "maxSurge"),
+            Bad::Go(go_int_or_string(
+                surge.as_ref().unwrap_or(&IntOrStr::Int(0)),
+            )),
+            "may not be set when maxUnavailable is non-zero",
+        ),
+        (false, false) => e.required(
+            &child(p, "maxUnavailable"),
+            "cannot be 0 when maxSurge is 0",
+        ),
+        _ => {}
+    }
+}
+
 /// An integer field that must be >= 0; returns it.
 fn validate_non_negative(e: &mut Errs, m: &Obj, p: &str, key: &str) -> Option<i64> {
     let n = int_at(e, m, p, key)?;
@@ -2147,13 +2231,14 @@ enum SelectorState {
 /// Selector required, valid and non-empty; the template matches it and
 /// restarts Always (ValidatePodTemplateSpecForReplicaSet).
 fn validate_workload_selector(e: &mut Errs, spec: &Obj, p: &str) {
-    let state = validate_selector_field(e, spec, p);
+    let state = validate_selector_field(e, spec, p, "deployment");
     if !matches!(state, SelectorState::Invalid) {
-        validate_workload_template(e, spec, p, &state);
+        validate_workload_template(e, spec, p, &state, "ReplicaSet");
     }
 }
 
-fn validate_selector_field(e: &mut Errs, spec: &Obj, p: &str) -> SelectorState {
+/// `workload` names the kind in the empty-selector message, as upstream words it.
+fn validate_selector_field(e: &mut Errs, spec: &Obj, p: &str, workload: &str) -> SelectorState {
     let path = child(p, "selector");
     let Some(sel) = get(spec, "selector") else {
         e.required(&path, "");
@@ -2171,7 +2256,7 @@ fn validate_selector_field(e: &mut Errs, spec: &Obj, p: &str) -> SelectorState {
         e.invalid(
             &path,
             Bad::Go(rendered.clone()),
-            "empty selector is invalid for deployment",
+            &format!("empty selector is invalid for {workload}"),
         );
     }
     match LabelSelector::from_json(sel) {
@@ -2183,7 +2268,14 @@ fn validate_selector_field(e: &mut Errs, spec: &Obj, p: &str) -> SelectorState {
     }
 }
 
-fn validate_workload_template(e: &mut Errs, spec: &Obj, p: &str, selector: &SelectorState) {
+/// `kind` names the workload in the activeDeadlineSeconds message.
+fn validate_workload_template(
+    e: &mut Errs,
+    spec: &Obj,
+    p: &str,
+    selector: &SelectorState,
+    kind: &str,
+) {
     let template_path = child(p, "template");
     let Some(template) = obj_at(e, spec, p, "template") else {
         e.required(&template_path, "");
@@ -2220,9 +2312,14 @@ fn validate_workload_template(e: &mut Errs, spec: &Obj, p: &str, selector: &Sele
             &["Always"],
         );
     }
-    if get(pod_spec, "activeDeadlineSeconds").is_some() {
-        let msg = "activeDeadlineSeconds in ReplicaSet is not Supported";
-        e.forbidden(&child(&spec_path, "activeDeadlineSeconds"), msg);
+    if let Some(deadline) = get(pod_spec, "activeDeadlineSeconds") {
+        let path = child(&spec_path, "activeDeadlineSeconds");
+        let msg = format!("activeDeadlineSeconds in {kind} is not Supported");
+        if kind == "DaemonSet" {
+            e.invalid(&path, Bad::Json(deadline), &msg);
+        } else {
+            e.forbidden(&path, &msg);
+        }
     }
 }
 
@@ -3074,6 +3171,22 @@ fn validate_service_account(e: &mut Errs, root: &Obj) {
     }
 }
 
+/// ValidateControllerRevision: `data` is mandatory, `revision` not negative.
+fn validate_controller_revision(e: &mut Errs, root: &Obj) {
+    if get(root, "data").is_none() {
+        e.required("data", "data is mandatory");
+    }
+    validate_non_negative(e, root, "", "revision");
+}
+
+/// ValidateControllerRevisionUpdate: `data` is immutable.
+fn validate_controller_revision_update(e: &mut Errs, new: &Obj, old: &Obj) {
+    if !same(new.get("data"), old.get("data")) {
+        let value = new.get("data").cloned().unwrap_or(Value::Null);
+        e.invalid("data", Bad::Json(&value), IMMUTABLE_MSG);
+    }
+}
+
 fn validate_lease(e: &mut Errs, root: &Obj) {
     let empty = Obj::new();
     let spec = obj_at(e, root, "", "spec").unwrap_or(&empty);
@@ -3463,6 +3576,137 @@ mod tests {
         assert_eq!(c["livenessProbe"]["timeoutSeconds"], 1);
         assert_eq!(c["livenessProbe"]["failureThreshold"], 3);
         assert_eq!(validate("Deployment", &d, None), vec![]);
+    }
+
+    fn daemon_set_with(f: impl FnOnce(&mut Value)) -> Value {
+        let mut ds = json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": "default"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+                }
+            }
+        });
+        f(&mut ds);
+        ds
+    }
+
+    #[test]
+    fn controller_revisions_need_data_and_keep_it() {
+        let revision = json!({"metadata": {"name": "agent-7f9c", "namespace": "default"},
+            "data": {"spec": {"template": {"$patch": "replace"}}}, "revision": 1});
+        assert_eq!(check("ControllerRevision", revision.clone()), vec![]);
+        let errs = check(
+            "ControllerRevision",
+            json!({"metadata": {"name": "r", "namespace": "default"}, "revision": -1}),
+        );
+        assert_eq!(
+            find(&errs, "data").message,
+            "Required value: data is mandatory"
+        );
+        assert!(find(&errs, "revision")
+            .message
+            .contains("must be greater than or equal to 0"));
+        let mut changed = revision.clone();
+        changed["data"] = json!({"spec": {}});
+        changed["revision"] = json!(2);
+        let errs = check_update("ControllerRevision", revision, changed);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(find(&errs, "data").message.ends_with(IMMUTABLE_MSG));
+    }
+
+    #[test]
+    fn daemon_sets_are_validated_as_upstream() {
+        assert_eq!(check("DaemonSet", daemon_set_with(|_| {})), vec![]);
+        let errs = check(
+            "DaemonSet",
+            daemon_set_with(|d| d["spec"]["template"]["metadata"]["labels"] = json!({"app": "x"})),
+        );
+        assert_has(
+            &errs,
+            "spec.template.metadata.labels",
+            "Invalid value: map[string]string{\"app\":\"x\"}: `selector` does not match template `labels`",
+        );
+        let errs = check(
+            "DaemonSet",
+            daemon_set_with(|d| d["spec"]["template"]["spec"]["restartPolicy"] = json!("Never")),
+        );
+        assert_has(
+            &errs,
+            "spec.template.spec.restartPolicy",
+            "Unsupported value: \"Never\": supported values: \"Always\"",
+        );
+        let errs = check(
+            "DaemonSet",
+            daemon_set_with(|d| d["spec"]["selector"] = json!({"matchLabels": {}})),
+        );
+        assert!(find(&errs, "spec.selector")
+            .message
+            .ends_with("empty selector is invalid for daemonset"));
+        let errs = check(
+            "DaemonSet",
+            daemon_set_with(
+                |d| d["spec"]["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 1}}),
+            ),
+        );
+        assert_eq!(
+            find(&errs, "spec.updateStrategy.rollingUpdate.maxSurge").message,
+            "Invalid value: intstr.IntOrString{Type:0, IntVal:1, StrVal:\"\"}: may not be set when maxUnavailable is non-zero"
+        );
+        let errs = check(
+            "DaemonSet",
+            daemon_set_with(
+                |d| d["spec"]["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "0%", "maxSurge": 0}}),
+            ),
+        );
+        assert_eq!(
+            find(&errs, "spec.updateStrategy.rollingUpdate.maxUnavailable").message,
+            "Required value: cannot be 0 when maxSurge is 0"
+        );
+        let errs = check(
+            "DaemonSet",
+            daemon_set_with(
+                |d| d["spec"]["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "120%"}}),
+            ),
+        );
+        assert!(find(&errs, "spec.updateStrategy.rollingUpdate.maxSurge")
+            .message
+            .ends_with("must not be greater than 100%"));
+        let surge = check(
+            "DaemonSet",
+            daemon_set_with(
+                |d| d["spec"]["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "50%"}}),
+            ),
+        );
+        assert_eq!(surge, vec![]);
+        let errs = check(
+            "DaemonSet",
+            daemon_set_with(|d| d["spec"]["updateStrategy"] = json!({"type": "Sideways"})),
+        );
+        assert_eq!(
+            find(&errs, "spec.updateStrategy").reason,
+            CauseReason::NotSupported
+        );
+        let on_delete = check(
+            "DaemonSet",
+            daemon_set_with(|d| d["spec"]["updateStrategy"] = json!({"type": "OnDelete"})),
+        );
+        assert_eq!(on_delete, vec![]);
+        let errs = check_update(
+            "DaemonSet",
+            daemon_set_with(|_| {}),
+            daemon_set_with(|d| {
+                d["spec"]["selector"] = json!({"matchLabels": {"app": "agent", "x": "y"}});
+                d["spec"]["template"]["metadata"]["labels"]["x"] = json!("y");
+            }),
+        );
+        assert!(find(&errs, "spec.selector")
+            .message
+            .ends_with(IMMUTABLE_MSG));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! kube-runtime pattern: caches fed by watches, a work queue, one object never
 //! reconciled concurrently with itself, requeue with back-off on error).
 //!
-//! Owns: ReplicaSets' pods, Jobs' pods, CronJobs' Jobs, Deployments' ReplicaSets and rollouts, node lifecycle
+//! Owns: ReplicaSets' pods, Jobs' pods, CronJobs' Jobs, Deployments' ReplicaSets and
+//! rollouts, DaemonSets' pods, node lifecycle
 //! (leases, taints, pod CIDRs), taint eviction, Endpoints and EndpointSlices, garbage
 //! collection and namespace deletion, event expiry, load-balancer ingress (ServiceLB).
 //! Built on `component` (Context, Settings, supervise and the event recorder, shared
@@ -14,6 +15,7 @@
 //! no longer decodes is logged once and skipped, never stalls a watch.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
@@ -50,9 +52,10 @@ pub async fn start_all(
     settings: Settings,
 ) -> Result<(), crate::client::ClientError> {
     type Run = fn(Arc<Context>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-    let controllers: [(&'static str, Run); 10] = [
+    let controllers: [(&'static str, Run); 11] = [
         ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
+        ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
         ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
         ("node-lifecycle", |ctx| Box::pin(nodes::run(ctx))),
         ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),

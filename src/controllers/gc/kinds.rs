@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -54,6 +54,8 @@ pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
         namespaced::<ReplicaSet>(),
         namespaced::<Job>(),
         namespaced::<CronJob>(),
+        namespaced::<DaemonSet>(),
+        namespaced::<ControllerRevision>(),
         namespaced::<EndpointSlice>(),
         namespaced::<Lease>(),
         cluster::<Node>(),
@@ -94,6 +96,10 @@ mod tests {
         assert_eq!(KINDS[job].resource.plural, "jobs");
         assert!(is_namespaced(resolve("batch/v1", "CronJob").unwrap()));
         assert_eq!(resolve("batch/v1", "Deployment"), None);
+        let ds = resolve("apps/v1", "DaemonSet").unwrap();
+        assert_eq!(KINDS[ds].resource.plural, "daemonsets");
+        let revisions = resolve("apps/v1", "ControllerRevision").unwrap();
+        assert_eq!(KINDS[revisions].resource.plural, "controllerrevisions");
         assert_eq!(resolve("v1", "ReplicaSet"), None);
     }
 
