@@ -146,8 +146,7 @@ const fn core(
 pub static RESOURCES: &[Resource] = &[
     Resource {
         categories: &["all"],
-        // log and exec are relayed to the node agent (`proxy`); portforward is not
-        // served yet.
+        // log, exec, attach and portforward are relayed to the node agent (`proxy`).
         subresources: &[
             status("Pod"),
             sub("binding", "Binding", &["create"]),
@@ -155,6 +154,7 @@ pub static RESOURCES: &[Resource] = &[
             sub("exec", "PodExecOptions", &["create", "get"]),
             EVICTION,
             sub("attach", "PodAttachOptions", &["create", "get"]),
+            sub("portforward", "PodPortForwardOptions", &["create", "get"]),
             sub("ephemeralcontainers", "Pod", GET_PATCH_UPDATE),
             sub("proxy", "PodProxyOptions", PROXY_VERBS),
         ],
