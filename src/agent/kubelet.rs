@@ -495,11 +495,8 @@ async fn port_forward_handler(
         let reader = tokio::spawn(async move {
             while let Some(Ok(message)) = stream.next().await {
                 match message {
-                    Message::Binary(bytes) => {
-                        if in_tx.send(bytes).await.is_err() {
-                            return;
-                        }
-                    }
+                    // (Bytes clones share the buffer.)
+                    Message::Binary(bytes) if in_tx.send(bytes.clone()).await.is_err() => return,
                     Message::Close(_) => return,
                     _ => {}
                 }
