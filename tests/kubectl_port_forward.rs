@@ -34,8 +34,13 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// 300 KiB that no compression or framing bug leaves intact by chance.
 fn big_file() -> Vec<u8> {
+    noise(300 * 1024)
+}
+
+/// `len` pseudo-random bytes.
+fn noise(len: usize) -> Vec<u8> {
     let mut state: u32 = 0x1234_5678;
-    (0..300 * 1024)
+    (0..len)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 17;
@@ -287,21 +292,22 @@ fn kubectl_port_forward_and_cp() {
         let err = server.fails(&["port-forward", "pod/nope", "0:80"]);
         assert!(err.contains("pods \"nope\" not found"), "{err}");
 
-        // kubectl cp: a file there and back.
+        // kubectl cp: a file there and back (8 MiB: many exec frames each way).
+        let data = noise(8 << 20);
         let work = tempfile::tempdir().unwrap();
         let original = work.path().join("data.bin");
-        std::fs::write(&original, big_file()).unwrap();
+        std::fs::write(&original, &data).unwrap();
         let there = format!("{}", original.display());
         server.ok(&["cp", &there, "web:/tmp/data.bin"]);
         let size = server.ok(&["exec", "web", "--", "wc", "-c", "/tmp/data.bin"]);
         assert!(
-            size.trim_start().starts_with(&big_file().len().to_string()),
+            size.trim_start().starts_with(&data.len().to_string()),
             "{size}"
         );
         let back = work.path().join("back.bin");
         server.ok(&["cp", "web:/tmp/data.bin", &back.display().to_string()]);
         assert!(
-            std::fs::read(&back).unwrap() == big_file(),
+            std::fs::read(&back).unwrap() == data,
             "the file came back different"
         );
 

@@ -569,3 +569,76 @@ async fn port_forward_over_spdy_reaches_the_pods_port() {
         .expect("forwarded in time");
     assert_eq!(received, b"pod says: hi");
 }
+
+#[tokio::test]
+async fn port_forward_over_the_websocket_channel_protocol() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: forwarding needs setns");
+        return;
+    }
+    let setup = Setup::start().await;
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut buf = [0u8; 5];
+        socket.read_exact(&mut buf).await.expect("read");
+        socket.write_all(&buf).await.expect("write");
+    });
+    let kubelet = setup.api_server();
+    let tcp = tokio::net::TcpStream::connect((LOCALHOST, setup.port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::IpAddress(LOCALHOST.into());
+    let tls = tokio_rustls::TlsConnector::from(kubelet.tls.clone())
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    let url = format!(
+        "wss://127.0.0.1:{}/portForward/ns/p?ports={port}",
+        setup.port
+    );
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("v4.channel.k8s.io"),
+    );
+    let (mut socket, response) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("websocket");
+    assert_eq!(
+        response.headers().get("sec-websocket-protocol"),
+        Some(&HeaderValue::from_static("v4.channel.k8s.io"))
+    );
+    let le = port.to_le_bytes();
+    let mut next = async || loop {
+        match socket.next().await.expect("a message").expect("message") {
+            WsMessage::Binary(data) => return data.to_vec(),
+            WsMessage::Close(_) => return Vec::new(),
+            _ => {}
+        }
+    };
+    let read = async {
+        assert_eq!(next().await, vec![0, le[0], le[1]]);
+        assert_eq!(next().await, vec![1, le[0], le[1]]);
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("port prefixes in time");
+    socket
+        .send(WsMessage::binary(b"\x00hello".to_vec()))
+        .await
+        .expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match socket.next().await.expect("a message").expect("message") {
+                WsMessage::Binary(data) => return data.to_vec(),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("echo in time");
+    assert_eq!(echoed, b"\x00hello".to_vec());
+}
