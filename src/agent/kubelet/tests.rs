@@ -632,9 +632,9 @@ async fn port_forward_over_the_websocket_channel_protocol() {
         .expect("send");
     let echoed = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            match socket.next().await.expect("a message").expect("message") {
-                WsMessage::Binary(data) => return data.to_vec(),
-                _ => {}
+            let message = socket.next().await.expect("a message").expect("message");
+            if let WsMessage::Binary(data) = message {
+                return data.to_vec();
             }
         }
     })
