@@ -598,6 +598,43 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("refused"), "{error}");
+        // The session goes on: the next pair reaches a port that listens.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let open = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            socket.write_all(b"still here").await.expect("write");
+        });
+        client.send(syn(9, "error", open, "8")).await;
+        client.send(syn(11, "data", open, "8")).await;
+        let mut received = Vec::new();
+        loop {
+            match client.next().await {
+                Frame::Data {
+                    stream: 11,
+                    flags,
+                    data,
+                } => {
+                    received.extend(data);
+                    if flags & FLAG_FIN != 0 {
+                        break;
+                    }
+                }
+                Frame::SynReply { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(received, b"still here");
+        assert_eq!(
+            client.next().await,
+            Frame::Data {
+                stream: 9,
+                flags: FLAG_FIN,
+                data: Vec::new()
+            }
+        );
         // A stream without the headers a port-forward needs is refused.
         client
             .send(Frame::SynStream {
