@@ -5,7 +5,9 @@
 //! /exec/{namespace}/{pod}/{container}` and `GET /attach/{namespace}/{pod}/{container}`
 //! as WebSockets (`exec`, `attach`; other requests, such as kubectl's SPDY fallback,
 //! get a 400 Status after the container checks, so that the client sees why the
-//! WebSocket attempt failed), `GET /healthz`.
+//! WebSocket attempt failed), `/portForward/{namespace}/{pod}` (SPDY/3.1 upgrade,
+//! SPDY in a WebSocket, or the WebSocket channel protocol: `portforward`),
+//! `GET /healthz`.
 //!
 //! Security: TLS with a serving certificate signed by the cluster CA (from the
 //! node-credentials join, `join::serving_credentials`; SANs: node name and node IP;
@@ -24,6 +26,8 @@
 pub mod attach;
 pub mod exec;
 pub mod logs;
+pub mod portforward;
+pub mod spdy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,7 +37,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -74,6 +78,11 @@ pub trait ContainerAccess: Send + Sync + 'static {
     /// The state directory of the running container, whose shim serves attach
     /// (`runtime::attach`). `None`: attach is not available.
     fn attach_dir(&self, _namespace: &str, _pod: &str, _container: &str) -> Option<PathBuf> {
+        None
+    }
+    /// The network namespace of a running pod (`/proc/<pid>/ns/net` of one of its
+    /// containers), where port-forward connects. `None`: no running container.
+    fn pod_network(&self, _namespace: &str, _pod: &str) -> Option<PathBuf> {
         None
     }
 }
@@ -265,6 +274,7 @@ pub fn router(access: Arc<dyn ContainerAccess>, helper: ShimCommand) -> Router {
         )
         .route("/exec/{namespace}/{pod}/{container}", any(exec_handler))
         .route("/attach/{namespace}/{pod}/{container}", any(attach_handler))
+        .route("/portForward/{namespace}/{pod}", any(port_forward_handler))
         .layer(middleware::from_fn(authorize))
         .with_state(KubeletState { access, helper })
 }
@@ -407,6 +417,158 @@ fn streaming_upgrade(
         ));
     }
     Ok(upgrade)
+}
+
+/// `/portForward/{namespace}/{pod}`: SPDY/3.1 after an HTTP upgrade, SPDY/3.1 in a
+/// WebSocket, or the WebSocket channel protocol (`portforward`).
+async fn port_forward_handler(
+    State(state): State<KubeletState>,
+    Path((namespace, pod)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Response {
+    let Some(netns) = state.access.pod_network(&namespace, &pod) else {
+        return not_found(&format!(
+            "pod {pod:?} in namespace {namespace:?} is not running"
+        ));
+    };
+    let target = Arc::new(portforward::PodPorts {
+        pod: format!("{namespace}/{pod}"),
+        netns: Some(netns),
+    });
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if upgrade == "spdy/3.1" {
+        return spdy_upgrade(request, target);
+    }
+    let (mut parts, _) = request.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(_) => {
+            return bad_request(&format!(
+                "port-forward needs an upgrade to SPDY/3.1 ({}) or a WebSocket ({} or {:?})",
+                portforward::STREAM_PROTOCOL,
+                portforward::SPDY_OVER_WEBSOCKET,
+                portforward::CHANNEL_PROTOCOLS
+            ))
+        }
+    };
+    let mut protocols = vec![portforward::SPDY_OVER_WEBSOCKET];
+    protocols.extend(portforward::CHANNEL_PROTOCOLS);
+    let upgrade = upgrade.protocols(protocols);
+    let tunnel = match upgrade.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some(portforward::SPDY_OVER_WEBSOCKET) => None,
+        Some(_) => match portforward::parse_ports(&query.unwrap_or_default()) {
+            Ok(ports) => Some(ports),
+            Err(message) => return bad_request(&message),
+        },
+        None => {
+            return bad_request(&format!(
+                "unsupported port-forward subprotocol: expected one of {:?}",
+                [
+                    portforward::SPDY_OVER_WEBSOCKET,
+                    portforward::CHANNEL_PROTOCOLS[0],
+                    portforward::CHANNEL_PROTOCOLS[1]
+                ]
+            ))
+        }
+    };
+    upgrade.on_upgrade(move |socket| async move {
+        use axum::extract::ws::Message;
+        use futures::{SinkExt, StreamExt};
+        let (mut sink, mut stream) = socket.split();
+        let (in_tx, incoming) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let (outgoing, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let writer = tokio::spawn(async move {
+            while let Some(bytes) = out_rx.recv().await {
+                if sink.send(Message::Binary(bytes)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.send(exec::close_normal()).await;
+            let _ = sink.close().await;
+        });
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                match message {
+                    // (Bytes clones share the buffer.)
+                    Message::Binary(bytes) if in_tx.send(bytes.clone()).await.is_err() => return,
+                    Message::Close(_) => return,
+                    _ => {}
+                }
+            }
+        });
+        match tunnel {
+            None => portforward::spdy_session(incoming, outgoing, target).await,
+            Some(ports) => portforward::channel_session(incoming, outgoing, target, ports).await,
+        }
+        reader.abort();
+        let _ = writer.await;
+    })
+}
+
+/// Port-forward over SPDY/3.1 on the upgraded connection itself.
+fn spdy_upgrade(mut request: Request, target: Arc<portforward::PodPorts>) -> Response {
+    let offered = request
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim() == portforward::STREAM_PROTOCOL);
+    if !offered {
+        return bad_request(&format!(
+            "unable to upgrade: the client does not offer X-Stream-Protocol-Version {}",
+            portforward::STREAM_PROTOCOL
+        ));
+    }
+    let upgraded = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let io = match upgraded.await {
+            Ok(io) => hyper_util::rt::TokioIo::new(io),
+            Err(e) => {
+                tracing::debug!(error = %e, "port-forward: spdy upgrade failed");
+                return;
+            }
+        };
+        let (mut read, mut write) = tokio::io::split(io);
+        let (in_tx, incoming) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let (outgoing, mut out_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let writer = tokio::spawn(async move {
+            while let Some(bytes) = out_rx.recv().await {
+                if write.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0 || in_tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    return;
+                }
+            }
+        });
+        portforward::spdy_session(incoming, outgoing, target).await;
+        reader.abort();
+        let _ = writer.await;
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    headers.insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static(portforward::STREAM_PROTOCOL),
+    );
+    response
 }
 
 async fn attach_handler(

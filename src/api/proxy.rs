@@ -1,5 +1,5 @@
-//! `pods/{name}/log`, `pods/{name}/exec` and `pods/{name}/attach`: the API server
-//! passes them on to the kubelet API of the pod's node (`agent::kubelet`) and relays
+//! `pods/{name}/log`, `pods/{name}/exec`, `pods/{name}/attach` and
+//! `pods/{name}/portforward`: the API server passes them on to the kubelet API of the pod's node (`agent::kubelet`) and relays
 //! the answer.
 //!
 //! The pod gives the node (`spec.nodeName`; 400 "does not have a host assigned"
@@ -17,7 +17,8 @@
 //! relayed below the WebSocket: the client's upgrade request goes to the kubelet as
 //! it is (its key, version and subprotocol), and once both sides switched protocols
 //! the bytes are copied both ways, so framing, pings and the exit status pass
-//! untouched (attach the same way). A kubelet answer other than 101 (such as the 400 for kubectl's SPDY
+//! untouched (attach the same way; port-forward too, whether the upgrade is a
+//! WebSocket or SPDY/3.1, and without a container). A kubelet answer other than 101 (such as the 400 for kubectl's SPDY
 //! fallback) is relayed as it is.
 //!
 //! Owns: the API server's kubelet client certificate and connections to kubelets.
@@ -60,7 +61,7 @@ const UPGRADE_HEADERS: [&str; 7] = [
 
 /// The subresources served here.
 pub fn handles(subresource: &str) -> bool {
-    matches!(subresource, "log" | "exec" | "attach")
+    matches!(subresource, "log" | "exec" | "attach" | "portforward")
 }
 
 /// The TLS client configuration for kubelets, made once per certificate.
@@ -172,7 +173,12 @@ async fn proxy(
     }
     let pod = read(state, "pods", Some(namespace), name).await?;
     let query = request.uri().query().unwrap_or("").to_string();
-    let container = choose_container(&pod, name, container_param(&query).as_deref())?;
+    // Port-forward reaches the pod's network, not a container.
+    let container = if subresource == "portforward" {
+        String::new()
+    } else {
+        choose_container(&pod, name, container_param(&query).as_deref())?
+    };
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -183,15 +189,20 @@ async fn proxy(
     let node = read(state, "nodes", None, node_name).await?;
     let (address, port) = kubelet_endpoint(&node)
         .ok_or_else(|| ApiError::internal(format!("node {node_name} reports no InternalIP")))?;
-    let route = match subresource {
-        "log" => "containerLogs",
-        "attach" => "attach",
-        _ => "exec",
+    let path = match subresource {
+        "portforward" => format!("/portForward/{namespace}/{name}?{query}"),
+        _ => {
+            let route = match subresource {
+                "log" => "containerLogs",
+                "attach" => "attach",
+                _ => "exec",
+            };
+            format!(
+                "/{route}/{namespace}/{name}/{container}?{}",
+                without_container(&query)
+            )
+        }
     };
-    let path = format!(
-        "/{route}/{namespace}/{name}/{container}?{}",
-        without_container(&query)
-    );
     let tls = state.kubelet_client.tls(state)?;
     let target = Kubelet {
         node: node_name.to_string(),

@@ -171,8 +171,7 @@ pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 pub static RESOURCES: &[Resource] = &[
     Resource {
         categories: &["all"],
-        // log and exec are relayed to the node agent (`proxy`); portforward is not
-        // served yet.
+        // log, exec, attach and portforward are relayed to the node agent (`proxy`).
         subresources: &[
             status("Pod"),
             sub("binding", "Binding", &["create"]),
@@ -180,6 +179,7 @@ pub static RESOURCES: &[Resource] = &[
             sub("exec", "PodExecOptions", &["create", "get"]),
             EVICTION,
             sub("attach", "PodAttachOptions", &["create", "get"]),
+            sub("portforward", "PodPortForwardOptions", &["create", "get"]),
             sub("ephemeralcontainers", "Pod", GET_PATCH_UPDATE),
             sub("proxy", "PodProxyOptions", PROXY_VERBS),
         ],

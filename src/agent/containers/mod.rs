@@ -446,4 +446,17 @@ impl ContainerAccess for ContainerRuntime {
         let target = self.exec_target(namespace, pod, container)?;
         Some(self.inner.runtime.state_dir(&target.container_id))
     }
+
+    fn pod_network(&self, namespace: &str, pod: &str) -> Option<PathBuf> {
+        // Every container of a pod shares its network: any running one will do.
+        let snapshot = self.find(namespace, pod)?;
+        let mut running: Vec<_> = snapshot
+            .containers
+            .iter()
+            .filter_map(|(name, access)| Some((name.clone(), access.exec.as_ref()?.pid)))
+            .collect();
+        running.sort();
+        let (_, pid) = running.first()?;
+        Some(PathBuf::from(format!("/proc/{pid}/ns/net")))
+    }
 }

@@ -44,6 +44,10 @@ impl ContainerAccess for FakeAccess {
             cgroup_path: "/skiff/c1".into(),
         })
     }
+
+    fn pod_network(&self, _ns: &str, pod: &str) -> Option<PathBuf> {
+        (pod == "p").then(|| PathBuf::from("/proc/self/ns/net"))
+    }
 }
 
 /// Runs the command on the host, skipping the helper's own arguments.
@@ -449,4 +453,192 @@ async fn attach_needs_streams_and_a_container_with_a_shim() {
         body.contains("at least 1 of stdin, stdout, stderr"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn port_forward_over_spdy_reaches_the_pods_port() {
+    use super::spdy::{Decoder, Encoder, Frame, FLAG_FIN};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let setup = Setup::start().await;
+    let api = setup.api_server();
+    // Refusals: no upgrade, an unknown pod, SPDY without the port-forward protocol.
+    let (status, body) = setup.get(&api, "/portForward/ns/p").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("SPDY/3.1+portforward.k8s.io"), "{body}");
+    let (status, body) = setup.get(&api, "/portForward/ns/q").await;
+    assert_eq!(status, 404, "{body}");
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("connection", HeaderValue::from_static("Upgrade"));
+    headers.insert("upgrade", HeaderValue::from_static("SPDY/3.1"));
+    let response = api
+        .send(Method::POST, "/portForward/ns/p", &headers)
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 400);
+
+    // Entering the pod's network namespace (here: our own) needs CAP_SYS_ADMIN.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: the forwarding part needs setns");
+        return;
+    }
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut request = Vec::new();
+        socket.read_to_end(&mut request).await.expect("read");
+        socket.write_all(b"pod says: ").await.expect("write");
+        socket.write_all(&request).await.expect("write");
+    });
+    headers.insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static("portforward.k8s.io"),
+    );
+    let response = api
+        .send(Method::POST, "/portForward/ns/p", &headers)
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 101);
+    assert_eq!(
+        response.headers().get("x-stream-protocol-version"),
+        Some(&HeaderValue::from_static("portforward.k8s.io"))
+    );
+    let io = hyper::upgrade::on(response).await.expect("upgraded");
+    let mut io = hyper_util::rt::TokioIo::new(io);
+    let (mut encoder, mut decoder) = (Encoder::new(), Decoder::new());
+    let syn = |stream: u32, kind: &str| Frame::SynStream {
+        stream,
+        associated: 0,
+        priority: 0,
+        flags: 0,
+        headers: vec![
+            ("streamType".into(), kind.into()),
+            ("port".into(), port.to_string()),
+            ("requestID".into(), "0".into()),
+        ],
+    };
+    for frame in [
+        syn(1, "error"),
+        syn(3, "data"),
+        Frame::Data {
+            stream: 3,
+            flags: FLAG_FIN,
+            data: b"hi".to_vec(),
+        },
+    ] {
+        io.write_all(&encoder.encode(&frame)).await.expect("write");
+    }
+    let mut received = Vec::new();
+    let mut finished = 0;
+    let mut buf = vec![0u8; 4096];
+    let read = async {
+        while finished < 2 {
+            while let Some(frame) = decoder.next_frame().expect("decode") {
+                match frame {
+                    Frame::Data {
+                        stream: 3,
+                        flags,
+                        data,
+                    } => {
+                        received.extend(data);
+                        finished += usize::from(flags & FLAG_FIN != 0);
+                    }
+                    Frame::Data {
+                        stream: 1,
+                        flags,
+                        data,
+                    } => {
+                        assert!(data.is_empty(), "{}", String::from_utf8_lossy(&data));
+                        finished += usize::from(flags & FLAG_FIN != 0);
+                    }
+                    Frame::SynReply { .. } => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            if finished == 2 {
+                break;
+            }
+            let n = io.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the session ended early");
+            decoder.push(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("forwarded in time");
+    assert_eq!(received, b"pod says: hi");
+}
+
+#[tokio::test]
+async fn port_forward_over_the_websocket_channel_protocol() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: forwarding needs setns");
+        return;
+    }
+    let setup = Setup::start().await;
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut buf = [0u8; 5];
+        socket.read_exact(&mut buf).await.expect("read");
+        socket.write_all(&buf).await.expect("write");
+    });
+    let kubelet = setup.api_server();
+    let tcp = tokio::net::TcpStream::connect((LOCALHOST, setup.port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::IpAddress(LOCALHOST.into());
+    let tls = tokio_rustls::TlsConnector::from(kubelet.tls.clone())
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    let url = format!(
+        "wss://127.0.0.1:{}/portForward/ns/p?ports={port}",
+        setup.port
+    );
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("v4.channel.k8s.io"),
+    );
+    let (mut socket, response) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("websocket");
+    assert_eq!(
+        response.headers().get("sec-websocket-protocol"),
+        Some(&HeaderValue::from_static("v4.channel.k8s.io"))
+    );
+    let le = port.to_le_bytes();
+    let mut next = async || loop {
+        match socket.next().await.expect("a message").expect("message") {
+            WsMessage::Binary(data) => return data.to_vec(),
+            WsMessage::Close(_) => return Vec::new(),
+            _ => {}
+        }
+    };
+    let read = async {
+        assert_eq!(next().await, vec![0, le[0], le[1]]);
+        assert_eq!(next().await, vec![1, le[0], le[1]]);
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("port prefixes in time");
+    socket
+        .send(WsMessage::binary(b"\x00hello".to_vec()))
+        .await
+        .expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let message = socket.next().await.expect("a message").expect("message");
+            if let WsMessage::Binary(data) = message {
+                return data.to_vec();
+            }
+        }
+    })
+    .await
+    .expect("echo in time");
+    assert_eq!(echoed, b"\x00hello".to_vec());
 }

@@ -81,6 +81,15 @@ impl Attributes {
             (Method::DELETE, false) => "delete",
             _ => "unknown",
         };
+        // As Kubernetes 1.30+ (AuthorizePodWebsocketUpgradeCreatePermission): the
+        // streaming subresources need `create` whichever method opens them (a
+        // WebSocket upgrade is a GET, SPDY a POST).
+        let streaming = matches!(sub.copied(), Some("exec" | "attach" | "portforward"));
+        let verb = if group.is_empty() && plural == "pods" && streaming && verb == "get" {
+            "create"
+        } else {
+            verb
+        };
         Some(Attributes {
             verb,
             group: group.to_string(),
@@ -331,6 +340,12 @@ mod tests {
             (a.verb, a.name.as_str(), a.subresource.as_str()),
             ("create", "sa", "token")
         );
+        for sub in ["exec", "attach", "portforward"] {
+            let a = parse(Method::GET, &format!("/api/v1/namespaces/ns/pods/p/{sub}"));
+            assert_eq!((a.verb, a.subresource.as_str()), ("create", sub));
+        }
+        let a = parse(Method::GET, "/api/v1/namespaces/ns/pods/p/log");
+        assert_eq!((a.verb, a.subresource.as_str()), ("get", "log"));
         assert_eq!(Attributes::parse(&Method::GET, "/apis/apps/v1", None), None);
         assert_eq!(Attributes::parse(&Method::GET, "/version", None), None);
     }
