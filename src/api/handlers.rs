@@ -505,7 +505,9 @@ fn prepare_create(ctx: &Ctx, obj: &mut Value) {
         meta.remove("generation");
     }
     match ctx.resource.kind {
-        "Deployment" | "ReplicaSet" => obj["status"] = json!({}),
+        "Deployment" | "ReplicaSet" | "PersistentVolumeClaim" | "PersistentVolume" => {
+            obj["status"] = json!({})
+        }
         "Service" => obj["status"] = json!({"loadBalancer": {}}),
         "Namespace" => obj["status"] = json!({"phase": "Active"}),
         "Pod" => {
@@ -654,6 +656,7 @@ async fn create_object(
     if let (Some(ns), "Pod") = (ctx.namespace.as_deref(), ctx.resource.kind) {
         super::sa_admission::admit_pod(&ctx.state, ns, &mut obj).await?;
     }
+    super::storage_admission::admit(&ctx.state, ctx.resource.kind, &mut obj).await?;
     let name = object::name(&obj).to_string();
     // Checked before allocating, so a duplicate is AlreadyExists, not an address clash.
     let exists = ctx

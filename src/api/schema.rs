@@ -21,6 +21,7 @@ use k8s_openapi::api::coordination::v1 as coordination_v1;
 use k8s_openapi::api::core::v1 as core_v1;
 use k8s_openapi::api::discovery::v1 as discovery_v1;
 use k8s_openapi::api::events::v1 as events_v1;
+use k8s_openapi::api::storage::v1 as storage_v1;
 
 /// The body does not fit the kind's types.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,21 @@ const KINDS: &[(&str, &str, RoundTrip)] = &[
         round_trip::<core_v1::ServiceAccount>,
     ),
     ("v1", "Binding", round_trip::<core_v1::Binding>),
+    (
+        "v1",
+        "PersistentVolumeClaim",
+        round_trip::<core_v1::PersistentVolumeClaim>,
+    ),
+    (
+        "v1",
+        "PersistentVolume",
+        round_trip::<core_v1::PersistentVolume>,
+    ),
+    (
+        "storage.k8s.io/v1",
+        "StorageClass",
+        round_trip::<storage_v1::StorageClass>,
+    ),
     ("apps/v1", "Deployment", round_trip::<apps_v1::Deployment>),
     ("apps/v1", "ReplicaSet", round_trip::<apps_v1::ReplicaSet>),
     (
@@ -512,6 +528,9 @@ mod tests {
             ("v1", "Event"),
             ("v1", "ServiceAccount"),
             ("v1", "Binding"),
+            ("v1", "PersistentVolumeClaim"),
+            ("v1", "PersistentVolume"),
+            ("storage.k8s.io/v1", "StorageClass"),
             ("apps/v1", "Deployment"),
             ("apps/v1", "ReplicaSet"),
             ("discovery.k8s.io/v1", "EndpointSlice"),

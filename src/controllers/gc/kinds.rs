@@ -5,8 +5,10 @@ use std::sync::LazyLock;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    Secret, Service, ServiceAccount,
 };
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ApiResource;
 
@@ -53,6 +55,9 @@ pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
         namespaced::<ReplicaSet>(),
         namespaced::<EndpointSlice>(),
         namespaced::<Lease>(),
+        namespaced::<PersistentVolumeClaim>(),
+        cluster::<PersistentVolume>(),
+        cluster::<StorageClass>(),
         cluster::<Node>(),
         cluster::<Namespace>(),
     ]
