@@ -6,8 +6,9 @@
 //! claim in use, `Delete` reclaim removing the volume and its directory; and a static
 //! hostPath volume binding a matching claim, kept (`Retain`) when released.
 //!
-//! Needs root and busybox-static. Run with
-//! `flock /tmp/skiff-e2e.lock cargo test --test storage_local_path -- --include-ignored`.
+//! Needs root and busybox-static. Its cluster has ranges of its own (10.162/16 pods,
+//! 10.163/16 services), so it may run beside the other root tests. Run with
+//! `cargo test --test storage_local_path -- --include-ignored`.
 //! Each test cleans up (pods, processes by PID, mounts, links) even when it fails.
 
 mod common;
@@ -36,8 +37,7 @@ impl Node {
         let lock = NODE.lock().unwrap_or_else(|p| p.into_inner());
         let work = tempfile::tempdir().unwrap();
         let archive = common::busybox_e2e_archive(work.path());
-        let (server, agent) =
-            common::node_cluster(work.path(), &[archive], &common::offline_registries());
+        let (server, agent) = node_cluster(work.path(), &archive);
         Node {
             server,
             agent: Some(agent),
@@ -58,14 +58,20 @@ impl Node {
     }
 
     fn json(&self, args: &[&str]) -> Option<Value> {
-        let mut all = args.to_vec();
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
         all.extend(["-o", "json"]);
         let (ok, out, _) = self.server.kubectl(&all);
         ok.then(|| serde_json::from_str(&out).unwrap())
     }
 
     /// Waits for `check` on the object's JSON (None: it does not exist).
-    fn wait(&self, args: &[&str], what: &str, check: impl Fn(Option<&Value>) -> bool) -> Option<Value> {
+    fn wait(
+        &self,
+        args: &[&str],
+        what: &str,
+        check: impl Fn(Option<&Value>) -> bool,
+    ) -> Option<Value> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let found = self.json(args);
@@ -96,12 +102,47 @@ impl Node {
     }
 
     fn exec(&self, pod: &str, script: &str) -> (bool, String, String) {
-        self.server.kubectl(&["exec", pod, "--", "sh", "-c", script])
+        self.server
+            .kubectl(&["exec", pod, "--", "sh", "-c", script])
     }
 
     fn storage_dir(&self) -> PathBuf {
         self.server.data_dir().join("storage")
     }
+}
+
+/// Ranges of this test's own: it may run beside the root tests of the default ranges.
+const RANGES: [&str; 6] = [
+    "--cluster-cidr",
+    "10.162.0.0/16",
+    "--service-cidr",
+    "10.163.0.0/16",
+    "--cluster-dns",
+    "10.163.0.10",
+];
+
+/// `common::node_cluster` on this test's own ranges.
+fn node_cluster(work: &Path, archive: &Path) -> (Server, Agent) {
+    let agent_dir = work.join("agent");
+    let images_dir = agent_dir.join("data/agent/images");
+    std::fs::create_dir_all(&images_dir).unwrap();
+    std::fs::copy(archive, images_dir.join(archive.file_name().unwrap())).unwrap();
+    std::fs::write(
+        agent_dir.join("registries.yaml"),
+        common::offline_registries(),
+    )
+    .unwrap();
+    let server = Server::start_with(&RANGES);
+    let skiff = Path::new(env!("CARGO_BIN_EXE_skiff"));
+    let agent = Agent::start(skiff, server.port, &server.data_dir(), &agent_dir, &RANGES);
+    let ready = eventually(Duration::from_secs(30), || {
+        server
+            .kubectl(&["get", "node", "e2e-node", "--no-headers"])
+            .1
+            .contains(" Ready")
+    });
+    assert!(ready, "node not ready:\n{}", agent.log());
+    (server, agent)
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -154,15 +195,27 @@ fn phase(o: Option<&Value>) -> &str {
 
 #[test]
 #[ignore = "needs root"]
-fn local_path_claims_wait_for_a_consumer_keep_data_across_pods_and_are_deleted_with_their_directory() {
+fn local_path_claims_wait_for_a_consumer_keep_data_across_pods_and_are_deleted_with_their_directory(
+) {
     let node = Node::start();
     // The built-in default class, as k3s has it.
     let classes = node.server.ok(&["get", "storageclass"]);
-    let row = classes.lines().find(|l| l.starts_with("local-path")).unwrap_or_default();
+    let row = classes
+        .lines()
+        .find(|l| l.starts_with("local-path"))
+        .unwrap_or_default();
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(
         cells[..7],
-        ["local-path", "(default)", "rancher.io/local-path", "Delete", "WaitForFirstConsumer", "false", cells[6]],
+        [
+            "local-path",
+            "(default)",
+            "rancher.io/local-path",
+            "Delete",
+            "WaitForFirstConsumer",
+            "false",
+            cells[6]
+        ],
         "{classes}"
     );
     assert!(classes.starts_with("NAME"), "{classes}");
@@ -171,7 +224,10 @@ fn local_path_claims_wait_for_a_consumer_keep_data_across_pods_and_are_deleted_w
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: bad}\nspec: {resources: {requests: {storage: 1Gi}}}\n",
     );
-    assert!(!ok && err.contains("is invalid") && err.contains("spec.accessModes"), "{err}");
+    assert!(
+        !ok && err.contains("is invalid") && err.contains("spec.accessModes"),
+        "{err}"
+    );
 
     // A claim without a class gets the default one and waits for its first consumer.
     node.apply(
@@ -180,11 +236,28 @@ fn local_path_claims_wait_for_a_consumer_keep_data_across_pods_and_are_deleted_w
     let claim = node.json(&["pvc", "data"]).unwrap();
     assert_eq!(claim["spec"]["storageClassName"], "local-path");
     assert_eq!(claim["spec"]["volumeMode"], "Filesystem");
-    assert_eq!(claim["metadata"]["finalizers"], serde_json::json!(["kubernetes.io/pvc-protection"]));
+    assert_eq!(
+        claim["metadata"]["finalizers"],
+        serde_json::json!(["kubernetes.io/pvc-protection"])
+    );
     std::thread::sleep(Duration::from_secs(3));
     let listed = node.server.ok(&["get", "pvc", "data"]);
-    assert!(listed.lines().nth(1).unwrap_or("").split_whitespace().nth(1) == Some("Pending"), "{listed}");
-    let events = node.server.ok(&["get", "events", "--field-selector", "involvedObject.name=data"]);
+    assert!(
+        listed
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .split_whitespace()
+            .nth(1)
+            == Some("Pending"),
+        "{listed}"
+    );
+    let events = node.server.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=data",
+    ]);
     assert!(events.contains("WaitForFirstConsumer"), "{events}");
 
     // A pod uses it: the claim gets the node, a volume, and the pod writes into it.
@@ -197,9 +270,15 @@ fn local_path_claims_wait_for_a_consumer_keep_data_across_pods_and_are_deleted_w
     let volume_name = format!("pvc-{uid}");
     assert_eq!(claim["spec"]["volumeName"], volume_name.as_str());
     let annotations = &claim["metadata"]["annotations"];
-    assert_eq!(annotations["volume.kubernetes.io/selected-node"], "e2e-node");
+    assert_eq!(
+        annotations["volume.kubernetes.io/selected-node"],
+        "e2e-node"
+    );
     assert_eq!(annotations["pv.kubernetes.io/bind-completed"], "yes");
-    assert_eq!(annotations["volume.kubernetes.io/storage-provisioner"], "rancher.io/local-path");
+    assert_eq!(
+        annotations["volume.kubernetes.io/storage-provisioner"],
+        "rancher.io/local-path"
+    );
     assert_eq!(claim["status"]["capacity"]["storage"], "64Mi");
     let volume = node.json(&["pv", &volume_name]).unwrap();
     let dir = node.storage_dir().join(format!("pvc-{uid}_default_data"));
@@ -208,32 +287,105 @@ fn local_path_claims_wait_for_a_consumer_keep_data_across_pods_and_are_deleted_w
     assert_eq!(volume["spec"]["storageClassName"], "local-path");
     assert_eq!(volume["spec"]["claimRef"]["uid"], uid.as_str());
     assert_eq!(
-        volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"],
+        volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+            ["values"],
         serde_json::json!(["e2e-node"])
     );
-    assert_eq!(volume["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"], "rancher.io/local-path");
-    assert_eq!(std::fs::read_to_string(dir.join("greeting")).unwrap(), "hello\n");
+    assert_eq!(
+        volume["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"],
+        "rancher.io/local-path"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("greeting")).unwrap(),
+        "hello\n"
+    );
 
     // kubectl's columns, as upstream prints them.
     let pvc_table = node.server.ok(&["get", "pvc", "data"]);
-    let header: Vec<&str> = pvc_table.lines().next().unwrap().split_whitespace().collect();
+    let header: Vec<&str> = pvc_table
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     assert_eq!(
         header,
-        ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS", "VOLUMEATTRIBUTESCLASS", "AGE"]
+        [
+            "NAME",
+            "STATUS",
+            "VOLUME",
+            "CAPACITY",
+            "ACCESS",
+            "MODES",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "AGE"
+        ]
     );
-    let row: Vec<&str> = pvc_table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(row[..7], ["data", "Bound", volume_name.as_str(), "64Mi", "RWO", "local-path", "<unset>"]);
+    let row: Vec<&str> = pvc_table
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..7],
+        [
+            "data",
+            "Bound",
+            volume_name.as_str(),
+            "64Mi",
+            "RWO",
+            "local-path",
+            "<unset>"
+        ]
+    );
     let pv_table = node.server.ok(&["get", "pv", &volume_name]);
-    let header: Vec<&str> = pv_table.lines().next().unwrap().split_whitespace().collect();
+    let header: Vec<&str> = pv_table
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     assert_eq!(
         header,
-        ["NAME", "CAPACITY", "ACCESS", "MODES", "RECLAIM", "POLICY", "STATUS", "CLAIM", "STORAGECLASS", "VOLUMEATTRIBUTESCLASS", "REASON", "AGE"]
+        [
+            "NAME",
+            "CAPACITY",
+            "ACCESS",
+            "MODES",
+            "RECLAIM",
+            "POLICY",
+            "STATUS",
+            "CLAIM",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "REASON",
+            "AGE"
+        ]
     );
-    let row: Vec<&str> = pv_table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(row[..7], [volume_name.as_str(), "64Mi", "RWO", "Delete", "Bound", "default/data", "local-path"]);
+    let row: Vec<&str> = pv_table
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..7],
+        [
+            volume_name.as_str(),
+            "64Mi",
+            "RWO",
+            "Delete",
+            "Bound",
+            "default/data",
+            "local-path"
+        ]
+    );
 
     // The data survives the pod; a new pod (read-only) reads it.
-    node.server.ok(&["delete", "pod", "writer", "--timeout=60s"]);
+    node.server
+        .ok(&["delete", "pod", "writer", "--timeout=60s"]);
     node.wait_gone(&["pod", "writer"]);
     assert_eq!(phase(node.json(&["pvc", "data"]).as_ref()), "Bound");
     node.apply(&pod("reader", "data", "true", true));
@@ -241,7 +393,10 @@ fn local_path_claims_wait_for_a_consumer_keep_data_across_pods_and_are_deleted_w
     let (ok, out, _) = node.exec("reader", "cat /data/greeting");
     assert!(ok && out == "hello\n", "{out}");
     let (ok, _, err) = node.exec("reader", "touch /data/other");
-    assert!(!ok && err.contains("Read-only"), "a read-only claim was writable: {err}");
+    assert!(
+        !ok && err.contains("Read-only"),
+        "a read-only claim was writable: {err}"
+    );
 
     // In use, the claim is protected: deleting it leaves it Terminating.
     node.server.ok(&["delete", "pvc", "data", "--wait=false"]);
@@ -250,7 +405,8 @@ fn local_path_claims_wait_for_a_consumer_keep_data_across_pods_and_are_deleted_w
     assert!(listed.contains("Terminating"), "{listed}");
     assert!(dir.join("greeting").exists());
     // The pod goes: the claim, then its volume and the directory go.
-    node.server.ok(&["delete", "pod", "reader", "--timeout=60s"]);
+    node.server
+        .ok(&["delete", "pod", "reader", "--timeout=60s"]);
     node.wait_gone(&["pvc", "data"]);
     node.wait_gone(&["pv", &volume_name]);
     assert!(
@@ -293,10 +449,15 @@ spec:
         path = dir.display()
     ));
     let volume = node
-        .wait(&["pv", "static-pv"], "Available", |v| phase(v) == "Available")
+        .wait(&["pv", "static-pv"], "Available", |v| {
+            phase(v) == "Available"
+        })
         .unwrap();
     assert_eq!(volume["spec"]["persistentVolumeReclaimPolicy"], "Retain");
-    assert_eq!(volume["metadata"]["finalizers"], serde_json::json!(["kubernetes.io/pv-protection"]));
+    assert_eq!(
+        volume["metadata"]["finalizers"],
+        serde_json::json!(["kubernetes.io/pv-protection"])
+    );
     node.apply(
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: static-claim}\nspec:\n  storageClassName: \"\"\n  accessModes: [ReadWriteOnce]\n  selector: {matchLabels: {kind: e2e}}\n  resources: {requests: {storage: 100Mi}}\n",
     );
@@ -305,28 +466,54 @@ spec:
         .unwrap();
     assert_eq!(claim["spec"]["volumeName"], "static-pv");
     assert_eq!(claim["status"]["capacity"]["storage"], "1Gi");
-    assert_eq!(claim["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"], "yes");
+    assert_eq!(
+        claim["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"],
+        "yes"
+    );
     let volume = node
         .wait(&["pv", "static-pv"], "Bound", |v| phase(v) == "Bound")
         .unwrap();
     assert_eq!(volume["spec"]["claimRef"]["name"], "static-claim");
     assert_eq!(phase(node.json(&["pv", "small-pv"]).as_ref()), "Available");
-    let row = node.server.ok(&["get", "pvc", "static-claim", "--no-headers"]);
-    assert!(row.split_whitespace().collect::<Vec<_>>()[..5] == ["static-claim", "Bound", "static-pv", "1Gi", "RWO,ROX"], "{row}");
+    let row = node
+        .server
+        .ok(&["get", "pvc", "static-claim", "--no-headers"]);
+    assert!(
+        row.split_whitespace().collect::<Vec<_>>()[..5]
+            == ["static-claim", "Bound", "static-pv", "1Gi", "RWO,ROX"],
+        "{row}"
+    );
 
-    node.apply(&pod("user", "static-claim", "cat /data/seed > /data/copy", false));
+    node.apply(&pod(
+        "user",
+        "static-claim",
+        "cat /data/seed > /data/copy",
+        false,
+    ));
     node.wait_ready("user");
-    assert_eq!(std::fs::read_to_string(dir.join("copy")).unwrap(), "from the host\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("copy")).unwrap(),
+        "from the host\n"
+    );
     // An unbound volume goes at once (pv-protection holds only bound ones).
-    node.server.ok(&["delete", "pv", "small-pv", "--timeout=30s"]);
+    node.server
+        .ok(&["delete", "pv", "small-pv", "--timeout=30s"]);
     node.server.ok(&["delete", "pod", "user", "--timeout=60s"]);
-    node.server.ok(&["delete", "pvc", "static-claim", "--timeout=60s"]);
+    node.server
+        .ok(&["delete", "pvc", "static-claim", "--timeout=60s"]);
     let volume = node
         .wait(&["pv", "static-pv"], "Released", |v| phase(v) == "Released")
         .unwrap();
     assert_eq!(volume["spec"]["claimRef"]["name"], "static-claim");
     let row = node.server.ok(&["get", "pv", "static-pv", "--no-headers"]);
-    assert!(row.contains("Released") && row.contains("default/static-claim"), "{row}");
-    assert!(Path::new(&dir).join("copy").exists(), "a retained volume lost its data");
-    node.server.ok(&["delete", "pv", "static-pv", "--timeout=60s"]);
+    assert!(
+        row.contains("Released") && row.contains("default/static-claim"),
+        "{row}"
+    );
+    assert!(
+        Path::new(&dir).join("copy").exists(),
+        "a retained volume lost its data"
+    );
+    node.server
+        .ok(&["delete", "pv", "static-pv", "--timeout=60s"]);
 }

@@ -32,12 +32,20 @@ pub fn directory_to_remove(volume: &PersistentVolume, node: &str) -> Option<Stri
         return None;
     }
     let spec = volume.spec.as_ref()?;
-    let terms = &spec.node_affinity.as_ref()?.required.as_ref()?.node_selector_terms;
-    let pinned = terms.iter().flat_map(|t| t.match_expressions.iter().flatten()).any(|r| {
-        r.key == "kubernetes.io/hostname"
-            && r.operator == "In"
-            && r.values.as_deref() == Some(&[node.to_string()][..])
-    });
+    let terms = &spec
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
+    let pinned = terms
+        .iter()
+        .flat_map(|t| t.match_expressions.iter().flatten())
+        .any(|r| {
+            r.key == "kubernetes.io/hostname"
+                && r.operator == "In"
+                && r.values.as_deref() == Some(&[node.to_string()][..])
+        });
     if !pinned {
         return None;
     }
@@ -85,7 +93,11 @@ enum CleanError {
     Api(#[from] kube::Error),
 }
 
-async fn clean(api: &Api<PersistentVolume>, volume: &PersistentVolume, dir: &str) -> Result<(), CleanError> {
+async fn clean(
+    api: &Api<PersistentVolume>,
+    volume: &PersistentVolume,
+    dir: &str,
+) -> Result<(), CleanError> {
     let owned = dir.to_string();
     let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&owned) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -106,7 +118,11 @@ async fn clean(api: &Api<PersistentVolume>, volume: &PersistentVolume, dir: &str
     let patch = json!({"metadata": {"finalizers": rest,
                                     "resourceVersion": volume.resource_version()}});
     match api
-        .patch(&volume.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &volume.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
@@ -133,11 +149,29 @@ mod tests {
     #[test]
     fn only_deleted_volumes_of_this_node_with_their_own_directory_are_cleaned() {
         let dir = "/var/lib/skiff/storage/pvc-1_default_data";
-        assert_eq!(directory_to_remove(&volume("pvc-1", dir, "n1", true), "n1").as_deref(), Some(dir));
-        assert_eq!(directory_to_remove(&volume("pvc-1", dir, "n1", false), "n1"), None);
-        assert_eq!(directory_to_remove(&volume("pvc-1", dir, "n2", true), "n1"), None);
-        assert_eq!(directory_to_remove(&volume("pvc-1", "/etc", "n1", true), "n1"), None);
-        assert_eq!(directory_to_remove(&volume("pvc-1", "/x/../pvc-1_a", "n1", true), "n1"), None);
-        assert_eq!(directory_to_remove(&volume("pvc-2", dir, "n1", true), "n1"), None);
+        assert_eq!(
+            directory_to_remove(&volume("pvc-1", dir, "n1", true), "n1").as_deref(),
+            Some(dir)
+        );
+        assert_eq!(
+            directory_to_remove(&volume("pvc-1", dir, "n1", false), "n1"),
+            None
+        );
+        assert_eq!(
+            directory_to_remove(&volume("pvc-1", dir, "n2", true), "n1"),
+            None
+        );
+        assert_eq!(
+            directory_to_remove(&volume("pvc-1", "/etc", "n1", true), "n1"),
+            None
+        );
+        assert_eq!(
+            directory_to_remove(&volume("pvc-1", "/x/../pvc-1_a", "n1", true), "n1"),
+            None
+        );
+        assert_eq!(
+            directory_to_remove(&volume("pvc-2", dir, "n1", true), "n1"),
+            None
+        );
     }
 }

@@ -64,7 +64,12 @@ pub fn pick_default(classes: &[Value]) -> Option<String> {
         .iter()
         .filter(|c| is_default_class(c))
         .max_by(|a, b| {
-            let created = |c: &Value| c["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string();
+            let created = |c: &Value| {
+                c["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            };
             created(a)
                 .cmp(&created(b))
                 .then_with(|| object::name(b).cmp(object::name(a)))
@@ -101,7 +106,10 @@ mod tests {
             json!({"metadata": {"name": name, "creationTimestamp": created,
                 "annotations": {DEFAULT_CLASS_ANNOTATION: if default {"true"} else {"false"}}}})
         };
-        assert_eq!(pick_default(&[class("a", "2024-01-01T00:00:00Z", false)]), None);
+        assert_eq!(
+            pick_default(&[class("a", "2024-01-01T00:00:00Z", false)]),
+            None
+        );
         let classes = [
             class("old", "2024-01-01T00:00:00Z", true),
             class("new", "2024-02-01T00:00:00Z", true),

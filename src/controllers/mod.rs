@@ -65,7 +65,9 @@ pub async fn start_all(
         ("local-path-provisioner", |ctx| {
             Box::pin(storage::provisioner::run(ctx))
         }),
-        ("volume-protection", |ctx| Box::pin(storage::protection::run(ctx))),
+        ("volume-protection", |ctx| {
+            Box::pin(storage::protection::run(ctx))
+        }),
     ];
     for (name, run) in controllers {
         let client = crate::client::connect(credentials, &crate::client::user_agent(name)).await?;

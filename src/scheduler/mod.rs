@@ -266,11 +266,7 @@ async fn select_node(
             Ok(result) => {
                 result?;
             }
-            Err(_) => {
-                return Err(kube::Error::Service(
-                    "annotating a claim timed out".into(),
-                ))
-            }
+            Err(_) => return Err(kube::Error::Service("annotating a claim timed out".into())),
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use super::cache::Cache;
 use super::model::{NodeInfo, PodInfo};
 use super::queue::Queue;
 use super::score;
-use super::volumes::{ClaimInfo, Volumes, VolumeInfo};
+use super::volumes::{ClaimInfo, VolumeInfo, Volumes};
 
 /// A watch event, converted to the scheduler's own types where the watch runs.
 #[derive(Debug)]
@@ -254,9 +254,14 @@ impl State {
         };
         let placed = match &plan {
             Ok(plan) => {
-                let placed = score::place(pod, self.cache.nodes().filter(|(_, n, _)| plan.admits(n)));
+                let placed =
+                    score::place(pod, self.cache.nodes().filter(|(_, n, _)| plan.admits(n)));
                 let total = self.cache.nodes().count();
-                let excluded = self.cache.nodes().filter(|(_, n, _)| !plan.admits(n)).count();
+                let excluded = self
+                    .cache
+                    .nodes()
+                    .filter(|(_, n, _)| !plan.admits(n))
+                    .count();
                 placed.map_err(|unfit| {
                     if plan.restricts() && excluded == total {
                         format!("0/{total} nodes are available: {excluded} node(s) had volume node affinity conflict.")

@@ -39,9 +39,7 @@ impl ClaimInfo {
                 meta.namespace.clone().unwrap_or_default(),
                 meta.name.clone().unwrap_or_default()
             ),
-            volume_name: spec
-                .and_then(|s| s.volume_name.clone())
-                .unwrap_or_default(),
+            volume_name: spec.and_then(|s| s.volume_name.clone()).unwrap_or_default(),
             class: spec
                 .and_then(|s| s.storage_class_name.clone())
                 .unwrap_or_default(),
@@ -200,12 +198,14 @@ mod tests {
     }
 
     fn volumes() -> Volumes {
-        let pinned: PersistentVolume = serde_json::from_value(json!({"metadata": {"name": "pv-n2"},
+        let pinned: PersistentVolume =
+            serde_json::from_value(json!({"metadata": {"name": "pv-n2"},
             "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                 {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}]}}}}))
-        .unwrap();
+            .unwrap();
         let mut v = Volumes::default();
-        v.volumes.insert("pv-n2".into(), VolumeInfo::from_volume(&pinned));
+        v.volumes
+            .insert("pv-n2".into(), VolumeInfo::from_volume(&pinned));
         v.classes.insert("local-path".into(), true);
         v.classes.insert("fast".into(), false);
         for c in [
@@ -242,6 +242,11 @@ mod tests {
             v.plan("default", &["nope".into()]),
             Err("persistentvolumeclaim \"nope\" not found".into())
         );
-        assert!(v.plan("default", &["chosen".into(), "bound".into()]).unwrap().admits(&node("n1")) == false);
+        assert!(
+            v.plan("default", &["chosen".into(), "bound".into()])
+                .unwrap()
+                .admits(&node("n1"))
+                == false
+        );
     }
 }

@@ -88,8 +88,10 @@ fn pinned_node(volume: &serde_json::Value) -> Option<String> {
         .filter_map(|k| term[*k].as_array())
         .flatten()
         .find(|r| {
-            matches!(r["key"].as_str(), Some("kubernetes.io/hostname" | "metadata.name"))
-                && r["operator"] == "In"
+            matches!(
+                r["key"].as_str(),
+                Some("kubernetes.io/hostname" | "metadata.name")
+            ) && r["operator"] == "In"
                 && r["values"].as_array().is_some_and(|v| v.len() == 1)
         })
         .and_then(|r| r["values"][0].as_str().map(String::from))

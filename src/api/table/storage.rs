@@ -7,7 +7,8 @@ use super::*;
 
 const STATUS_DESC: &str = "Phase represents the current phase of the object.";
 const CAPACITY_DESC: &str = "The actual resources of the underlying volume.";
-const ACCESS_MODES_DESC: &str = "AccessModes contains the desired access modes the volume should have.";
+const ACCESS_MODES_DESC: &str =
+    "AccessModes contains the desired access modes the volume should have.";
 const CLASS_DESC: &str = "The name of the StorageClass this object belongs to.";
 const VAC_DESC: &str = "The name of the VolumeAttributesClass this object belongs to.";
 const VOLUME_MODE_DESC: &str = "Whether the volume is a filesystem or a raw block device.";
@@ -15,7 +16,11 @@ const VOLUME_MODE_DESC: &str = "Whether the volume is a filesystem or a raw bloc
 pub(super) const PVC_COLUMNS: &[Column] = &[
     NAME,
     column("Status", "string", STATUS_DESC),
-    column("Volume", "string", "VolumeName is the binding reference to the PersistentVolume backing this claim."),
+    column(
+        "Volume",
+        "string",
+        "VolumeName is the binding reference to the PersistentVolume backing this claim.",
+    ),
     column("Capacity", "string", CAPACITY_DESC),
     column("Access Modes", "string", ACCESS_MODES_DESC),
     column("StorageClass", "string", CLASS_DESC),
@@ -81,7 +86,11 @@ fn class(object: &Value, spec_path: &[&str]) -> String {
     if class.is_empty() {
         text(
             object,
-            &["metadata", "annotations", "volume.beta.kubernetes.io/storage-class"],
+            &[
+                "metadata",
+                "annotations",
+                "volume.beta.kubernetes.io/storage-class",
+            ],
         )
         .to_string()
     } else {
@@ -90,7 +99,9 @@ fn class(object: &Value, spec_path: &[&str]) -> String {
 }
 
 fn unset_or(object: &Value, path: &[&str]) -> String {
-    non_empty(text(object, path)).unwrap_or("<unset>").to_string()
+    non_empty(text(object, path))
+        .unwrap_or("<unset>")
+        .to_string()
 }
 
 fn quantity(object: &Value, path: &[&str]) -> String {
@@ -126,11 +137,7 @@ pub(super) fn pvc_cells(pvc: &Value, now: DateTime<Utc>) -> Vec<Value> {
 
 pub(super) fn pv_cells(pv: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let claim = match at(pv, &["spec", "claimRef"]) {
-        Some(r) => format!(
-            "{}/{}",
-            text(r, &["namespace"]),
-            text(r, &["name"])
-        ),
+        Some(r) => format!("{}/{}", text(r, &["namespace"]), text(r, &["name"])),
         None => String::new(),
     };
     vec![
@@ -188,15 +195,27 @@ mod tests {
             "status": {"phase": "Pending"}});
         assert_eq!(
             pvc_cells(&pending, now()),
-            [json!("data"), json!("Pending"), json!(""), json!(""), json!(""),
-             json!("local-path"), json!("<unset>"), json!("60m"), json!("Filesystem")]
+            [
+                json!("data"),
+                json!("Pending"),
+                json!(""),
+                json!(""),
+                json!(""),
+                json!("local-path"),
+                json!("<unset>"),
+                json!("60m"),
+                json!("Filesystem")
+            ]
         );
         let bound = json!({"metadata": {"name": "data", "creationTimestamp": "2024-01-01T00:00:00Z"},
             "spec": {"storageClassName": "local-path", "volumeName": "pvc-1"},
             "status": {"phase": "Bound", "capacity": {"storage": "1Gi"},
                        "accessModes": ["ReadWriteMany", "ReadWriteOnce"]}});
         let cells = pvc_cells(&bound, now());
-        assert_eq!(cells[2..5], [json!("pvc-1"), json!("1Gi"), json!("RWO,RWX")]);
+        assert_eq!(
+            cells[2..5],
+            [json!("pvc-1"), json!("1Gi"), json!("RWO,RWX")]
+        );
     }
 
     #[test]
@@ -208,8 +227,17 @@ mod tests {
             "status": {"phase": "Bound"}});
         assert_eq!(
             pv_cells(&pv, now())[..9],
-            [json!("pv1"), json!("2Gi"), json!("RWO"), json!("Retain"), json!("Bound"),
-             json!("default/data"), json!(""), json!("<unset>"), json!("")]
+            [
+                json!("pv1"),
+                json!("2Gi"),
+                json!("RWO"),
+                json!("Retain"),
+                json!("Bound"),
+                json!("default/data"),
+                json!(""),
+                json!("<unset>"),
+                json!("")
+            ]
         );
         let sc = json!({"metadata": {"name": "local-path", "creationTimestamp": "2024-01-01T00:00:00Z",
                 "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
@@ -217,8 +245,14 @@ mod tests {
             "volumeBindingMode": "WaitForFirstConsumer"});
         assert_eq!(
             storage_class_cells(&sc, now()),
-            [json!("local-path (default)"), json!("rancher.io/local-path"), json!("Delete"),
-             json!("WaitForFirstConsumer"), json!(false), json!("60m")]
+            [
+                json!("local-path (default)"),
+                json!("rancher.io/local-path"),
+                json!("Delete"),
+                json!("WaitForFirstConsumer"),
+                json!(false),
+                json!("60m")
+            ]
         );
     }
 }

@@ -61,7 +61,10 @@ fn validate_access_modes(e: &mut Errs, spec: &Obj, p: &str, required_msg: &str) 
         }
     }
     if modes.len() > 1 && modes.iter().any(|(_, m)| *m == "ReadWriteOncePod") {
-        e.forbidden(&path, "may not use ReadWriteOncePod with other access modes");
+        e.forbidden(
+            &path,
+            "may not use ReadWriteOncePod with other access modes",
+        );
     }
 }
 
@@ -181,7 +184,10 @@ pub(super) fn validate_pv(e: &mut Errs, root: &Obj) {
         let path = child(p, "nodeAffinity");
         let required = obj_at(e, affinity, &path, "required");
         match required {
-            None => e.required(&child(&path, "required"), "must specify required node constraints"),
+            None => e.required(
+                &child(&path, "required"),
+                "must specify required node constraints",
+            ),
             Some(r) => {
                 if objs_at(e, r, &child(&path, "required"), "nodeSelectorTerms").is_empty() {
                     e.required(
@@ -270,7 +276,11 @@ pub(super) fn validate_storage_class(e: &mut Errs, root: &Obj) {
     if provisioner.is_empty() {
         e.required("provisioner", "");
     } else if provisioner.len() > 63 * 4 || provisioner.contains(char::is_whitespace) {
-        e.invalid("provisioner", Bad::Str(provisioner), "must be a qualified name");
+        e.invalid(
+            "provisioner",
+            Bad::Str(provisioner),
+            "must be a qualified name",
+        );
     }
     string_map_at(e, root, "", "parameters");
     if let Some(policy) = opt_str_at(e, root, "", "reclaimPolicy") {
@@ -326,20 +336,36 @@ mod tests {
     #[test]
     fn claims_need_access_modes_and_a_storage_request() {
         let errs = messages("PersistentVolumeClaim", pvc(json!({})), None);
-        assert!(errs.contains(&"spec.accessModes: Required value: at least 1 access mode is required".to_string()), "{errs:?}");
-        assert!(errs.contains(&"spec.resources[storage]: Required value".to_string()), "{errs:?}");
+        assert!(
+            errs.contains(
+                &"spec.accessModes: Required value: at least 1 access mode is required".to_string()
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs.contains(&"spec.resources[storage]: Required value".to_string()),
+            "{errs:?}"
+        );
         let errs = messages(
             "PersistentVolumeClaim",
-            pvc(json!({"accessModes": ["ReadWriteSometimes"], "volumeMode": "Disk",
-                       "resources": {"requests": {"storage": "lots"}}})),
+            pvc(
+                json!({"accessModes": ["ReadWriteSometimes"], "volumeMode": "Disk",
+                       "resources": {"requests": {"storage": "lots"}}}),
+            ),
             None,
         );
         assert_eq!(errs.len(), 3, "{errs:?}");
         assert!(errs[0].starts_with("spec.accessModes: Unsupported value: \"ReadWriteSometimes\""));
-        assert!(errs.iter().any(|e| e.starts_with("spec.resources[storage]: Invalid value: \"lots\"")));
-        assert!(errs.iter().any(|e| e.starts_with("spec.volumeMode: Unsupported value: \"Disk\"")));
-        let ok = pvc(json!({"accessModes": ["ReadWriteOnce"], "storageClassName": "local-path",
-                            "resources": {"requests": {"storage": "1Gi"}}}));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("spec.resources[storage]: Invalid value: \"lots\"")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("spec.volumeMode: Unsupported value: \"Disk\"")));
+        let ok = pvc(
+            json!({"accessModes": ["ReadWriteOnce"], "storageClassName": "local-path",
+                            "resources": {"requests": {"storage": "1Gi"}}}),
+        );
         assert!(messages("PersistentVolumeClaim", ok, None).is_empty());
     }
 
@@ -350,7 +376,10 @@ mod tests {
         let mut bigger = old.clone();
         bigger["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
         let errs = messages("PersistentVolumeClaim", bigger.clone(), Some(old.clone()));
-        assert_eq!(errs, [format!("spec: Forbidden: {}", super::PVC_IMMUTABLE_MSG)]);
+        assert_eq!(
+            errs,
+            [format!("spec: Forbidden: {}", super::PVC_IMMUTABLE_MSG)]
+        );
         let mut bound = old.clone();
         bound["status"] = json!({"phase": "Bound"});
         assert!(messages("PersistentVolumeClaim", bigger, Some(bound.clone())).is_empty());
@@ -367,35 +396,61 @@ mod tests {
         assert!(messages("PersistentVolumeClaim", named.clone(), Some(old)).is_empty());
         let mut renamed = named.clone();
         renamed["spec"]["volumeName"] = json!("pv2");
-        assert_eq!(messages("PersistentVolumeClaim", renamed, Some(named)).len(), 1);
+        assert_eq!(
+            messages("PersistentVolumeClaim", renamed, Some(named)).len(),
+            1
+        );
     }
 
     #[test]
     fn volumes_need_exactly_one_source_capacity_and_valid_policies() {
         let pv = |spec: serde_json::Value| json!({"metadata": {"name": "v"}, "spec": spec});
         let errs = messages("PersistentVolume", pv(json!({})), None);
-        assert!(errs.contains(&"spec.accessModes: Required value".to_string()), "{errs:?}");
-        assert!(errs.contains(&"spec.capacity: Required value".to_string()), "{errs:?}");
-        assert!(errs.contains(&"spec: Required value: must specify a volume type".to_string()), "{errs:?}");
+        assert!(
+            errs.contains(&"spec.accessModes: Required value".to_string()),
+            "{errs:?}"
+        );
+        assert!(
+            errs.contains(&"spec.capacity: Required value".to_string()),
+            "{errs:?}"
+        );
+        assert!(
+            errs.contains(&"spec: Required value: must specify a volume type".to_string()),
+            "{errs:?}"
+        );
         let errs = messages(
             "PersistentVolume",
-            pv(json!({"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
+            pv(
+                json!({"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
                       "persistentVolumeReclaimPolicy": "Shred",
-                      "hostPath": {"path": "/x"}, "local": {"path": "/y"}})),
+                      "hostPath": {"path": "/x"}, "local": {"path": "/y"}}),
+            ),
             None,
         );
         assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(errs[0].starts_with("spec.persistentVolumeReclaimPolicy: Unsupported value: \"Shred\""));
-        assert_eq!(errs[1], "spec.local: Forbidden: may not specify more than 1 volume type");
+        assert!(
+            errs[0].starts_with("spec.persistentVolumeReclaimPolicy: Unsupported value: \"Shred\"")
+        );
+        assert_eq!(
+            errs[1],
+            "spec.local: Forbidden: may not specify more than 1 volume type"
+        );
         let errs = messages(
             "PersistentVolume",
-            pv(json!({"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
-                      "local": {"path": "/y"}})),
+            pv(
+                json!({"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
+                      "local": {"path": "/y"}}),
+            ),
             None,
         );
-        assert_eq!(errs, ["spec.nodeAffinity: Required value: Local volume requires node affinity"]);
-        let ok = pv(json!({"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
-                           "hostPath": {"path": "/x", "type": ""}}));
+        assert_eq!(
+            errs,
+            ["spec.nodeAffinity: Required value: Local volume requires node affinity"]
+        );
+        let ok = pv(
+            json!({"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
+                           "hostPath": {"path": "/x", "type": ""}}),
+        );
         assert!(messages("PersistentVolume", ok.clone(), None).is_empty());
         let mut moved = ok.clone();
         moved["spec"]["hostPath"]["path"] = json!("/z");

@@ -129,9 +129,8 @@ pub fn volume_fits(
         });
         by_label && by_expr
     });
-    let node_ok = node.is_none_or(|(name, labels)| {
-        affinity_admits(vs.node_affinity.as_ref(), name, labels)
-    });
+    let node_ok =
+        node.is_none_or(|(name, labels)| affinity_admits(vs.node_affinity.as_ref(), name, labels));
     claim_class(claim) == volume_class(volume)
         && wanted.is_subset(&offered)
         && !wanted.is_empty()
@@ -163,7 +162,8 @@ pub fn find_match<'a>(
             continue;
         }
         let size = capacity_bytes(volume).unwrap_or(f64::MAX);
-        let better = best.is_none_or(|(b, bs)| size < bs || (size == bs && volume.name_any() < b.name_any()));
+        let better = best
+            .is_none_or(|(b, bs)| size < bs || (size == bs && volume.name_any() < b.name_any()));
         if better {
             best = Some((volume, size));
         }
@@ -204,7 +204,9 @@ pub fn decide_claim(
             Some(_) if claim_ref_matches(volume, claim) => {
                 let recorded = completed
                     && phase_of_claim(claim) == "Bound"
-                    && claim_ref.and_then(|r| r.uid.as_deref()).is_some_and(|u| !u.is_empty());
+                    && claim_ref
+                        .and_then(|r| r.uid.as_deref())
+                        .is_some_and(|u| !u.is_empty());
                 if recorded {
                     ClaimAction::Nothing
                 } else {
@@ -217,7 +219,9 @@ pub fn decide_claim(
                 event: Some((
                     EventType::Warning,
                     "FailedBinding",
-                    "volume \"".to_string() + &volume_name + "\" already bound to a different claim.",
+                    "volume \"".to_string()
+                        + &volume_name
+                        + "\" already bound to a different claim.",
                 )),
             },
         };
@@ -318,10 +322,7 @@ pub fn decide_volume(
     );
     match claims.get(&key) {
         Some(claim) if claim.uid().as_deref() == Some(uid.as_str()) => {
-            let points_here = claim
-                .spec
-                .as_ref()
-                .and_then(|s| s.volume_name.as_deref())
+            let points_here = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref())
                 == Some(volume.name_any().as_str());
             if points_here && phase != "Bound" {
                 VolumeAction::Phase("Bound")
@@ -373,8 +374,11 @@ pub async fn run(ctx: Arc<Context>) {
     loop {
         ticker.tick().await;
         let all_volumes = volumes.state();
-        let class_map: HashMap<String, Arc<StorageClass>> =
-            classes.state().into_iter().map(|c| (c.name_any(), c)).collect();
+        let class_map: HashMap<String, Arc<StorageClass>> = classes
+            .state()
+            .into_iter()
+            .map(|c| (c.name_any(), c))
+            .collect();
         let node_labels: HashMap<String, BTreeMap<String, String>> = nodes
             .state()
             .iter()
@@ -383,7 +387,8 @@ pub async fn run(ctx: Arc<Context>) {
         let all_claims = claims.state();
         for claim in &all_claims {
             let action = decide_claim(claim, &all_volumes, &class_map, &node_labels);
-            if let Err(error) = act_on_claim(&ctx, claim, &all_volumes, action, &mut reported).await {
+            if let Err(error) = act_on_claim(&ctx, claim, &all_volumes, action, &mut reported).await
+            {
                 tracing::debug!(claim = %claim_key(claim), %error, "binding a claim failed; retrying");
             }
         }
@@ -426,9 +431,13 @@ async fn act_on_claim(
             }
             let patch = json!({"status": {"phase": "Lost"}});
             ignore_gone(
-                api.patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map(drop),
+                api.patch_status(
+                    &claim.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map(drop),
             )?;
             ctx.recorder
                 .publish(
@@ -446,9 +455,13 @@ async fn act_on_claim(
                     let patch = json!({"metadata": {"annotations": {
                         STORAGE_PROVISIONER: p, BETA_STORAGE_PROVISIONER: p}}});
                     ignore_gone(
-                        api.patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-                            .await
-                            .map(drop),
+                        api.patch(
+                            &claim.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(&patch),
+                        )
+                        .await
+                        .map(drop),
                     )?;
                 }
             }
@@ -558,10 +571,18 @@ async fn act_on_volume(
         VolumeAction::Phase(phase) => set_phase(phase, None).await,
         VolumeAction::Release => {
             // The cache may lag behind a claim just created: ask the API.
-            let r = volume.spec.as_ref().and_then(|s| s.claim_ref.clone()).unwrap_or_default();
-            let claims: Api<PersistentVolumeClaim> =
-                Api::namespaced(ctx.client.clone(), r.namespace.as_deref().unwrap_or_default());
-            let live = claims.get_opt(r.name.as_deref().unwrap_or_default()).await?;
+            let r = volume
+                .spec
+                .as_ref()
+                .and_then(|s| s.claim_ref.clone())
+                .unwrap_or_default();
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(
+                ctx.client.clone(),
+                r.namespace.as_deref().unwrap_or_default(),
+            );
+            let live = claims
+                .get_opt(r.name.as_deref().unwrap_or_default())
+                .await?;
             if live.is_some_and(|c| c.uid() == r.uid) {
                 return Ok(());
             }
@@ -571,7 +592,12 @@ async fn act_on_volume(
             set_phase("Failed", Some(message.clone())).await?;
             if reported.insert((volume.uid().unwrap_or_default(), "VolumeFailedDelete")) {
                 ctx.recorder
-                    .publish(&volume.object_ref(&()), EventType::Warning, "VolumeFailedDelete", &message)
+                    .publish(
+                        &volume.object_ref(&()),
+                        EventType::Warning,
+                        "VolumeFailedDelete",
+                        &message,
+                    )
                     .await;
             }
             Ok(())
@@ -584,8 +610,10 @@ mod tests {
     use super::*;
 
     fn claim(name: &str, spec: serde_json::Value) -> PersistentVolumeClaim {
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
-            "spec": spec, "status": {"phase": "Pending"}}))
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+            "spec": spec, "status": {"phase": "Pending"}}),
+        )
         .unwrap()
     }
 
@@ -620,8 +648,16 @@ mod tests {
             volume("big", "10Gi", json!({})),
             volume("small", "1Gi", json!({})),
             volume("tiny", "100Mi", json!({})),
-            volume("rwx-only", "2Gi", json!({"spec": {"accessModes": ["ReadWriteMany"]}})),
-            volume("other-class", "1Gi", json!({"spec": {"storageClassName": "fast"}})),
+            volume(
+                "rwx-only",
+                "2Gi",
+                json!({"spec": {"accessModes": ["ReadWriteMany"]}}),
+            ),
+            volume(
+                "other-class",
+                "1Gi",
+                json!({"spec": {"storageClassName": "fast"}}),
+            ),
         ];
         let c = claim("data", request("500Mi"));
         assert_eq!(find_match(&c, &volumes, None).unwrap().name_any(), "small");
@@ -629,60 +665,108 @@ mod tests {
         assert!(find_match(&c, &volumes, None).is_none());
         let mut spec = request("1Gi");
         spec["storageClassName"] = json!("fast");
-        assert_eq!(find_match(&claim("f", spec), &volumes, None).unwrap().name_any(), "other-class");
+        assert_eq!(
+            find_match(&claim("f", spec), &volumes, None)
+                .unwrap()
+                .name_any(),
+            "other-class"
+        );
     }
 
     #[test]
     fn selectors_bound_volumes_and_node_affinity_are_respected() {
         let volumes = vec![
-            volume("labelled", "5Gi", json!({"metadata": {"labels": {"tier": "db"}}})),
+            volume(
+                "labelled",
+                "5Gi",
+                json!({"metadata": {"labels": {"tier": "db"}}}),
+            ),
             volume("plain", "1Gi", json!({})),
-            volume("taken", "1Gi", json!({"spec": {"claimRef": {"namespace": "default", "name": "x", "uid": "u"}}})),
-            volume("pinned", "2Gi", json!({"metadata": {"labels": {"tier": "db"}}, "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}]}}}})),
+            volume(
+                "taken",
+                "1Gi",
+                json!({"spec": {"claimRef": {"namespace": "default", "name": "x", "uid": "u"}}}),
+            ),
+            volume(
+                "pinned",
+                "2Gi",
+                json!({"metadata": {"labels": {"tier": "db"}}, "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}]}}}}),
+            ),
         ];
         let mut spec = request("1Gi");
         spec["selector"] = json!({"matchLabels": {"tier": "db"}});
         let c = claim("db", spec);
         assert_eq!(find_match(&c, &volumes, None).unwrap().name_any(), "pinned");
         let n1 = BTreeMap::from([(HOSTNAME_LABEL.to_string(), "n1".to_string())]);
-        assert_eq!(find_match(&c, &volumes, Some(("n1", &n1))).unwrap().name_any(), "labelled");
+        assert_eq!(
+            find_match(&c, &volumes, Some(("n1", &n1)))
+                .unwrap()
+                .name_any(),
+            "labelled"
+        );
     }
 
     #[test]
     fn pre_bound_volumes_and_named_volumes_bind_exactly() {
         let volumes = vec![
             volume("a", "1Gi", json!({})),
-            volume("reserved", "5Gi", json!({"spec": {"claimRef": {"namespace": "default", "name": "data"}}})),
+            volume(
+                "reserved",
+                "5Gi",
+                json!({"spec": {"claimRef": {"namespace": "default", "name": "data"}}}),
+            ),
         ];
         let classes = HashMap::new();
         let nodes = HashMap::new();
         let c = claim("data", request("1Gi"));
-        assert_eq!(decide_claim(&c, &volumes, &classes, &nodes), ClaimAction::Bind("reserved".into()));
+        assert_eq!(
+            decide_claim(&c, &volumes, &classes, &nodes),
+            ClaimAction::Bind("reserved".into())
+        );
         let mut spec = request("1Gi");
         spec["volumeName"] = json!("a");
         let named = claim("named", spec);
-        assert_eq!(decide_claim(&named, &volumes, &classes, &nodes), ClaimAction::Bind("a".into()));
+        assert_eq!(
+            decide_claim(&named, &volumes, &classes, &nodes),
+            ClaimAction::Bind("a".into())
+        );
         let mut spec = request("1Gi");
         spec["volumeName"] = json!("reserved");
         let other = claim("other", spec);
-        assert!(matches!(decide_claim(&other, &volumes, &classes, &nodes), ClaimAction::Pending { .. }));
+        assert!(matches!(
+            decide_claim(&other, &volumes, &classes, &nodes),
+            ClaimAction::Pending { .. }
+        ));
     }
 
     #[test]
     fn wait_for_first_consumer_claims_wait_for_a_node_then_ask_the_provisioner() {
-        let class: StorageClass = serde_json::from_value(json!({"metadata": {"name": "local-path"},
+        let class: StorageClass =
+            serde_json::from_value(json!({"metadata": {"name": "local-path"},
             "provisioner": LOCAL_PATH_PROVISIONER, "volumeBindingMode": "WaitForFirstConsumer"}))
-        .unwrap();
+            .unwrap();
         let classes = HashMap::from([("local-path".to_string(), Arc::new(class))]);
         let mut spec = request("1Gi");
         spec["storageClassName"] = json!("local-path");
         let mut c = claim("data", spec);
         let action = decide_claim(&c, &[], &classes, &HashMap::new());
-        assert!(matches!(&action, ClaimAction::Pending { provisioner: None, event: Some((_, "WaitForFirstConsumer", _)) }), "{action:?}");
+        assert!(
+            matches!(
+                &action,
+                ClaimAction::Pending {
+                    provisioner: None,
+                    event: Some((_, "WaitForFirstConsumer", _))
+                }
+            ),
+            "{action:?}"
+        );
         c.metadata.annotations = Some([(SELECTED_NODE.to_string(), "n1".to_string())].into());
         let action = decide_claim(&c, &[], &classes, &HashMap::new());
-        assert!(matches!(&action, ClaimAction::Pending { provisioner: Some(p), .. } if p == LOCAL_PATH_PROVISIONER), "{action:?}");
+        assert!(
+            matches!(&action, ClaimAction::Pending { provisioner: Some(p), .. } if p == LOCAL_PATH_PROVISIONER),
+            "{action:?}"
+        );
     }
 
     #[test]
@@ -696,20 +780,40 @@ mod tests {
         let bound_ref = json!({"spec": {"claimRef": {"namespace": "default", "name": "data", "uid": "uid-data"}}});
         let v = volume("v", "1Gi", bound_ref.clone());
         assert_eq!(decide_volume(&v, &claims), VolumeAction::Phase("Bound"));
-        assert_eq!(decide_volume(&volume("free", "1Gi", json!({"status": {"phase": "Pending"}})), &claims), VolumeAction::Phase("Available"));
-        let orphan = volume("o", "1Gi", json!({"spec": {"claimRef": {"namespace": "default", "name": "gone", "uid": "old"}}, "status": {"phase": "Bound"}}));
+        assert_eq!(
+            decide_volume(
+                &volume("free", "1Gi", json!({"status": {"phase": "Pending"}})),
+                &claims
+            ),
+            VolumeAction::Phase("Available")
+        );
+        let orphan = volume(
+            "o",
+            "1Gi",
+            json!({"spec": {"claimRef": {"namespace": "default", "name": "gone", "uid": "old"}}, "status": {"phase": "Bound"}}),
+        );
         assert_eq!(decide_volume(&orphan, &claims), VolumeAction::Release);
         let released = |policy: &str, provisioned: bool| {
             let mut extra = json!({"spec": {"claimRef": {"namespace": "default", "name": "gone", "uid": "old"},
                                             "persistentVolumeReclaimPolicy": policy},
                                    "status": {"phase": "Released"}});
             if provisioned {
-                extra["metadata"] = json!({"annotations": {PROVISIONED_BY: LOCAL_PATH_PROVISIONER}});
+                extra["metadata"] =
+                    json!({"annotations": {PROVISIONED_BY: LOCAL_PATH_PROVISIONER}});
             }
             volume("r", "1Gi", extra)
         };
-        assert_eq!(decide_volume(&released("Retain", false), &claims), VolumeAction::Nothing);
-        assert_eq!(decide_volume(&released("Delete", true), &claims), VolumeAction::Nothing);
-        assert!(matches!(decide_volume(&released("Delete", false), &claims), VolumeAction::Fail(_)));
+        assert_eq!(
+            decide_volume(&released("Retain", false), &claims),
+            VolumeAction::Nothing
+        );
+        assert_eq!(
+            decide_volume(&released("Delete", true), &claims),
+            VolumeAction::Nothing
+        );
+        assert!(matches!(
+            decide_volume(&released("Delete", false), &claims),
+            VolumeAction::Fail(_)
+        ));
     }
 }

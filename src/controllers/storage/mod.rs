@@ -113,13 +113,18 @@ pub fn affinity_admits(
     terms.iter().any(|term| {
         let exprs = term.match_expressions.iter().flatten();
         let fields = term.match_fields.iter().flatten();
-        let has_any = term.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+        let has_any = term
+            .match_expressions
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
             || term.match_fields.as_ref().is_some_and(|f| !f.is_empty());
         has_any
-            && exprs.into_iter().all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
-            && fields.into_iter().all(|r| {
-                r.key == "metadata.name" && requirement_holds(r, Some(node))
-            })
+            && exprs
+                .into_iter()
+                .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
+            && fields
+                .into_iter()
+                .all(|r| r.key == "metadata.name" && requirement_holds(r, Some(node)))
     })
 }
 
@@ -132,8 +137,10 @@ fn requirement_holds(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (value.and_then(number), values.first().and_then(|b| number(b)))
-            else {
+            let (Some(v), Some(bound)) = (
+                value.and_then(number),
+                values.first().and_then(|b| number(b)),
+            ) else {
                 return false;
             };
             if r.operator == "Gt" {

@@ -46,7 +46,10 @@ pub fn claim_in_use(claim: &PersistentVolumeClaim, pods: &[Arc<Pod>]) -> bool {
         .any(|p| p.namespace() == ns && pod_uses_claim(p, &name))
 }
 
-fn waits(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, finalizer: &str) -> bool {
+fn waits(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    finalizer: &str,
+) -> bool {
     meta.deletion_timestamp.is_some() && meta.finalizers.iter().flatten().any(|f| f == finalizer)
 }
 
@@ -115,15 +118,23 @@ mod tests {
     #[test]
     fn only_unfinished_pods_of_the_namespace_hold_a_claim() {
         let claim: PersistentVolumeClaim = serde_json::from_value(json!({
-            "metadata": {"name": "data", "namespace": "default"}})).unwrap();
+            "metadata": {"name": "data", "namespace": "default"}}))
+        .unwrap();
         let uses = json!([{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]);
         assert!(claim_in_use(&claim, &[pod("a", "Running", uses.clone())]));
         assert!(claim_in_use(&claim, &[pod("a", "Pending", uses.clone())]));
-        assert!(!claim_in_use(&claim, &[pod("a", "Succeeded", uses.clone())]));
-        assert!(!claim_in_use(&claim, &[pod("a", "Running", json!([{"name": "v", "emptyDir": {}}]))]));
+        assert!(!claim_in_use(
+            &claim,
+            &[pod("a", "Succeeded", uses.clone())]
+        ));
+        assert!(!claim_in_use(
+            &claim,
+            &[pod("a", "Running", json!([{"name": "v", "emptyDir": {}}]))]
+        ));
         let eph = json!([{"name": "data", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}}]);
         let other: PersistentVolumeClaim = serde_json::from_value(json!({
-            "metadata": {"name": "web-data", "namespace": "default"}})).unwrap();
+            "metadata": {"name": "web-data", "namespace": "default"}}))
+        .unwrap();
         assert!(claim_in_use(&other, &[pod("web", "Running", eph)]));
     }
 }

@@ -137,8 +137,11 @@ pub async fn run(ctx: Arc<Context>) {
     let mut ticker = tokio::time::interval(TICK);
     loop {
         ticker.tick().await;
-        let class_map: HashMap<String, Arc<StorageClass>> =
-            classes.state().into_iter().map(|c| (c.name_any(), c)).collect();
+        let class_map: HashMap<String, Arc<StorageClass>> = classes
+            .state()
+            .into_iter()
+            .map(|c| (c.name_any(), c))
+            .collect();
         let existing: HashSet<String> = volumes.state().iter().map(|v| v.name_any()).collect();
         for claim in claims.state() {
             let class = class_map.get(&claim_class(&claim)).map(Arc::as_ref);
@@ -150,7 +153,8 @@ pub async fn run(ctx: Arc<Context>) {
                     }
                     let Some(class) = class else { continue };
                     let volume = volume_for(&claim, class, &node, &base);
-                    if let Err(error) = provision(&ctx, &claim, volume, &name, &mut reported).await {
+                    if let Err(error) = provision(&ctx, &claim, volume, &name, &mut reported).await
+                    {
                         tracing::debug!(claim = %claim_key(&claim), %error, "provisioning failed; retrying");
                     }
                 }
@@ -158,7 +162,12 @@ pub async fn run(ctx: Arc<Context>) {
                 Err(message) => {
                     if reported.insert((claim.uid().unwrap_or_default(), "ProvisioningFailed")) {
                         ctx.recorder
-                            .publish(&claim.object_ref(&()), EventType::Warning, "ProvisioningFailed", &message)
+                            .publish(
+                                &claim.object_ref(&()),
+                                EventType::Warning,
+                                "ProvisioningFailed",
+                                &message,
+                            )
                             .await;
                     }
                 }
@@ -190,12 +199,16 @@ async fn provision(
                 &claim.object_ref(&()),
                 EventType::Normal,
                 "Provisioning",
-                &format!("External provisioner is provisioning volume for claim \"{}\"", claim_key(claim)),
+                &format!(
+                    "External provisioner is provisioning volume for claim \"{}\"",
+                    claim_key(claim)
+                ),
             )
             .await;
     }
     let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    let volume: PersistentVolume = serde_json::from_value(volume).map_err(kube::Error::SerdeError)?;
+    let volume: PersistentVolume =
+        serde_json::from_value(volume).map_err(kube::Error::SerdeError)?;
     match api.create(&PostParams::default(), &volume).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
@@ -214,7 +227,11 @@ async fn provision(
 
 /// Deletes a released `Delete` volume of ours; lets a deleted one go when its node
 /// is gone (nobody is left to remove the directory).
-async fn reclaim(ctx: &Context, volume: &PersistentVolume, nodes: &HashSet<String>) -> kube::Result<()> {
+async fn reclaim(
+    ctx: &Context,
+    volume: &PersistentVolume,
+    nodes: &HashSet<String>,
+) -> kube::Result<()> {
     let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
     if should_delete(volume) {
         let params = DeleteParams {
@@ -252,11 +269,20 @@ pub async fn remove_finalizer<K>(api: &Api<K>, object: &K, finalizer: &str) -> k
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let rest: Vec<&String> = object.meta().finalizers.iter().flatten().filter(|f| *f != finalizer).collect();
+    let rest: Vec<&String> = object
+        .meta()
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .collect();
     let patch = json!({"metadata": {"finalizers": rest,
                                     "resourceVersion": object.meta().resource_version}});
     let name = object.meta().name.clone().unwrap_or_default();
-    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(e),
@@ -275,10 +301,12 @@ mod tests {
     }
 
     fn claim(annotations: serde_json::Value) -> PersistentVolumeClaim {
-        serde_json::from_value(json!({"metadata": {"name": "data", "namespace": "web", "uid": "1234",
+        serde_json::from_value(
+            json!({"metadata": {"name": "data", "namespace": "web", "uid": "1234",
                 "resourceVersion": "7", "annotations": annotations},
             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "local-path",
-                     "resources": {"requests": {"storage": "2Gi"}}}}))
+                     "resources": {"requests": {"storage": "2Gi"}}}}),
+        )
         .unwrap()
     }
 
@@ -289,16 +317,27 @@ mod tests {
         let chosen = claim(json!({SELECTED_NODE: "n1"}));
         assert_eq!(wants_volume(&chosen, Some(&class)), Ok(Some("n1".into())));
         assert!(wants_volume(&claim(json!({})), Some(&local_path("Immediate"))).is_err());
-        let other: StorageClass = serde_json::from_value(json!({"metadata": {"name": "x"}, "provisioner": "example.com/nfs"})).unwrap();
+        let other: StorageClass = serde_json::from_value(
+            json!({"metadata": {"name": "x"}, "provisioner": "example.com/nfs"}),
+        )
+        .unwrap();
         assert_eq!(wants_volume(&chosen, Some(&other)), Ok(None));
     }
 
     #[test]
     fn the_volume_is_pinned_to_the_node_and_sized_like_the_claim() {
         let chosen = claim(json!({SELECTED_NODE: "n1"}));
-        let v = volume_for(&chosen, &local_path("WaitForFirstConsumer"), "n1", Path::new("/var/lib/skiff/storage"));
+        let v = volume_for(
+            &chosen,
+            &local_path("WaitForFirstConsumer"),
+            "n1",
+            Path::new("/var/lib/skiff/storage"),
+        );
         assert_eq!(v["metadata"]["name"], "pvc-1234");
-        assert_eq!(v["spec"]["hostPath"]["path"], "/var/lib/skiff/storage/pvc-1234_web_data");
+        assert_eq!(
+            v["spec"]["hostPath"]["path"],
+            "/var/lib/skiff/storage/pvc-1234_web_data"
+        );
         assert_eq!(v["spec"]["capacity"]["storage"], "2Gi");
         assert_eq!(v["spec"]["persistentVolumeReclaimPolicy"], "Delete");
         assert_eq!(v["spec"]["claimRef"]["uid"], "1234");
