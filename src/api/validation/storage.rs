@@ -122,7 +122,17 @@ pub(crate) fn validate_pvc_spec(e: &mut Errs, spec: &Obj, p: &str) {
 pub(super) fn validate_pvc_update(e: &mut Errs, new: &Obj, old: &Obj) {
     let spec_of = |o: &Obj| o.get("spec").cloned().unwrap_or(Value::Null);
     let (mut new_spec, mut old_spec) = (spec_of(new), spec_of(old));
-    let bound = old["status"]["phase"].as_str() == Some("Bound");
+    if !new_spec.is_object() || !old_spec.is_object() {
+        if !same(Some(&new_spec), Some(&old_spec)) {
+            e.forbidden("spec", PVC_IMMUTABLE_MSG);
+        }
+        return;
+    }
+    let bound = old
+        .get("status")
+        .and_then(|s| s.get("phase"))
+        .and_then(Value::as_str)
+        == Some("Bound");
     for field in ["volumeName", "storageClassName"] {
         if old_spec[field].as_str().unwrap_or("").is_empty() && !new_spec[field].is_null() {
             old_spec[field] = new_spec[field].clone();
@@ -161,7 +171,11 @@ pub(super) fn validate_pv(e: &mut Errs, root: &Obj) {
         Some(capacity) if capacity.is_empty() => e.required(&capacity_path, ""),
         Some(capacity) => {
             if !capacity.contains_key("storage") || capacity.len() > 1 {
-                e.not_supported(&capacity_path, Bad::Json(&spec["capacity"]), &["storage"]);
+                e.not_supported(
+                    &capacity_path,
+                    Bad::Json(spec.get("capacity").unwrap_or(&Value::Null)),
+                    &["storage"],
+                );
             }
             for (name, v) in capacity {
                 quantity_at(e, v, &key_path(&capacity_path, name));
@@ -236,7 +250,10 @@ pub(super) fn validate_pv(e: &mut Errs, root: &Obj) {
 }
 
 pub(super) fn validate_pv_update(e: &mut Errs, new: &Obj, old: &Obj) {
-    let (new_spec, old_spec) = (&new["spec"], &old["spec"]);
+    let (new_spec, old_spec) = (
+        new.get("spec").unwrap_or(&Value::Null),
+        old.get("spec").unwrap_or(&Value::Null),
+    );
     let source = |spec: &Value| -> Value {
         let mut out = Obj::new();
         for key in PV_SOURCES {
@@ -311,7 +328,7 @@ pub(super) fn validate_storage_class_update(e: &mut Errs, new: &Obj, old: &Obj) 
     if new.get("volumeBindingMode") != old.get("volumeBindingMode") {
         e.invalid(
             "volumeBindingMode",
-            Bad::Json(&new["volumeBindingMode"]),
+            Bad::Json(new.get("volumeBindingMode").unwrap_or(&Value::Null)),
             IMMUTABLE_MSG,
         );
     }
