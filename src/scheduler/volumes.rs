@@ -242,11 +242,10 @@ mod tests {
             v.plan("default", &["nope".into()]),
             Err("persistentvolumeclaim \"nope\" not found".into())
         );
-        assert!(
-            v.plan("default", &["chosen".into(), "bound".into()])
-                .unwrap()
-                .admits(&node("n1"))
-                == false
-        );
+        // Pinned to n1 by one claim and to n2 by the other: no node admits the pod.
+        let both = v
+            .plan("default", &["chosen".into(), "bound".into()])
+            .unwrap();
+        assert!(!both.admits(&node("n1")) && !both.admits(&node("n2")));
     }
 }

@@ -316,6 +316,10 @@ mod tests {
             };
             used && object.namespace == "ns" && (node == "n1") == (object.name != "other")
         }
+
+        async fn volume_node(&self, name: &str) -> Option<String> {
+            (name == "pvc-local").then(|| "n1".into())
+        }
     }
 
     fn n1() -> Identity {
@@ -369,6 +373,22 @@ mod tests {
             err.message.ends_with("node 'n1' cannot modify node 'n2'"),
             "{}",
             err.message
+        );
+    }
+
+    #[tokio::test]
+    async fn volumes_are_readable_and_writable_only_when_pinned_to_the_node() {
+        assert!(allowed(Method::GET, "/api/v1/persistentvolumes").await);
+        assert!(allowed(Method::GET, "/api/v1/persistentvolumes/pvc-other").await);
+        assert!(allowed(Method::PATCH, "/api/v1/persistentvolumes/pvc-local").await);
+        assert!(!allowed(Method::PATCH, "/api/v1/persistentvolumes/pvc-other").await);
+        assert!(!allowed(Method::DELETE, "/api/v1/persistentvolumes/pvc-local").await);
+        assert!(!allowed(Method::POST, "/api/v1/persistentvolumes").await);
+        assert!(
+            pinned_node(&serde_json::json!({"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}}))
+                .as_deref()
+                == Some("n1")
         );
     }
 
