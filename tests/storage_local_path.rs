@@ -516,4 +516,57 @@ spec:
     );
     node.server
         .ok(&["delete", "pv", "static-pv", "--timeout=60s"]);
+
+    // A pod placed on the node directly waits in ContainerCreating (FailedMount) until
+    // its claim is bound; one left to the scheduler waits Pending (FailedScheduling).
+    node.apply(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: later}\nspec:\n  storageClassName: \"\"\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 10Mi}}\n",
+    );
+    node.apply(&format!(
+        "{}  nodeName: e2e-node\n",
+        pod("direct", "later", "true", false)
+    ));
+    node.apply(&pod("scheduled", "later", "true", false));
+    let found = eventually(Duration::from_secs(60), || {
+        let events = node.server.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=direct",
+        ]);
+        events.contains("FailedMount")
+            && events.contains("persistentvolumeclaim \"later\" is not bound")
+    });
+    assert!(found, "{}", node.server.ok(&["describe", "pod", "direct"]));
+    let direct = node.json(&["pod", "direct"]).unwrap();
+    assert_eq!(
+        direct["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating",
+        "{}",
+        direct["status"]
+    );
+    let scheduled = node.json(&["pod", "scheduled"]).unwrap();
+    assert!(
+        scheduled["spec"]["nodeName"].is_null(),
+        "{}",
+        scheduled["spec"]
+    );
+    let events = node.server.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=scheduled",
+    ]);
+    assert!(
+        events.contains("unbound immediate PersistentVolumeClaims"),
+        "{events}"
+    );
+    let late = node.work.path().join("late");
+    std::fs::create_dir_all(&late).unwrap();
+    node.apply(&format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: late-pv}}\nspec:\n  capacity: {{storage: 10Mi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  hostPath: {{path: {}}}\n",
+        late.display()
+    ));
+    node.wait_ready("direct");
+    node.wait_ready("scheduled");
+    assert_eq!(phase(node.json(&["pvc", "later"]).as_ref()), "Bound");
 }
