@@ -140,7 +140,11 @@ impl State {
                     Change::Delete(key) => {
                         self.volumes.claims.remove(&key);
                     }
-                    Change::Init | Change::InitDone => {}
+                    Change::Init => {
+                        self.volumes.synced[0] = false;
+                        self.volumes.claims.clear();
+                    }
+                    Change::InitDone => self.volumes.synced[0] = true,
                 }
                 self.queue.cluster_changed();
             }
@@ -152,7 +156,11 @@ impl State {
                     Change::Delete(name) => {
                         self.volumes.volumes.remove(&name);
                     }
-                    Change::Init | Change::InitDone => {}
+                    Change::Init => {
+                        self.volumes.synced[1] = false;
+                        self.volumes.volumes.clear();
+                    }
+                    Change::InitDone => self.volumes.synced[1] = true,
                 }
                 self.queue.cluster_changed();
             }
@@ -164,7 +172,11 @@ impl State {
                     Change::Delete(name) => {
                         self.volumes.classes.remove(&name);
                     }
-                    Change::Init | Change::InitDone => {}
+                    Change::Init => {
+                        self.volumes.synced[2] = false;
+                        self.volumes.classes.clear();
+                    }
+                    Change::InitDone => self.volumes.synced[2] = true,
                 }
                 self.queue.cluster_changed();
             }
@@ -246,6 +258,11 @@ impl State {
             self.queue.remove(&uid);
             return None;
         };
+        if !pod.claims.is_empty() && !self.volumes.is_synced() {
+            // Claims, volumes and classes not listed yet: their lists wake it.
+            self.queue.retry(&uid, now);
+            return None;
+        }
         let target = PodRef::of(pod);
         let plan = if pod.claims.is_empty() {
             Ok(Default::default())
@@ -384,6 +401,41 @@ mod tests {
             node: node.into(),
             select: vec![],
         }
+    }
+
+    #[test]
+    fn pods_with_claims_wait_for_the_volume_lists_then_select_the_node() {
+        let now = Instant::now();
+        let mut state = synced(&[("n1", 1000)]);
+        let mut p = pod("db", 100);
+        p.claims = vec!["data".into()];
+        apply(&mut state, p);
+        assert_eq!(decisions(&mut state, now), vec![]);
+        state.absorb(Input::Class(Change::InitApply(("local-path".into(), true))));
+        state.absorb(Input::Claim(Change::InitApply(ClaimInfo {
+            key: "default/data".into(),
+            volume_name: String::new(),
+            class: "local-path".into(),
+            selected_node: None,
+            deleting: false,
+        })));
+        for done in [
+            Input::Claim(Change::InitDone),
+            Input::Volume(Change::InitDone),
+            Input::Class(Change::InitDone),
+        ] {
+            state.absorb(done);
+        }
+        state.activate_due(now + Duration::from_secs(600));
+        let decided = decisions(&mut state, now + Duration::from_secs(600));
+        assert_eq!(
+            decided,
+            vec![Decision::Bind {
+                pod: PodRef::of(&pod("db", 0)),
+                node: "n1".into(),
+                select: vec!["data".into()],
+            }]
+        );
     }
 
     #[test]

@@ -129,9 +129,15 @@ pub struct Volumes {
     pub volumes: HashMap<String, VolumeInfo>,
     /// Class name → waits for the first consumer.
     pub classes: HashMap<String, bool>,
+    /// Whether claims, volumes and classes have been listed.
+    pub synced: [bool; 3],
 }
 
 impl Volumes {
+    pub fn is_synced(&self) -> bool {
+        self.synced.iter().all(|s| *s)
+    }
+
     /// The plan for a pod in `namespace` using `claims`, or why it cannot be placed.
     pub fn plan(&self, namespace: &str, claims: &[String]) -> Result<Plan, String> {
         let mut plan = Plan::default();
