@@ -7,20 +7,23 @@
 //! Only directories that look like the provisioner's own are removed: an absolute
 //! path without `..` whose last component starts with `<volume name>_`.
 //!
-//! May call: the API (persistentvolumes: list, patch) with the node's credentials.
+//! May call: the API (persistentvolumes: watch, patch) with the node's credentials.
 
 use std::path::{Component, Path};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 
 pub const LOCAL_PATH_CLEANUP: &str = "skiff.dev/local-path-cleanup";
 const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 const LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
-const POLL: Duration = Duration::from_secs(2);
+const RETRIES: usize = 5;
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 /// The directory to remove for `volume`, if it is ours to clean on `node`.
 pub fn directory_to_remove(volume: &PersistentVolume, node: &str) -> Option<String> {
@@ -59,24 +62,34 @@ pub fn directory_to_remove(volume: &PersistentVolume, node: &str) -> Option<Stri
     safe.then_some(path)
 }
 
-/// Polls the volumes and cleans up those of this node, until the process stops.
+/// Watches the volumes and cleans up those of this node, until the process stops.
+/// A failed clean-up is retried a few times; the next relist tries again after that.
 pub async fn clean_forever(client: kube::Client, node: String) {
     let api: Api<PersistentVolume> = Api::all(client);
-    loop {
-        tokio::time::sleep(POLL).await;
-        let volumes = match api.list(&ListParams::default()).await {
-            Ok(list) => list.items,
+    let mut events = std::pin::pin!(crate::client::lenient::watcher(
+        api.clone(),
+        watcher::Config::default()
+    )
+    .default_backoff());
+    while let Some(event) = events.next().await {
+        let volume = match event {
+            Ok(watcher::Event::Apply(v) | watcher::Event::InitApply(v)) => v,
+            Ok(_) => continue,
             Err(error) => {
-                tracing::debug!(%error, "listing persistent volumes failed");
+                tracing::debug!(%error, "watching persistent volumes failed; retrying");
                 continue;
             }
         };
-        for volume in volumes {
-            let Some(dir) = directory_to_remove(&volume, &node) else {
-                continue;
-            };
-            if let Err(error) = clean(&api, &volume, &dir).await {
-                tracing::warn!(volume = %volume.name_any(), %error, "cleaning up a local volume failed; retrying");
+        let Some(dir) = directory_to_remove(&volume, &node) else {
+            continue;
+        };
+        for _ in 0..RETRIES {
+            match clean(&api, &volume, &dir).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(volume = %volume.name_any(), %error, "cleaning up a local volume failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
             }
         }
     }
