@@ -103,6 +103,10 @@ pub struct ServerFlags {
     /// keep working under churn [default: 300, as etcd's compaction under Kubernetes]
     #[arg(long)]
     pub history_min_age: Option<u64>,
+    /// Where the local-path provisioner puts volumes on each node, as k3s's flag
+    /// [default: <data-dir>/storage]
+    #[arg(long)]
+    pub default_local_storage_path: Option<PathBuf>,
 }
 
 /// How a node runs: `skiff agent`'s node flags, and `skiff server`'s for its own
@@ -436,6 +440,8 @@ pub struct ServerConfig {
     pub disable_agent: bool,
     pub history_revisions: i64,
     pub history_min_age: std::time::Duration,
+    /// The local-path provisioner's directory on every node.
+    pub default_local_storage_path: PathBuf,
     /// The server's own node (unless `disable_agent`).
     pub node: NodeConfig,
 }
@@ -567,11 +573,17 @@ pub fn merge(
             message: "keep at least 100 revisions".into(),
         });
     }
+    let data_dir: PathBuf = flags
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| "/var/lib/skiff".into());
+    let default_local_storage_path = flags
+        .default_local_storage_path
+        .or(file.default_local_storage_path)
+        .unwrap_or_else(|| data_dir.join("storage"));
     Ok(ServerConfig {
-        data_dir: flags
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| "/var/lib/skiff".into()),
+        data_dir,
+        default_local_storage_path,
         bind_address: flags
             .bind_address
             .or(file.bind_address)

@@ -165,10 +165,13 @@ spec:
 #[ignore = "needs root"]
 fn volumes_that_cannot_be_provided_keep_the_pod_waiting_until_they_can() {
     let node = Node::start();
+    // Bound to the node directly: the scheduler, as upstream's, would not place a
+    // pod whose claim does not exist.
     node.apply(&pod(
         "claim",
         "    volumeMounts: [{name: data, mountPath: /data}]
-  volumes: [{name: data, persistentVolumeClaim: {claimName: nope}}]",
+  volumes: [{name: data, persistentVolumeClaim: {claimName: nope}}]
+  nodeName: e2e-node",
     ));
     node.apply(&pod(
         "nfs",

@@ -12,6 +12,7 @@
 pub mod containers;
 pub mod join;
 pub mod kubelet;
+pub mod local_volumes;
 pub mod network;
 mod node;
 mod pods;
@@ -197,6 +198,10 @@ async fn run_with_access(
         client.clone(),
         config.clone(),
         node,
+    ));
+    tokio::spawn(local_volumes::clean_forever(
+        client.clone(),
+        config.node_name.clone(),
     ));
     pods::sync_forever(client, config, runtime).await;
     Ok(())

@@ -91,6 +91,21 @@ pub async fn ensure_cluster_dns(router: &Router, cluster_dns: IpAddr) -> Result<
     ensure(router, "/api/v1/namespaces/kube-system/services", service).await
 }
 
+/// The default StorageClass `local-path`, as k3s ships it (provisioner
+/// `rancher.io/local-path`, `WaitForFirstConsumer`, `Delete`). Created when missing,
+/// never overwritten: a user who changed or deleted its default mark keeps that.
+pub async fn ensure_local_path_class(router: &Router) -> Result<(), ApiError> {
+    let class = json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "local-path",
+                     "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "rancher.io/local-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    });
+    ensure(router, "/apis/storage.k8s.io/v1/storageclasses", class).await
+}
+
 /// The `kubernetes` EndpointSlice, as the API server keeps it: what the node's
 /// service data plane reads to reach the API from pods.
 fn kubernetes_slice(endpoint: &ApiEndpoint) -> Value {

@@ -42,6 +42,9 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
         "Endpoints" => default_endpoints(root),
         "EndpointSlice" => default_endpoint_slice(root),
         "RoleBinding" | "ClusterRoleBinding" => default_binding_subjects(root),
+        "PersistentVolumeClaim" => default_pvc(root),
+        "PersistentVolume" => default_pv(root),
+        "StorageClass" => default_storage_class(root),
         // ConfigMap, Event, ServiceAccount and Lease have no v1 defaults.
         _ => {}
     }
@@ -324,6 +327,37 @@ fn default_volume(v: &mut Obj) {
     if let Some(spec) = claim_spec {
         default_str(spec, "volumeMode", "Filesystem");
     }
+}
+
+/// SetDefaults_PersistentVolumeClaim: `volumeMode: Filesystem`, phase `Pending`.
+fn default_pvc(root: &mut Obj) {
+    if let Some(spec) = ensure_obj(root, "spec") {
+        default_str(spec, "volumeMode", "Filesystem");
+    }
+    if let Some(status) = ensure_obj(root, "status") {
+        default_str(status, "phase", "Pending");
+    }
+}
+
+/// SetDefaults_PersistentVolume: reclaim policy `Retain`, `volumeMode: Filesystem`,
+/// phase `Pending`, hostPath `type: ""`.
+fn default_pv(root: &mut Obj) {
+    if let Some(spec) = ensure_obj(root, "spec") {
+        default_str(spec, "persistentVolumeReclaimPolicy", "Retain");
+        default_str(spec, "volumeMode", "Filesystem");
+        if let Some(host_path) = child_obj(spec, "hostPath") {
+            default_value(host_path, "type", Value::from(""));
+        }
+    }
+    if let Some(status) = ensure_obj(root, "status") {
+        default_str(status, "phase", "Pending");
+    }
+}
+
+/// SetDefaults_StorageClass: reclaim policy `Delete`, binding mode `Immediate`.
+fn default_storage_class(root: &mut Obj) {
+    default_str(root, "reclaimPolicy", "Delete");
+    default_str(root, "volumeBindingMode", "Immediate");
 }
 
 fn default_downward_item(item: &mut Obj) {

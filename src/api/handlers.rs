@@ -515,7 +515,9 @@ fn prepare_create(ctx: &Ctx, obj: &mut Value) {
         meta.remove("generation");
     }
     match ctx.resource.kind {
-        "Deployment" | "ReplicaSet" | "CronJob" => obj["status"] = json!({}),
+        "Deployment" | "ReplicaSet" | "CronJob" | "PersistentVolumeClaim" | "PersistentVolume" => {
+            obj["status"] = json!({})
+        }
         "Job" => {
             obj["status"] = json!({});
             super::batch::generate_job_selector(obj);
@@ -674,6 +676,7 @@ async fn create_object(
     if let (Some(ns), "Pod") = (ctx.namespace.as_deref(), ctx.resource.kind) {
         super::sa_admission::admit_pod(&ctx.state, ns, &mut obj).await?;
     }
+    super::storage_admission::admit(&ctx.state, ctx.resource.kind, &mut obj).await?;
     let name = object::name(&obj).to_string();
     // Checked before allocating, so a duplicate is AlreadyExists, not an address clash.
     let exists = ctx

@@ -36,6 +36,7 @@ pub mod sa_admission;
 pub mod satoken;
 pub mod schema;
 pub mod status;
+pub mod storage_admission;
 pub mod table;
 mod tokenrequest;
 pub mod validation;

@@ -244,6 +244,28 @@ pub static RESOURCES: &[Resource] = &[
         )
     },
     Resource {
+        subresources: &[status("PersistentVolumeClaim")],
+        has_status: true,
+        ..core(
+            "persistentvolumeclaims",
+            "persistentvolumeclaim",
+            "PersistentVolumeClaim",
+            true,
+            &["pvc"],
+        )
+    },
+    Resource {
+        subresources: &[status("PersistentVolume")],
+        has_status: true,
+        ..core(
+            "persistentvolumes",
+            "persistentvolume",
+            "PersistentVolume",
+            false,
+            &["pv"],
+        )
+    },
+    Resource {
         group: "apps",
         version: "v1",
         plural: "deployments",
@@ -364,6 +386,21 @@ pub static RESOURCES: &[Resource] = &[
         has_status: false,
     },
     Resource {
+        group: "storage.k8s.io",
+        version: "v1",
+        plural: "storageclasses",
+        singular: "storageclass",
+        kind: "StorageClass",
+        namespaced: false,
+        short_names: &["sc"],
+        categories: &[],
+        subresources: &[],
+        storage: "",
+        field_selectors: META_FIELDS,
+        has_generation: false,
+        has_status: false,
+    },
+    Resource {
         group: "events.k8s.io",
         version: "v1",
         plural: "events",
@@ -398,6 +435,7 @@ pub const GROUPS: &[(&str, &str)] = &[
     ("discovery.k8s.io", "v1"),
     ("coordination.k8s.io", "v1"),
     (RBAC_GROUP, "v1"),
+    ("storage.k8s.io", "v1"),
 ];
 
 impl Resource {

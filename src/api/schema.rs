@@ -25,6 +25,7 @@ use k8s_openapi::api::events::v1 as events_v1;
 use k8s_openapi::api::rbac::v1 as rbac_v1;
 
 const RBAC: &str = "rbac.authorization.k8s.io/v1";
+use k8s_openapi::api::storage::v1 as storage_v1;
 
 /// The body does not fit the kind's types.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,21 @@ const KINDS: &[(&str, &str, RoundTrip)] = &[
         round_trip::<core_v1::ServiceAccount>,
     ),
     ("v1", "Binding", round_trip::<core_v1::Binding>),
+    (
+        "v1",
+        "PersistentVolumeClaim",
+        round_trip::<core_v1::PersistentVolumeClaim>,
+    ),
+    (
+        "v1",
+        "PersistentVolume",
+        round_trip::<core_v1::PersistentVolume>,
+    ),
+    (
+        "storage.k8s.io/v1",
+        "StorageClass",
+        round_trip::<storage_v1::StorageClass>,
+    ),
     ("apps/v1", "Deployment", round_trip::<apps_v1::Deployment>),
     ("apps/v1", "ReplicaSet", round_trip::<apps_v1::ReplicaSet>),
     ("batch/v1", "Job", round_trip::<batch_v1::Job>),
@@ -532,6 +548,9 @@ mod tests {
             ("v1", "Event"),
             ("v1", "ServiceAccount"),
             ("v1", "Binding"),
+            ("v1", "PersistentVolumeClaim"),
+            ("v1", "PersistentVolume"),
+            ("storage.k8s.io/v1", "StorageClass"),
             ("apps/v1", "Deployment"),
             ("apps/v1", "ReplicaSet"),
             ("apps/v1", "DaemonSet"),

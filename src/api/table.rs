@@ -29,6 +29,8 @@
 //! Missing or mistyped fields never panic; they print as upstream prints the
 //! zero value (`<none>`, `<unknown>`, `0`, or an empty cell).
 
+mod storage;
+
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Utc};
@@ -307,6 +309,11 @@ fn printer_for(kind: &str) -> Printer {
         "Secret" => Printer::new(SECRET_COLUMNS, secret_cells),
         "ServiceAccount" => Printer::new(SERVICE_ACCOUNT_COLUMNS, service_account_cells),
         "Lease" => Printer::new(LEASE_COLUMNS, lease_cells),
+        "PersistentVolumeClaim" => Printer::new(storage::PVC_COLUMNS, storage::pvc_cells),
+        "PersistentVolume" => Printer::new(storage::PV_COLUMNS, storage::pv_cells),
+        "StorageClass" => {
+            Printer::new(storage::STORAGE_CLASS_COLUMNS, storage::storage_class_cells)
+        }
         "RoleBinding" | "ClusterRoleBinding" => {
             Printer::new(ROLE_BINDING_COLUMNS, role_binding_cells)
         }

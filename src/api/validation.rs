@@ -30,6 +30,8 @@ use crate::model::quantity::QUANTITY_FORMAT_MSG;
 use crate::model::quote::go_quote;
 use crate::model::selector::{validate_label_key, validate_label_value, LabelSelector};
 
+mod storage;
+
 type Obj = Map<String, Value>;
 
 /// One validation problem: `field` (e.g. `spec.replicas`) and the message that
@@ -232,6 +234,24 @@ fn kind_rules(kind: &str) -> KindRules {
             Namespaced,
             validate_controller_revision,
             validate_controller_revision_update,
+        ),
+        "PersistentVolumeClaim" => (
+            Subdomain,
+            Namespaced,
+            storage::validate_pvc,
+            storage::validate_pvc_update,
+        ),
+        "PersistentVolume" => (
+            Subdomain,
+            Cluster,
+            storage::validate_pv,
+            storage::validate_pv_update,
+        ),
+        "StorageClass" => (
+            Subdomain,
+            Cluster,
+            storage::validate_storage_class,
+            storage::validate_storage_class_update,
         ),
         _ => (PathSegment, Either, no_spec_rules, no_update_rules),
     };

@@ -29,6 +29,8 @@ pub struct Settings {
     /// Pod CIDRs handed to nodes, one /`node_cidr_prefix` each.
     pub cluster_cidr: Cidr,
     pub node_cidr_prefix: u8,
+    /// Where the local-path provisioner puts volumes (`--default-local-storage-path`).
+    pub local_storage_path: std::path::PathBuf,
 }
 
 impl Default for Settings {
@@ -39,6 +41,7 @@ impl Default for Settings {
             event_ttl: Duration::from_secs(3600),
             cluster_cidr: "10.42.0.0/16".parse().expect("valid default CIDR"),
             node_cidr_prefix: 24,
+            local_storage_path: "/var/lib/skiff/storage".into(),
         }
     }
 }

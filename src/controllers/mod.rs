@@ -5,7 +5,8 @@
 //! Owns: ReplicaSets' pods, Jobs' pods, CronJobs' Jobs, Deployments' ReplicaSets and
 //! rollouts, DaemonSets' pods, node lifecycle
 //! (leases, taints, pod CIDRs), taint eviction, Endpoints and EndpointSlices, garbage
-//! collection and namespace deletion, event expiry, load-balancer ingress (ServiceLB).
+//! collection and namespace deletion, event expiry, load-balancer ingress (ServiceLB),
+//! persistent volumes (binding, local-path provisioning, protection finalizers).
 //! Built on `component` (Context, Settings, supervise and the event recorder, shared
 //! with the scheduler and agents) and `model`; never `api`, `scheduler` or `agent`.
 //! May call: the API only, through a kube-rs client (`crate::client`) — the same
@@ -26,6 +27,7 @@ pub mod replicaset;
 pub mod rootca;
 pub mod serviceaccounts;
 pub mod servicelb;
+pub mod storage;
 pub mod taint_eviction;
 
 use std::future::Future;
@@ -52,7 +54,7 @@ pub async fn start_all(
     settings: Settings,
 ) -> Result<(), crate::client::ClientError> {
     type Run = fn(Arc<Context>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-    let controllers: [(&'static str, Run); 11] = [
+    let controllers: [(&'static str, Run); 14] = [
         ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
@@ -64,6 +66,15 @@ pub async fn start_all(
         ("service-lb", |ctx| Box::pin(servicelb::run(ctx))),
         ("job", |ctx| Box::pin(job::run(ctx))),
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
+        ("persistentvolume-binder", |ctx| {
+            Box::pin(storage::binder::run(ctx))
+        }),
+        ("local-path-provisioner", |ctx| {
+            Box::pin(storage::provisioner::run(ctx))
+        }),
+        ("volume-protection", |ctx| {
+            Box::pin(storage::protection::run(ctx))
+        }),
     ];
     for (name, run) in controllers {
         let client = crate::client::connect(credentials, &crate::client::user_agent(name)).await?;

@@ -8,6 +8,8 @@
 //! pre-parsed data only; the pod is assumed on the chosen node at once, and the
 //! `binding` POST (or, when it fits nowhere, the `PodScheduled=False` status and the
 //! `FailedScheduling` event) runs in a task of its own, a few dozen at a time.
+//! Pods with PersistentVolumeClaims are placed where their volumes can be
+//! (`volumes`): bound local volumes pin them, waiting claims get the chosen node.
 //!
 //! Owns: pods' `spec.nodeName` (through `pods/binding`), their `PodScheduled`
 //! condition while unschedulable, `Scheduled` and `FailedScheduling` events.
@@ -20,13 +22,17 @@ mod model;
 mod queue;
 mod score;
 mod state;
+mod volumes;
 
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
@@ -70,11 +76,35 @@ pub async fn run(ctx: Arc<Context>) {
         ))),
         AbortOnDrop(tokio::spawn(forward(
             Api::<Pod>::all(ctx.client.clone()),
-            sender,
+            sender.clone(),
             |pod| Input::Pod(Change::Apply(Box::new(PodInfo::from_pod(pod)))),
             |pod| Input::Pod(Change::InitApply(Box::new(PodInfo::from_pod(pod)))),
             |pod| Input::Pod(Change::Delete(pod.metadata.uid.clone().unwrap_or_default())),
             |marker| Input::Pod(marker.into()),
+        ))),
+        AbortOnDrop(tokio::spawn(forward(
+            Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
+            sender.clone(),
+            |c| Input::Claim(Change::Apply(volumes::ClaimInfo::from_claim(c))),
+            |c| Input::Claim(Change::InitApply(volumes::ClaimInfo::from_claim(c))),
+            |c| Input::Claim(Change::Delete(volumes::ClaimInfo::from_claim(c).key)),
+            |marker| Input::Claim(marker.into()),
+        ))),
+        AbortOnDrop(tokio::spawn(forward(
+            Api::<PersistentVolume>::all(ctx.client.clone()),
+            sender.clone(),
+            |v| Input::Volume(Change::Apply(volumes::VolumeInfo::from_volume(v))),
+            |v| Input::Volume(Change::InitApply(volumes::VolumeInfo::from_volume(v))),
+            |v| Input::Volume(Change::Delete(v.metadata.name.clone().unwrap_or_default())),
+            |marker| Input::Volume(marker.into()),
+        ))),
+        AbortOnDrop(tokio::spawn(forward(
+            Api::<StorageClass>::all(ctx.client.clone()),
+            sender,
+            |c| Input::Class(Change::Apply(volumes::class_info(c))),
+            |c| Input::Class(Change::InitApply(volumes::class_info(c))),
+            |c| Input::Class(Change::Delete(c.metadata.name.clone().unwrap_or_default())),
+            |marker| Input::Class(marker.into()),
         ))),
     ];
     schedule(ctx, inputs).await;
@@ -184,8 +214,14 @@ async fn carry_out(
     permit: OwnedSemaphorePermit,
 ) {
     match decision {
-        Decision::Bind { pod, node } => {
-            let outcome = bind(&ctx, &pod, &node).await;
+        Decision::Bind { pod, node, select } => {
+            let outcome = match select_node(&ctx, &pod, &select, &node).await {
+                Ok(()) => bind(&ctx, &pod, &node).await,
+                Err(error) => {
+                    tracing::info!(pod = %pod.name, namespace = %pod.namespace, node, %error, "selecting a node for the pod's claims failed; retrying");
+                    Outcome::Failed(pod.uid.clone())
+                }
+            };
             let bound = outcome == Outcome::Bound(pod.uid.clone());
             let _ = outcomes.send(outcome);
             if bound {
@@ -211,6 +247,29 @@ async fn carry_out(
         }
     }
     drop(permit);
+}
+
+/// Annotates the pod's waiting claims with the chosen node, as upstream's volume
+/// binder does before binding (the provisioner makes their volumes there).
+async fn select_node(
+    ctx: &Context,
+    pod: &PodRef,
+    claims: &[String],
+    node: &str,
+) -> kube::Result<()> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &pod.namespace);
+    let patch = json!({"metadata": {"annotations": {volumes::SELECTED_NODE: node}}});
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    for claim in claims {
+        let request = api.patch(claim, &params, &patch);
+        match tokio::time::timeout(WRITE_TIMEOUT, request).await {
+            Ok(result) => {
+                result?;
+            }
+            Err(_) => return Err(kube::Error::Service("annotating a claim timed out".into())),
+        }
+    }
+    Ok(())
 }
 
 /// POSTs the pod's Binding to `node`.

@@ -290,6 +290,8 @@ pub struct PodInfo {
     pub scheduled_condition: Option<(String, String, String)>,
     pub footprint: Footprint,
     pub constraints: Constraints,
+    /// The PersistentVolumeClaims the pod uses (`volumes::pod_claims`).
+    pub claims: Vec<String>,
 }
 
 impl PodInfo {
@@ -343,6 +345,7 @@ impl PodInfo {
                 owner,
             },
             constraints: spec.map(constraints).unwrap_or_default(),
+            claims: super::volumes::pod_claims(pod),
         }
     }
 
@@ -404,7 +407,7 @@ fn constraints(spec: &PodSpec) -> Constraints {
     }
 }
 
-fn selector_term(term: &NodeSelectorTerm) -> SelectorTerm {
+pub fn selector_term(term: &NodeSelectorTerm) -> SelectorTerm {
     let convert = |rs: &Option<Vec<NodeSelectorRequirement>>| -> Vec<Requirement> {
         rs.iter().flatten().map(requirement).collect()
     };

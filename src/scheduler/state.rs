@@ -14,6 +14,7 @@ use super::cache::Cache;
 use super::model::{NodeInfo, PodInfo};
 use super::queue::Queue;
 use super::score;
+use super::volumes::{ClaimInfo, VolumeInfo, Volumes};
 
 /// A watch event, converted to the scheduler's own types where the watch runs.
 #[derive(Debug)]
@@ -30,6 +31,11 @@ pub enum Change<T> {
 pub enum Input {
     Node(Change<NodeInfo>),
     Pod(Change<Box<PodInfo>>),
+    /// Claims are deleted by `namespace/name`, volumes and classes by name.
+    Claim(Change<ClaimInfo>),
+    Volume(Change<VolumeInfo>),
+    /// (name, waits for the first consumer)
+    Class(Change<(String, bool)>),
 }
 
 /// How a binding ended.
@@ -79,6 +85,8 @@ pub enum Decision {
     Bind {
         pod: PodRef,
         node: String,
+        /// Claims to annotate with the node first (`WaitForFirstConsumer`).
+        select: Vec<String>,
     },
     Unschedulable {
         pod: PodRef,
@@ -111,6 +119,7 @@ pub struct State {
     queue: Queue,
     nodes_synced: bool,
     pods_synced: bool,
+    volumes: Volumes,
 }
 
 impl State {
@@ -123,6 +132,54 @@ impl State {
         match input {
             Input::Node(change) => self.absorb_node(change),
             Input::Pod(change) => self.absorb_pod(change),
+            Input::Claim(change) => {
+                match change {
+                    Change::Apply(c) | Change::InitApply(c) => {
+                        self.volumes.claims.insert(c.key.clone(), c);
+                    }
+                    Change::Delete(key) => {
+                        self.volumes.claims.remove(&key);
+                    }
+                    Change::Init => {
+                        self.volumes.synced[0] = false;
+                        self.volumes.claims.clear();
+                    }
+                    Change::InitDone => self.volumes.synced[0] = true,
+                }
+                self.queue.cluster_changed();
+            }
+            Input::Volume(change) => {
+                match change {
+                    Change::Apply(v) | Change::InitApply(v) => {
+                        self.volumes.volumes.insert(v.name.clone(), v);
+                    }
+                    Change::Delete(name) => {
+                        self.volumes.volumes.remove(&name);
+                    }
+                    Change::Init => {
+                        self.volumes.synced[1] = false;
+                        self.volumes.volumes.clear();
+                    }
+                    Change::InitDone => self.volumes.synced[1] = true,
+                }
+                self.queue.cluster_changed();
+            }
+            Input::Class(change) => {
+                match change {
+                    Change::Apply((name, wffc)) | Change::InitApply((name, wffc)) => {
+                        self.volumes.classes.insert(name, wffc);
+                    }
+                    Change::Delete(name) => {
+                        self.volumes.classes.remove(&name);
+                    }
+                    Change::Init => {
+                        self.volumes.synced[2] = false;
+                        self.volumes.classes.clear();
+                    }
+                    Change::InitDone => self.volumes.synced[2] = true,
+                }
+                self.queue.cluster_changed();
+            }
         }
     }
 
@@ -201,18 +258,55 @@ impl State {
             self.queue.remove(&uid);
             return None;
         };
+        if !pod.claims.is_empty() && !self.volumes.is_synced() {
+            // Claims, volumes and classes not listed yet: their lists wake it.
+            self.queue.retry(&uid, now);
+            return None;
+        }
         let target = PodRef::of(pod);
-        match score::place(pod, self.cache.nodes()) {
+        let plan = if pod.claims.is_empty() {
+            Ok(Default::default())
+        } else {
+            self.volumes.plan(&pod.namespace, &pod.claims)
+        };
+        let placed = match &plan {
+            Ok(plan) => {
+                let placed =
+                    score::place(pod, self.cache.nodes().filter(|(_, n, _)| plan.admits(n)));
+                let total = self.cache.nodes().count();
+                let excluded = self
+                    .cache
+                    .nodes()
+                    .filter(|(_, n, _)| !plan.admits(n))
+                    .count();
+                placed.map_err(|unfit| {
+                    if plan.restricts() && excluded == total {
+                        format!("0/{total} nodes are available: {excluded} node(s) had volume node affinity conflict.")
+                    } else {
+                        unfit.message()
+                    }
+                })
+            }
+            Err(reason) => Err(format!(
+                "0/{} nodes are available: {reason}.",
+                self.cache.nodes().count()
+            )),
+        };
+        match placed {
             Ok(slot) => {
                 let Some(node) = self.cache.node_name(slot).map(String::from) else {
                     self.queue.retry(&uid, now);
                     return None;
                 };
                 self.cache.assume(&uid, slot);
-                Some(Decision::Bind { pod: target, node })
+                let select = plan.map(|p| p.select).unwrap_or_default();
+                Some(Decision::Bind {
+                    pod: target,
+                    node,
+                    select,
+                })
             }
-            Err(unfit) => {
-                let message = unfit.message();
+            Err(message) => {
                 let condition = condition_update(pod, &message);
                 tracing::debug!(pod = %pod.key(), %message, "pod fits no node");
                 let event = self.queue.should_report(&uid, &message, now);
@@ -305,7 +399,43 @@ mod tests {
         Decision::Bind {
             pod: PodRef::of(&pod(pod_name, 0)),
             node: node.into(),
+            select: vec![],
         }
+    }
+
+    #[test]
+    fn pods_with_claims_wait_for_the_volume_lists_then_select_the_node() {
+        let now = Instant::now();
+        let mut state = synced(&[("n1", 1000)]);
+        let mut p = pod("db", 100);
+        p.claims = vec!["data".into()];
+        apply(&mut state, p);
+        assert_eq!(decisions(&mut state, now), vec![]);
+        state.absorb(Input::Class(Change::InitApply(("local-path".into(), true))));
+        state.absorb(Input::Claim(Change::InitApply(ClaimInfo {
+            key: "default/data".into(),
+            volume_name: String::new(),
+            class: "local-path".into(),
+            selected_node: None,
+            deleting: false,
+        })));
+        for done in [
+            Input::Claim(Change::InitDone),
+            Input::Volume(Change::InitDone),
+            Input::Class(Change::InitDone),
+        ] {
+            state.absorb(done);
+        }
+        state.activate_due(now + Duration::from_secs(600));
+        let decided = decisions(&mut state, now + Duration::from_secs(600));
+        assert_eq!(
+            decided,
+            vec![Decision::Bind {
+                pod: PodRef::of(&pod("db", 0)),
+                node: "n1".into(),
+                select: vec!["data".into()],
+            }]
+        );
     }
 
     #[test]

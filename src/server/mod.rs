@@ -142,6 +142,9 @@ pub async fn run(config: ServerConfig, notifier: Option<Notifier>) -> Result<(),
     if let Err(e) = bootstrap::ensure_cluster_dns(&router, config.cluster_dns).await {
         tracing::warn!(error = %e, "the kube-dns service could not be created");
     }
+    if let Err(e) = bootstrap::ensure_local_path_class(&router).await {
+        tracing::warn!(error = %e, "the local-path storage class could not be created");
+    }
     write_admin_kubeconfig(&config, &pki)?;
     state.set_ready();
     tracing::info!(
@@ -286,6 +289,7 @@ async fn start_controllers(config: &ServerConfig, pki: &Pki) -> Result<(), Serve
     let credentials = admin_credentials(config, pki, "system:kube-controller-manager")?;
     let settings = controllers::Settings {
         cluster_cidr: config.cluster_cidr,
+        local_storage_path: config.default_local_storage_path.clone(),
         ..Default::default()
     };
     let scheduler_client =

@@ -213,6 +213,18 @@ pub fn limits(container: &Container) -> Limits {
     }
 }
 
+/// Whether the pod's volume source itself is read-only (`persistentVolumeClaim`
+/// with `readOnly: true`): every mount of it is then read-only.
+fn source_read_only(pod: &Pod, volume: &str) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .find(|v| v.name == volume)
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .and_then(|c| c.read_only)
+        .unwrap_or(false)
+}
+
 /// Volume mounts, then the kubelet-managed files.
 fn mounts(input: &Input) -> Result<Vec<BindMount>, String> {
     let mut mounts = Vec::new();
@@ -239,7 +251,7 @@ fn mounts(input: &Input) -> Result<Vec<BindMount>, String> {
         mounts.push(BindMount {
             source,
             destination: PathBuf::from(&m.mount_path),
-            read_only: m.read_only.unwrap_or(false),
+            read_only: m.read_only.unwrap_or(false) || source_read_only(input.pod, &m.name),
         });
     }
     let taken = |dest: &str| mounts.iter().any(|m| m.destination == Path::new(dest));

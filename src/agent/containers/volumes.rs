@@ -410,8 +410,17 @@ async fn claim_path(
         .await
         .map_err(api_error("persistentvolume", &volume_name))?
         .ok_or_else(|| VolumeError::missing("persistentvolume", &volume_name))?;
+    let local_path = volume
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PROVISIONED_BY))
+        .is_some_and(|p| p == LOCAL_PATH_PROVISIONER);
     let spec = volume.spec.unwrap_or_default();
     if let Some(host) = spec.host_path {
+        if local_path {
+            return local_path_dir(&host.path);
+        }
         return host_path(&host.path, host.type_.as_deref().unwrap_or(""));
     }
     if let Some(local) = spec.local {
@@ -438,6 +447,24 @@ async fn claim_path(
         })
         .unwrap_or_else(|| "none".into());
     Err(VolumeError::Unsupported(kind))
+}
+
+/// The annotation naming a volume's provisioner, and the local-path provisioner's
+/// name (the server's `controllers::storage` sets them; ADR 0019).
+pub(crate) const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+pub(crate) const LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
+
+/// A local-path volume's directory: this node makes it on first mount, open to
+/// every user (mode 0777, as k3s's provisioner makes it), so containers running as
+/// any user can write.
+fn local_path_dir(path: &str) -> Result<PathBuf, VolumeError> {
+    let dir = PathBuf::from(path);
+    if !dir.is_dir() {
+        let err = io_error(&dir);
+        std::fs::create_dir_all(&dir).map_err(&err)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(&err)?;
+    }
+    Ok(dir)
 }
 
 /// The container's environment from the pod spec, in order, `$(VAR)` references

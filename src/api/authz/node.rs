@@ -13,6 +13,8 @@
 //!   (Kubernetes allows mirror pods of static pods; skiff has no static pods);
 //! - secrets, configmaps, persistentvolumeclaims: get one that a pod bound to it
 //!   names (see [`super::graph`]); pvc status update/patch likewise;
+//! - persistentvolumes: get/list/watch every one (read-only, like Nodes); update/patch
+//!   those whose node affinity pins them to it (local-path clean-up, ADR 0019);
 //! - serviceaccounts/<sa>/token: create for a service account a pod bound to it runs as;
 //! - leases in `kube-node-lease`: get/create/update/patch/delete its own (`<n>`) only;
 //! - events (core and events.k8s.io): create/update/patch;
@@ -44,6 +46,10 @@ pub trait Facts: Send + Sync {
     async fn pod_node(&self, namespace: &str, name: &str) -> Option<String>;
     /// Whether a pod bound to `node` names the object.
     async fn node_uses(&self, node: &str, object: &Ref) -> bool;
+    /// The one node a PersistentVolume's node affinity pins it to (local volumes).
+    async fn volume_node(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The facts as the store and the node graph hold them.
@@ -61,6 +67,34 @@ impl Facts for StoreFacts {
     async fn node_uses(&self, node: &str, object: &Ref) -> bool {
         self.graph.node_uses(&self.store, node, object).await
     }
+
+    async fn volume_node(&self, name: &str) -> Option<String> {
+        let resource = crate::api::resources::find("", "v1", "persistentvolumes")?;
+        let entry = self.store.get(&resource.key(None, name)).await.ok()??;
+        let volume = crate::api::object::from_entry(&entry).ok()?;
+        pinned_node(&volume)
+    }
+}
+
+/// `kubernetes.io/hostname In [node]` (or `metadata.name`), alone in the volume's one
+/// required node selector term.
+fn pinned_node(volume: &serde_json::Value) -> Option<String> {
+    let terms = volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"].as_array()?;
+    let [term] = terms.as_slice() else {
+        return None;
+    };
+    ["matchExpressions", "matchFields"]
+        .iter()
+        .filter_map(|k| term[*k].as_array())
+        .flatten()
+        .find(|r| {
+            matches!(
+                r["key"].as_str(),
+                Some("kubernetes.io/hostname" | "metadata.name")
+            ) && r["operator"] == "In"
+                && r["values"].as_array().is_some_and(|v| v.len() == 1)
+        })
+        .and_then(|r| r["values"][0].as_str().map(String::from))
 }
 
 /// Whether judging the request needs the name of the object being created.
@@ -137,6 +171,22 @@ pub async fn authorize(
                 .await
                 .map_err(|r| forbidden(identity, attrs, &r))
         }
+        // Every PersistentVolume, read-only (the agent resolves its pods' claims and
+        // cleans up its local volumes); update/patch only of volumes pinned to it
+        // (ADR 0019).
+        ("", "persistentvolumes") => match (sub, verb) {
+            ("", "get" | "list" | "watch") => Ok(()),
+            ("", "update" | "patch") => {
+                if facts.volume_node(&attrs.name).await.as_deref() == Some(node) {
+                    Ok(())
+                } else {
+                    refuse(format!(
+                        "node '{node}' can only modify persistentvolumes pinned to it"
+                    ))
+                }
+            }
+            _ => refuse(String::new()),
+        },
         ("coordination.k8s.io", "leases") => {
             authorize_lease(node, attrs, created_name).map_err(|r| forbidden(identity, attrs, &r))
         }
@@ -266,6 +316,10 @@ mod tests {
             };
             used && object.namespace == "ns" && (node == "n1") == (object.name != "other")
         }
+
+        async fn volume_node(&self, name: &str) -> Option<String> {
+            (name == "pvc-local").then(|| "n1".into())
+        }
     }
 
     fn n1() -> Identity {
@@ -319,6 +373,22 @@ mod tests {
             err.message.ends_with("node 'n1' cannot modify node 'n2'"),
             "{}",
             err.message
+        );
+    }
+
+    #[tokio::test]
+    async fn volumes_are_readable_and_writable_only_when_pinned_to_the_node() {
+        assert!(allowed(Method::GET, "/api/v1/persistentvolumes").await);
+        assert!(allowed(Method::GET, "/api/v1/persistentvolumes/pvc-other").await);
+        assert!(allowed(Method::PATCH, "/api/v1/persistentvolumes/pvc-local").await);
+        assert!(!allowed(Method::PATCH, "/api/v1/persistentvolumes/pvc-other").await);
+        assert!(!allowed(Method::DELETE, "/api/v1/persistentvolumes/pvc-local").await);
+        assert!(!allowed(Method::POST, "/api/v1/persistentvolumes").await);
+        assert!(
+            pinned_node(&serde_json::json!({"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}}))
+                .as_deref()
+                == Some("n1")
         );
     }
 

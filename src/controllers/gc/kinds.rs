@@ -6,9 +6,11 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, Repl
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::ApiResource;
 
 /// Index of a kind in [`KINDS`].
@@ -58,6 +60,9 @@ pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
         namespaced::<ControllerRevision>(),
         namespaced::<EndpointSlice>(),
         namespaced::<Lease>(),
+        namespaced::<PersistentVolumeClaim>(),
+        cluster::<PersistentVolume>(),
+        cluster::<StorageClass>(),
         cluster::<Node>(),
         cluster::<Namespace>(),
     ]
