@@ -7,44 +7,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{eventually, Server, KUBECTL};
+use common::{eventually, Server};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A kubeconfig that authenticates with `token` only (no client certificate).
-fn token_kubeconfig(server: &Server, token: &str) -> PathBuf {
-    let path = server
-        .dir
-        .path()
-        .join(format!("token-{:08x}.kubeconfig", rand::random::<u32>()));
-    let ca = server.data_dir().join("server/tls/ca.crt");
-    let config = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n",
-        server.port,
-        ca.display()
-    );
-    std::fs::write(&path, config).unwrap();
-    path
-}
-
-/// kubectl with only `token` as credentials: (success, stdout, stderr).
-fn kubectl_as(server: &Server, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(KUBECTL)
-        .args(args)
-        .env("KUBECONFIG", token_kubeconfig(server, token))
-        .env("HOME", server.dir.path().join("home"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 const DEV: &str = r#"
 apiVersion: v1
@@ -95,23 +62,23 @@ fn a_service_account_may_do_what_its_role_grants_and_nothing_else() {
     let token = token.trim();
     let user = "system:serviceaccount:dev:ci";
 
-    let (ok, out, err) = kubectl_as(&server, token, &["auth", "whoami"]);
+    let (ok, out, err) = server.kubectl_with_token(token, &["auth", "whoami"]);
     assert!(ok && out.contains(user), "{out}{err}");
 
-    let (ok, out, err) = kubectl_as(&server, token, &["-n", "dev", "get", "pods"]);
+    let (ok, out, err) = server.kubectl_with_token(token, &["-n", "dev", "get", "pods"]);
     assert!(ok, "listing pods in dev: {out}{err}");
     assert!(err.contains("No resources found in dev namespace"), "{err}");
 
-    let (ok, _, err) = kubectl_as(&server, token, &["-n", "dev", "get", "secrets"]);
+    let (ok, _, err) = server.kubectl_with_token(token, &["-n", "dev", "get", "secrets"]);
     assert!(!ok);
     forbidden(
         &err,
         &format!("secrets is forbidden: User \"{user}\" cannot list resource \"secrets\" in API group \"\" in the namespace \"dev\""),
     );
-    let (ok, _, err) = kubectl_as(&server, token, &["-n", "default", "get", "pods"]);
+    let (ok, _, err) = server.kubectl_with_token(token, &["-n", "default", "get", "pods"]);
     assert!(!ok);
     forbidden(&err, "in the namespace \"default\"");
-    let (ok, _, err) = kubectl_as(&server, token, &["delete", "node", "some-node"]);
+    let (ok, _, err) = server.kubectl_with_token(token, &["delete", "node", "some-node"]);
     assert!(!ok);
     forbidden(
         &err,
@@ -119,22 +86,16 @@ fn a_service_account_may_do_what_its_role_grants_and_nothing_else() {
             "nodes \"some-node\" is forbidden: User \"{user}\" cannot delete resource \"nodes\""
         ),
     );
-    let (ok, _, err) = kubectl_as(&server, token, &["-n", "dev", "delete", "pod", "x"]);
+    let (ok, _, err) = server.kubectl_with_token(token, &["-n", "dev", "delete", "pod", "x"]);
     assert!(!ok);
     forbidden(&err, "cannot delete resource \"pods\"");
 
     // can-i agrees, as the account itself and through impersonation by the admin.
-    let (ok, out, _) = kubectl_as(
-        &server,
-        token,
-        &["auth", "can-i", "list", "pods", "-n", "dev"],
-    );
+    let (ok, out, _) =
+        server.kubectl_with_token(token, &["auth", "can-i", "list", "pods", "-n", "dev"]);
     assert!(ok && out.trim() == "yes", "{out}");
-    let (ok, out, _) = kubectl_as(
-        &server,
-        token,
-        &["auth", "can-i", "get", "secrets", "-n", "dev"],
-    );
+    let (ok, out, _) =
+        server.kubectl_with_token(token, &["auth", "can-i", "get", "secrets", "-n", "dev"]);
     assert!(!ok && out.trim() == "no", "{out}");
     let as_ci = format!("--as={user}");
     let (ok, out, _) = server.kubectl(&["auth", "can-i", "list", "pods", "-n", "dev", &as_ci]);
@@ -160,7 +121,8 @@ fn a_service_account_may_do_what_its_role_grants_and_nothing_else() {
     forbidden(&err, "cannot list resource \"secrets\"");
     assert!(server.kubectl(&["-n", "dev", "get", "pods", &as_ci]).0);
 
-    let (ok, out, err) = kubectl_as(&server, token, &["auth", "can-i", "--list", "-n", "dev"]);
+    let (ok, out, err) =
+        server.kubectl_with_token(token, &["auth", "can-i", "--list", "-n", "dev"]);
     assert!(ok, "{err}");
     assert!(
         out.lines()
@@ -169,7 +131,7 @@ fn a_service_account_may_do_what_its_role_grants_and_nothing_else() {
     );
 
     // The account may not impersonate anyone.
-    let (ok, _, err) = kubectl_as(&server, token, &["-n", "dev", "get", "pods", "--as=jane"]);
+    let (ok, _, err) = server.kubectl_with_token(token, &["-n", "dev", "get", "pods", "--as=jane"]);
     assert!(!ok);
     forbidden(
         &err,
@@ -217,14 +179,10 @@ fn default_roles_and_a_cluster_role_bound_in_one_namespace() {
     ]);
     let token = server.ok(&["-n", "team", "create", "token", "viewer"]);
     let token = token.trim();
-    let (ok, _, err) = kubectl_as(
-        &server,
-        token,
-        &["-n", "team", "get", "deployments,pods,services"],
-    );
+    let (ok, _, err) =
+        server.kubectl_with_token(token, &["-n", "team", "get", "deployments,pods,services"]);
     assert!(ok, "{err}");
-    let (ok, _, err) = kubectl_as(
-        &server,
+    let (ok, _, err) = server.kubectl_with_token(
         token,
         &[
             "-n",
@@ -237,11 +195,11 @@ fn default_roles_and_a_cluster_role_bound_in_one_namespace() {
     );
     assert!(!ok);
     forbidden(&err, "cannot create resource \"configmaps\"");
-    let (ok, _, err) = kubectl_as(&server, token, &["-n", "default", "get", "deployments"]);
+    let (ok, _, err) = server.kubectl_with_token(token, &["-n", "default", "get", "deployments"]);
     assert!(!ok);
     forbidden(&err, "in the namespace \"default\"");
     // view does not read secrets.
-    let (ok, _, err) = kubectl_as(&server, token, &["-n", "team", "get", "secrets"]);
+    let (ok, _, err) = server.kubectl_with_token(token, &["-n", "team", "get", "secrets"]);
     assert!(!ok);
     forbidden(&err, "secrets is forbidden");
 
@@ -265,8 +223,7 @@ fn default_roles_and_a_cluster_role_bound_in_one_namespace() {
         "--role=rbac-writer",
         "--serviceaccount=team:viewer",
     ]);
-    let (ok, _, err) = kubectl_as(
-        &server,
+    let (ok, _, err) = server.kubectl_with_token(
         token,
         &[
             "-n",
@@ -279,8 +236,7 @@ fn default_roles_and_a_cluster_role_bound_in_one_namespace() {
         ],
     );
     assert!(ok, "{err}");
-    let (ok, _, err) = kubectl_as(
-        &server,
+    let (ok, _, err) = server.kubectl_with_token(
         token,
         &[
             "-n",
@@ -301,8 +257,7 @@ fn default_roles_and_a_cluster_role_bound_in_one_namespace() {
         &err,
         r#"{APIGroups:[""], Resources:["secrets"], Verbs:["get"]}"#,
     );
-    let (ok, _, err) = kubectl_as(
-        &server,
+    let (ok, _, err) = server.kubectl_with_token(
         token,
         &[
             "-n",
@@ -319,8 +274,7 @@ fn default_roles_and_a_cluster_role_bound_in_one_namespace() {
         &err,
         "is attempting to grant RBAC permissions not currently held",
     );
-    let (ok, _, err) = kubectl_as(
-        &server,
+    let (ok, _, err) = server.kubectl_with_token(
         token,
         &[
             "-n",

@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{eventually, Server, KUBECTL};
+use common::{eventually, Server};
 use serde_json::json;
 use skiff::pki::signing::SigningKey;
 
@@ -22,38 +21,6 @@ fn server_ca(server: &Server) -> String {
 
 fn exists(server: &Server, args: &[&str]) -> bool {
     server.kubectl(args).0
-}
-
-/// A kubeconfig that authenticates with `token` only (no client certificate).
-fn token_kubeconfig(server: &Server, token: &str) -> PathBuf {
-    let path = server
-        .dir
-        .path()
-        .join(format!("token-{:08x}.kubeconfig", rand::random::<u32>()));
-    let ca = server.data_dir().join("server/tls/ca.crt");
-    let config = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n",
-        server.port,
-        ca.display()
-    );
-    std::fs::write(&path, config).unwrap();
-    path
-}
-
-/// kubectl with only `token` as credentials: (success, stdout, stderr).
-fn kubectl_as(server: &Server, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(KUBECTL)
-        .args(args)
-        .env("KUBECONFIG", token_kubeconfig(server, token))
-        .env("HOME", server.dir.path().join("home"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn wait_for_defaults(server: &Server, ns: &str) {
@@ -138,7 +105,7 @@ fn created_tokens_authenticate_as_the_service_account() {
         .to_string();
     assert_eq!(token.split('.').count(), 3, "{token}");
 
-    let (ok, out, err) = kubectl_as(&server, &token, &["auth", "whoami", "-o", "json"]);
+    let (ok, out, err) = server.kubectl_with_token(&token, &["auth", "whoami", "-o", "json"]);
     assert!(ok, "{err}");
     let review: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -154,9 +121,9 @@ fn created_tokens_authenticate_as_the_service_account() {
         assert!(groups.iter().any(|x| x == g), "{groups:?}");
     }
 
-    let (ok, out, err) = kubectl_as(&server, &token, &["get", "--raw", "/version"]);
+    let (ok, out, err) = server.kubectl_with_token(&token, &["get", "--raw", "/version"]);
     assert!(ok && out.contains("gitVersion"), "{err}");
-    let (ok, _, err) = kubectl_as(&server, &token, &["get", "pods"]);
+    let (ok, _, err) = server.kubectl_with_token(&token, &["get", "pods"]);
     assert!(!ok);
     assert!(
         err.contains(r#"Error from server (Forbidden): pods is forbidden: User "system:serviceaccount:default:default" cannot list resource "pods" in API group "" in the namespace "default""#),
@@ -164,7 +131,7 @@ fn created_tokens_authenticate_as_the_service_account() {
     );
 
     // The OIDC documents describe the key that signed it.
-    let (ok, out, err) = kubectl_as(&server, &token, &["get", "--raw", "/openid/v1/jwks"]);
+    let (ok, out, err) = server.kubectl_with_token(&token, &["get", "--raw", "/openid/v1/jwks"]);
     assert!(ok, "{err}");
     let jwks: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(jwks["keys"][0]["crv"], "P-256");
@@ -175,8 +142,7 @@ fn created_tokens_authenticate_as_the_service_account() {
     .unwrap();
     assert_eq!(header["alg"], "ES256");
     assert_eq!(header["kid"], jwks["keys"][0]["kid"]);
-    let (ok, out, err) = kubectl_as(
-        &server,
+    let (ok, out, err) = server.kubectl_with_token(
         &token,
         &["get", "--raw", "/.well-known/openid-configuration"],
     );
@@ -194,7 +160,7 @@ fn created_tokens_authenticate_as_the_service_account() {
     // Deleting the account revokes its tokens.
     server.ok(&["delete", "sa", "default"]);
     assert!(eventually(WAIT, || {
-        let (ok, _, err) = kubectl_as(&server, &token, &["auth", "whoami"]);
+        let (ok, _, err) = server.kubectl_with_token(&token, &["auth", "whoami"]);
         !ok && err.contains("Unauthorized")
     }));
 }
@@ -232,7 +198,7 @@ fn token_requests_are_checked_like_upstream() {
         .trim()
         .to_string();
     // Tokens for another audience are not API credentials.
-    let (ok, _, err) = kubectl_as(&server, &audience_token, &["auth", "whoami"]);
+    let (ok, _, err) = server.kubectl_with_token(&audience_token, &["auth", "whoami"]);
     assert!(!ok && err.contains("Unauthorized"), "{err}");
 }
 
@@ -240,11 +206,8 @@ fn token_requests_are_checked_like_upstream() {
 fn garbage_and_expired_tokens_are_unauthorized() {
     let server = Server::start();
     wait_for_defaults(&server, "default");
-    let (ok, _, err) = kubectl_as(
-        &server,
-        "eyJhbGciOiJFUzI1NiJ9.e30.AAAA",
-        &["get", "--raw", "/api"],
-    );
+    let (ok, _, err) =
+        server.kubectl_with_token("eyJhbGciOiJFUzI1NiJ9.e30.AAAA", &["get", "--raw", "/api"]);
     assert!(!ok && err.contains("Unauthorized"), "{err}");
 
     // Signed with the server's own key, but long expired.
@@ -261,16 +224,13 @@ fn garbage_and_expired_tokens_are_unauthorized() {
         "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "default", "uid": sa["metadata"]["uid"]}},
     });
     let expired = key.sign(&claims).unwrap();
-    let (ok, _, err) = kubectl_as(&server, &expired, &["get", "--raw", "/api"]);
+    let (ok, _, err) = server.kubectl_with_token(&expired, &["get", "--raw", "/api"]);
     assert!(!ok && err.contains("Unauthorized"), "{err}");
     // The same claims, still valid, are accepted: the expiry is what failed.
     let mut fresh = claims;
     fresh["exp"] = json!(now + 600);
-    let (ok, _, err) = kubectl_as(
-        &server,
-        &key.sign(&fresh).unwrap(),
-        &["get", "--raw", "/api"],
-    );
+    let (ok, _, err) =
+        server.kubectl_with_token(&key.sign(&fresh).unwrap(), &["get", "--raw", "/api"]);
     assert!(ok, "{err}");
 }
 
@@ -365,12 +325,12 @@ fn tokens_bound_to_a_pod_die_with_it() {
         ])
         .trim()
         .to_string();
-    let (ok, _, err) = kubectl_as(&server, &token, &["auth", "whoami"]);
+    let (ok, _, err) = server.kubectl_with_token(&token, &["auth", "whoami"]);
     assert!(ok, "{err}");
     // No node runs it, so the pod goes at once when forced.
     server.ok(&["delete", "pod", "web", "--grace-period=0", "--force"]);
     assert!(eventually(WAIT, || {
-        let (ok, _, err) = kubectl_as(&server, &token, &["auth", "whoami"]);
+        let (ok, _, err) = server.kubectl_with_token(&token, &["auth", "whoami"]);
         !ok && err.contains("Unauthorized")
     }));
 }
@@ -390,6 +350,6 @@ fn the_signing_key_survives_a_restart() {
         0o600
     );
     server.restart();
-    let (ok, _, err) = kubectl_as(&server, &token, &["auth", "whoami"]);
+    let (ok, _, err) = server.kubectl_with_token(&token, &["auth", "whoami"]);
     assert!(ok, "{err}");
 }

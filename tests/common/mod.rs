@@ -307,6 +307,40 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// A kubeconfig that authenticates with `token` only (no client certificate).
+    pub fn token_kubeconfig(&self, token: &str) -> PathBuf {
+        let path = self
+            .dir
+            .path()
+            .join(format!("token-{:08x}.kubeconfig", rand::random::<u32>()));
+        let ca = self.data_dir().join("server/tls/ca.crt");
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n",
+            self.port,
+            ca.display()
+        );
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    /// kubectl with only `token` as credentials: (success, stdout, stderr).
+    pub fn kubectl_with_token(&self, token: &str, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(KUBECTL)
+            .args(args)
+            .env("KUBECONFIG", self.token_kubeconfig(token))
+            .env("HOME", self.dir.path().join("home"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
 /// Polls `check` until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
