@@ -2,8 +2,9 @@
 //! roles exist, a ServiceAccount bound to a Role may do exactly what the Role grants
 //! in its namespace (token from `kubectl create token`), `kubectl auth can-i` (with
 //! `--as`, and `--list`) and `kubectl auth whoami` agree with what the requests get,
-//! a ClusterRole bound in one namespace grants only there, and impersonation needs
-//! the `impersonate` verb.
+//! a ClusterRole bound in one namespace grants only there, escalation is prevented,
+//! aggregated roles follow the roles labelled into them, and impersonation needs the
+//! `impersonate` verb.
 
 mod common;
 
@@ -292,6 +293,24 @@ fn default_roles_and_a_cluster_role_bound_in_one_namespace() {
             .kubectl(&["-n", "team", "get", "role", "secret-reader"])
             .0
     );
+
+    // A ClusterRole labelled to aggregate into view extends every view binding.
+    let (ok, _, err) = server.with_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "secrets-view",
+                         "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]}"#,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        eventually(WAIT, || server
+            .ok(&["get", "clusterrole", "view", "-o", "json"])
+            .contains("\"secrets\"")),
+        "view did not aggregate secrets-view"
+    );
+    let (ok, _, err) = server.kubectl_with_token(token, &["-n", "team", "get", "secrets"]);
+    assert!(ok, "{err}");
 
     // Bad bindings are refused and not stored.
     let err = server.fails(&[

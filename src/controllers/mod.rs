@@ -6,7 +6,8 @@
 //! rollouts, DaemonSets' pods, node lifecycle
 //! (leases, taints, pod CIDRs), taint eviction, Endpoints and EndpointSlices, garbage
 //! collection and namespace deletion, event expiry, load-balancer ingress (ServiceLB),
-//! persistent volumes (binding, local-path provisioning, protection finalizers).
+//! persistent volumes (binding, local-path provisioning, protection finalizers),
+//! aggregated ClusterRoles' rules.
 //! Built on `component` (Context, Settings, supervise and the event recorder, shared
 //! with the scheduler and agents) and `model`; never `api`, `scheduler` or `agent`.
 //! May call: the API only, through a kube-rs client (`crate::client`) — the same
@@ -15,6 +16,7 @@
 //! Watches and typed lists go through `crate::client::lenient`: a stored object that
 //! no longer decodes is logged once and skipped, never stalls a watch.
 
+pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -54,7 +56,7 @@ pub async fn start_all(
     settings: Settings,
 ) -> Result<(), crate::client::ClientError> {
     type Run = fn(Arc<Context>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-    let controllers: [(&'static str, Run); 14] = [
+    let controllers: [(&'static str, Run); 15] = [
         ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
@@ -64,6 +66,9 @@ pub async fn start_all(
         ("event-expiry", |ctx| Box::pin(events::expire_forever(ctx))),
         ("taint-eviction", |ctx| Box::pin(taint_eviction::run(ctx))),
         ("service-lb", |ctx| Box::pin(servicelb::run(ctx))),
+        ("clusterrole-aggregation", |ctx| {
+            Box::pin(clusterrole_aggregation::run(ctx))
+        }),
         ("job", |ctx| Box::pin(job::run(ctx))),
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("persistentvolume-binder", |ctx| {
