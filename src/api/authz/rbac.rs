@@ -5,7 +5,8 @@
 //! explicitly.
 //!
 //! The policy is kept from the store as the node graph is: one list of the RBAC
-//! objects, then a watch of their prefix; a refused check first waits (briefly) until
+//! objects, then a watch of the whole key space (only RBAC keys decoded, so the
+//! policy's revision keeps pace with the store); a refused check first waits (briefly) until
 //! the policy has caught up with the store revision of the moment of the request, so
 //! a binding just created is never refused for being too new.
 //!
@@ -361,20 +362,28 @@ impl PolicyCache {
         self.changed.notify_waiters();
     }
 
+    /// Follows the whole key space (only RBAC keys are decoded), so the revision the
+    /// policy has reached keeps pace with the store even while no RBAC object changes:
+    /// a refusal then never waits for an RBAC event that is not coming.
     async fn follow(&self, store: &Arc<dyn Store>) -> Result<(), StoreError> {
         let revision = self.load(store).await?;
-        let mut events = store.watch(PREFIX, revision).await?;
+        let mut events = store.watch("/", revision).await?;
         while let Some(event) = events.next().await {
             let event = event?;
+            let key = &event.entry.key;
+            if !key.starts_with(PREFIX) {
+                self.applied.store(event.entry.mod_rev, Ordering::SeqCst);
+                self.changed.notify_waiters();
+                continue;
+            }
             if let Ok(mut objects) = self.objects.lock() {
-                let key = event.entry.key.clone();
                 match event.kind {
                     EventKind::Deleted => {
-                        objects.remove(&key);
+                        objects.remove(key);
                     }
                     _ => {
                         let value = serde_json::from_slice(&event.entry.value).unwrap_or_default();
-                        objects.insert(key, value);
+                        objects.insert(key.clone(), value);
                     }
                 }
             }
@@ -548,5 +557,70 @@ mod tests {
             &Request::Resource(&attrs("delete", "", "nodes", "", ""))
         ));
         assert!(!policy.allows(&alice, &Request::Resource(&list_pods("dev"))));
+    }
+
+    #[tokio::test]
+    async fn the_cache_follows_the_store_and_keeps_pace_with_other_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::SqliteStore::open(crate::store::SqliteOptions {
+                path: dir.path().join("db"),
+            })
+            .unwrap(),
+        );
+        let put = |key: String, value: Value| crate::store::WriteOp::Create {
+            key,
+            value: value.to_string().into(),
+        };
+        let settle = |rev: Revision| {
+            let store = store.clone();
+            async move {
+                while store.current_revision() < rev {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        let cache = PolicyCache::new();
+        let ci = User::new("system:serviceaccount:dev:ci", &[]);
+        let list = attrs("list", "", "pods", "", "dev");
+        assert!(!cache.allows(&store, &ci, &Request::Resource(&list)).await);
+        for (key, value) in [
+            (
+                "roles/dev/r",
+                json!({"rules": [{"verbs": ["list"], "apiGroups": [""], "resources": ["pods"]}]}),
+            ),
+            (
+                "rolebindings/dev/b",
+                json!({"roleRef": {"kind": "Role", "name": "r"},
+                       "subjects": [{"kind": "ServiceAccount", "name": "ci"}]}),
+            ),
+        ] {
+            let written = store
+                .write(put(format!("{PREFIX}{key}"), value))
+                .await
+                .unwrap();
+            settle(written.mod_rev).await;
+        }
+        // Asked right after the write: the check waits for the cache to catch up.
+        assert!(cache.allows(&store, &ci, &Request::Resource(&list)).await);
+        // Writes outside RBAC move the cache's revision too, so a refusal answers
+        // without waiting for an RBAC event.
+        let written = store
+            .write(put("/registry/core/configmaps/dev/c".into(), json!({})))
+            .await
+            .unwrap();
+        settle(written.mod_rev).await;
+        let started = std::time::Instant::now();
+        let secrets = attrs("get", "", "secrets", "", "dev");
+        assert!(
+            !cache
+                .allows(&store, &ci, &Request::Resource(&secrets))
+                .await
+        );
+        assert!(cache.applied.load(Ordering::SeqCst) >= written.mod_rev);
+        assert!(
+            started.elapsed() < CATCH_UP,
+            "a refusal waited out the catch-up"
+        );
     }
 }
