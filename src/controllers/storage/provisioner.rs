@@ -44,7 +44,9 @@ pub fn volume_dir(base: &Path, claim: &PersistentVolumeClaim) -> String {
 }
 
 /// Whether this provisioner should provision the claim now: a claim of a
-/// local-path class, not bound, not being deleted, with a node chosen. `Err` when
+/// local-path class, not bound, not being deleted, handed to this provisioner by
+/// the binder (`volume.kubernetes.io/storage-provisioner`, as external
+/// provisioners wait for it), with a node chosen. `Err` when
 /// it can never be (a local-path class that does not wait for the first consumer
 /// gets no node).
 pub fn wants_volume(
@@ -63,7 +65,14 @@ pub fn wants_volume(
     if !unbound || claim.metadata.deletion_timestamp.is_some() {
         return Ok(None);
     }
-    match claim.annotations().get(SELECTED_NODE) {
+    let annotations = claim.annotations();
+    let handed_over = [STORAGE_PROVISIONER, BETA_STORAGE_PROVISIONER]
+        .iter()
+        .any(|key| annotations.get(*key).map(String::as_str) == Some(LOCAL_PATH_PROVISIONER));
+    if !handed_over {
+        return Ok(None);
+    }
+    match annotations.get(SELECTED_NODE) {
         Some(node) => Ok(Some(node.clone())),
         None if !is_wait_for_first_consumer(Some(class)) => Err(
             "configuration error, no node was specified: the local-path class needs volumeBindingMode WaitForFirstConsumer".into(),
@@ -313,10 +322,18 @@ mod tests {
     #[test]
     fn claims_get_a_volume_once_a_node_is_chosen() {
         let class = local_path("WaitForFirstConsumer");
-        assert_eq!(wants_volume(&claim(json!({})), Some(&class)), Ok(None));
-        let chosen = claim(json!({SELECTED_NODE: "n1"}));
+        let handed = json!({STORAGE_PROVISIONER: LOCAL_PATH_PROVISIONER});
+        assert_eq!(wants_volume(&claim(handed.clone()), Some(&class)), Ok(None));
+        // A node alone is not enough: the binder hands the claim over first.
+        let not_handed = claim(json!({SELECTED_NODE: "n1"}));
+        assert_eq!(wants_volume(&not_handed, Some(&class)), Ok(None));
+        let chosen =
+            claim(json!({SELECTED_NODE: "n1", STORAGE_PROVISIONER: LOCAL_PATH_PROVISIONER}));
         assert_eq!(wants_volume(&chosen, Some(&class)), Ok(Some("n1".into())));
-        assert!(wants_volume(&claim(json!({})), Some(&local_path("Immediate"))).is_err());
+        let beta =
+            claim(json!({SELECTED_NODE: "n1", BETA_STORAGE_PROVISIONER: LOCAL_PATH_PROVISIONER}));
+        assert_eq!(wants_volume(&beta, Some(&class)), Ok(Some("n1".into())));
+        assert!(wants_volume(&claim(handed), Some(&local_path("Immediate"))).is_err());
         let other: StorageClass = serde_json::from_value(
             json!({"metadata": {"name": "x"}, "provisioner": "example.com/nfs"}),
         )
