@@ -451,10 +451,10 @@ fn place_in_namespace(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiError> {
 }
 
 /// Types and, under `fieldValidation=Strict` (kubectl's default), unknown fields.
-/// Returns warnings for `Warn`.
-fn check_schema(ctx: &Ctx, obj: &Value) -> Result<Vec<String>, ApiError> {
-    let api_version = obj["apiVersion"].as_str().unwrap_or("");
-    let unknown = schema::check(api_version, ctx.resource.kind, obj)
+/// Otherwise unknown fields are dropped, with warnings for `Warn`.
+fn check_schema(ctx: &Ctx, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or("").to_string();
+    let unknown = schema::check_and_prune(&api_version, ctx.resource.kind, obj)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if unknown.is_empty() {
         return Ok(vec![]);
@@ -487,7 +487,8 @@ fn invalid(ctx: &Ctx, name: &str, errors: &[FieldError]) -> ApiError {
 
 fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     for w in warnings {
-        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
+        let quoted = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{quoted}\"")) {
             response.headers_mut().append("Warning", v);
         }
     }

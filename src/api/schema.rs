@@ -118,19 +118,7 @@ const MAX_FIXES: usize = 256;
 /// Checks `obj` (which has apiVersion/kind) against the typed schema of `api_version`+`kind`.
 /// Ok(list of unknown field paths, possibly empty). Kinds without a typed schema here: Ok(vec![]).
 pub fn check(api_version: &str, kind: &str, obj: &Value) -> Result<Vec<String>, SchemaError> {
-    let Some(round_trip) = lookup(api_version, kind) else {
-        return Ok(Vec::new());
-    };
-    let typed = round_trip(obj).map_err(|detail| SchemaError::Type {
-        kind: kind.to_string(),
-        version: version_of(api_version).to_string(),
-        detail,
-    })?;
-    let mut unknown = Vec::new();
-    if let Some(typed) = typed {
-        collect_unknown(obj, &typed, &mut String::new(), &mut unknown);
-    }
-    Ok(unknown)
+    check_and_prune(api_version, kind, &mut obj.clone())
 }
 
 /// Whether this group/version/kind is known to the schema check.
@@ -250,6 +238,51 @@ fn value_at_mut<'a>(root: &'a mut Value, path: &[Segment]) -> Option<&'a mut Val
 
 /// Appends to `unknown` the path of every non-null key of `input` that `typed` (its round trip)
 /// lacks. `path` is the dotted path of `input`; it is restored before returning.
+/// [`check`], then drops the unknown fields from `obj`, as kube-apiserver's decoding
+/// into typed structs drops them (`fieldValidation=Ignore` or `Warn`).
+pub fn check_and_prune(
+    api_version: &str,
+    kind: &str,
+    obj: &mut Value,
+) -> Result<Vec<String>, SchemaError> {
+    let Some(round_trip) = lookup(api_version, kind) else {
+        return Ok(Vec::new());
+    };
+    let typed = round_trip(obj).map_err(|detail| SchemaError::Type {
+        kind: kind.to_string(),
+        version: version_of(api_version).to_string(),
+        detail,
+    })?;
+    let mut unknown = Vec::new();
+    if let Some(typed) = typed {
+        collect_unknown(obj, &typed, &mut String::new(), &mut unknown);
+        if !unknown.is_empty() {
+            prune_unknown(obj, &typed);
+        }
+    }
+    Ok(unknown)
+}
+
+/// Removes every non-null key of `input` that the typed round trip dropped.
+fn prune_unknown(input: &mut Value, typed: &Value) {
+    match (input, typed) {
+        (Value::Object(fields), Value::Object(kept)) => {
+            fields.retain(|key, value| value.is_null() || kept.contains_key(key));
+            for (key, value) in fields.iter_mut() {
+                if let Some(kept_value) = kept.get(key) {
+                    prune_unknown(value, kept_value);
+                }
+            }
+        }
+        (Value::Array(items), Value::Array(kept)) => {
+            for (item, kept_item) in items.iter_mut().zip(kept) {
+                prune_unknown(item, kept_item);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn collect_unknown(input: &Value, typed: &Value, path: &mut String, unknown: &mut Vec<String>) {
     match (input, typed) {
         (Value::Object(fields), Value::Object(kept)) => {
@@ -285,6 +318,30 @@ fn collect_unknown(input: &Value, typed: &Value, path: &mut String, unknown: &mu
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_pruned_where_they_are_and_known_ones_kept() {
+        let mut obj = json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "bogus": 1,
+            "metadata": {"name": "c", "labels": {"odd.key/x": "y"}, "nope": true},
+            "data": {"x": "1"},
+        });
+        let unknown = check_and_prune("v1", "ConfigMap", &mut obj).unwrap();
+        assert_eq!(unknown, ["bogus", "metadata.nope"]);
+        assert_eq!(
+            obj,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "c", "labels": {"odd.key/x": "y"}}, "data": {"x": "1"}})
+        );
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i", "imagee": "x"}]}});
+        let unknown = check_and_prune("v1", "Pod", &mut pod).unwrap();
+        assert_eq!(unknown, ["spec.containers[1].imagee"]);
+        assert_eq!(
+            pod["spec"]["containers"][1],
+            json!({"name": "b", "image": "i"})
+        );
+    }
 
     /// `/work/shared/fixtures/deployment.yaml` as kubectl sends it.
     fn fixture_deployment() -> Value {
