@@ -153,8 +153,9 @@ items:
 ";
 
 /// A `kind: List` file (what `kubectl get -o yaml` writes) goes through create and
-/// apply with kubectl's default validation, which reads `/openapi/v2` for it; an
-/// unknown field in an item is still refused by the server.
+/// apply with kubectl's default validation, which reads `/openapi/v2` (protobuf) for
+/// it; an unknown field in an item is refused by kubectl itself against those
+/// definitions, as against kube-apiserver.
 #[test]
 fn list_files_create_apply_and_round_trip_with_default_validation() {
     let server = Server::start();
@@ -176,8 +177,33 @@ fn list_files_create_apply_and_round_trip_with_default_validation() {
         .replace("data: {x: \"1\"}", "data: {x: \"1\"}\n  bogus: 1");
     let (ok, _, err) = server.with_stdin(&["create", "-f", "-"], &bad);
     assert!(!ok);
-    assert!(err.contains("is invalid") && err.contains("bogus"), "{err}");
+    assert!(
+        err.contains(
+            r#"ValidationError(ConfigMap): unknown field "bogus" in io.k8s.api.core.v1.ConfigMap"#
+        ),
+        "{err}"
+    );
     server.fails(&["get", "configmap", "third"]);
+    // Without validation, the unknown field is dropped (fieldValidation=Ignore).
+    let (ok, _, err) = server.with_stdin(&["apply", "--validate=false", "-f", "-"], &bad);
+    assert!(ok, "{err}");
+    let third = server.get_json(&["configmap", "third"]);
+    assert!(third.get("bogus").is_none(), "{third}");
+}
+
+/// `--validate=warn`: kubectl prints the server's warning and the object is stored
+/// without the unknown field, as kube-apiserver stores it.
+#[test]
+fn unknown_fields_warned_about_are_not_stored() {
+    let server = Server::start();
+    let manifest =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: warned}\ndata: {x: \"1\"}\nbogus: 1\n";
+    let (ok, _, err) = server.with_stdin(&["apply", "--validate=warn", "-f", "-"], manifest);
+    assert!(ok, "{err}");
+    assert!(err.contains("Warning: unknown field \"bogus\""), "{err}");
+    let stored = server.get_json(&["configmap", "warned"]);
+    assert!(stored.get("bogus").is_none(), "{stored}");
+    assert_eq!(stored["data"]["x"], "1");
 }
 
 #[test]

@@ -6,16 +6,17 @@
 //! the default). No PATCH operation lists a request body: kubectl then computes
 //! strategic merge patches from its compiled-in types, which is exact for built-in kinds.
 //!
-//! `/openapi/v2` as JSON is a Swagger 2.0 document with the definitions of every served
-//! kind. As protobuf (the form kubectl asks for) it has no definitions yet; kubectl
-//! reads it for one case: a `kind: List` file (what `kubectl get -o yaml` writes), whose
-//! kind no v3 operation can carry, is validated on the client against v2 definitions;
-//! with none, each item is left to the server, which gets it with `fieldValidation=Strict`.
+//! `/openapi/v2` is a Swagger 2.0 document with the definitions of every served kind,
+//! in JSON or (the form kubectl asks for) protobuf. kubectl reads it for one case: a
+//! `kind: List` file (what `kubectl get -o yaml` writes), whose kind no v3 operation
+//! can carry, has its items validated on the client against these definitions, as
+//! against kube-apiserver (kinds it finds none for are left to the server).
 //!
 //! Documents are built once, on first use, and kept serialized with their hashes (the
 //! decoded definitions are dropped then: a few MB of JSON values a Pi need not hold).
 
 mod schemas;
+mod v2proto;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
@@ -182,31 +183,12 @@ pub fn v2_json() -> &'static Document {
     &DOCUMENTS.v2
 }
 
-/// `GET /openapi/v2` as protobuf: `swagger` (1), `info` (2: `title` 1, `version` 2) and
-/// an empty `paths` (8).
+/// `GET /openapi/v2` as protobuf: the JSON document re-encoded (see [`v2proto`]).
+/// Built on each request and not kept: kubectl reads it rarely (for `kind: List`
+/// files), and a Pi need not hold a second copy of every definition.
 pub fn v2_protobuf() -> Vec<u8> {
-    let mut info = Vec::new();
-    length_delimited(&mut info, 1, V2_TITLE.as_bytes());
-    length_delimited(&mut info, 2, V2_VERSION.as_bytes());
-    let mut doc = Vec::new();
-    length_delimited(&mut doc, 1, b"2.0");
-    length_delimited(&mut doc, 2, &info);
-    length_delimited(&mut doc, 8, &[]);
-    doc
-}
-
-fn length_delimited(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    varint(out, (u64::from(field) << 3) | 2);
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
+    let doc: Value = serde_json::from_slice(&DOCUMENTS.v2.json).unwrap_or_default();
+    v2proto::document(&doc)
 }
 
 #[cfg(test)]
@@ -338,25 +320,15 @@ mod tests {
     }
 
     #[test]
-    fn v2_protobuf_is_an_empty_swagger_document() {
-        let doc = v2_protobuf();
-        // swagger = "2.0"
-        assert_eq!(&doc[..5], &[0x0a, 3, b'2', b'.', b'0']);
-        // info { title, version }, then an empty paths message
-        let info_len = 2 + V2_TITLE.len() + 2 + V2_VERSION.len();
-        assert_eq!(&doc[5..7], &[0x12, info_len as u8]);
-        assert_eq!(&doc[7..9], &[0x0a, V2_TITLE.len() as u8]);
-        assert_eq!(&doc[doc.len() - 2..], &[0x42, 0]);
-        assert_eq!(doc.len(), 5 + 2 + info_len + 2);
+    fn v2_protobuf_carries_the_json_documents_definitions() {
         let v2: Value = serde_json::from_slice(&v2_json().json).unwrap();
         assert_eq!(v2["swagger"], "2.0");
         assert!(v2["definitions"]["io.k8s.api.apps.v1.Deployment"].is_object());
-    }
-
-    #[test]
-    fn varints_use_seven_bits_per_byte() {
-        let mut out = Vec::new();
-        varint(&mut out, 300);
-        assert_eq!(out, [0xac, 0x02]);
+        let doc = v2_protobuf();
+        // swagger = "2.0" first, then info.
+        assert_eq!(&doc[..5], &[0x0a, 3, b'2', b'.', b'0']);
+        let text = String::from_utf8_lossy(&doc);
+        assert!(text.contains("io.k8s.api.apps.v1.Deployment"));
+        assert!(text.contains("x-kubernetes-group-version-kind"));
     }
 }
