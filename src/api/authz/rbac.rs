@@ -18,14 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::Attributes;
 use crate::pki::Identity;
-use crate::store::{EventKind, ListRequest, Revision, Store, StoreError};
+use crate::store::{Event, EventKind, ListRequest, Revision, Store, StoreError};
 
 const PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
 const CATCH_UP: Duration = Duration::from_secs(2);
@@ -364,32 +364,50 @@ impl PolicyCache {
 
     /// Follows the whole key space (only RBAC keys are decoded), so the revision the
     /// policy has reached keeps pace with the store even while no RBAC object changes:
-    /// a refusal then never waits for an RBAC event that is not coming.
+    /// a refusal then never waits for an RBAC event that is not coming. Events already
+    /// waiting are applied together and the policy is rebuilt once for them, so a
+    /// chart creating hundreds of bindings does not rebuild it hundreds of times.
     async fn follow(&self, store: &Arc<dyn Store>) -> Result<(), StoreError> {
         let revision = self.load(store).await?;
         let mut events = store.watch("/", revision).await?;
         while let Some(event) = events.next().await {
-            let event = event?;
-            let key = &event.entry.key;
-            if !key.starts_with(PREFIX) {
-                self.applied.store(event.entry.mod_rev, Ordering::SeqCst);
+            let mut revision = self.applied.load(Ordering::SeqCst);
+            let mut rbac_changed = false;
+            let mut pending = Some(event);
+            while let Some(event) = pending.take() {
+                let event = event?;
+                revision = event.entry.mod_rev;
+                rbac_changed |= self.apply(&event);
+                pending = events.next().now_or_never().flatten();
+            }
+            if rbac_changed {
+                self.publish(revision);
+            } else {
+                self.applied.store(revision, Ordering::SeqCst);
                 self.changed.notify_waiters();
-                continue;
             }
-            if let Ok(mut objects) = self.objects.lock() {
-                match event.kind {
-                    EventKind::Deleted => {
-                        objects.remove(key);
-                    }
-                    _ => {
-                        let value = serde_json::from_slice(&event.entry.value).unwrap_or_default();
-                        objects.insert(key.clone(), value);
-                    }
-                }
-            }
-            self.publish(event.entry.mod_rev);
         }
         Ok(())
+    }
+
+    /// Applies one event to the RBAC objects; whether it was an RBAC key.
+    fn apply(&self, event: &Event) -> bool {
+        let key = &event.entry.key;
+        if !key.starts_with(PREFIX) {
+            return false;
+        }
+        if let Ok(mut objects) = self.objects.lock() {
+            match event.kind {
+                EventKind::Deleted => {
+                    objects.remove(key);
+                }
+                _ => {
+                    let value = serde_json::from_slice(&event.entry.value).unwrap_or_default();
+                    objects.insert(key.clone(), value);
+                }
+            }
+        }
+        true
     }
 
     async fn load(&self, store: &Arc<dyn Store>) -> Result<Revision, StoreError> {
