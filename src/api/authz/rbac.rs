@@ -160,21 +160,59 @@ impl User {
             groups,
         }
     }
+}
 
-    fn is(&self, subject: &Subject, binding_namespace: &str) -> bool {
-        match subject.kind.as_str() {
-            "User" => subject.name == self.name,
-            "Group" => self.groups.contains(&subject.name),
-            "ServiceAccount" => {
-                let ns = if subject.namespace.is_empty() {
-                    binding_namespace
-                } else {
-                    &subject.namespace
-                };
-                self.name == format!("{SERVICE_ACCOUNT_PREFIX}{ns}:{}", subject.name)
+/// Bindings indexed by the users and groups they name, so a decision looks only at
+/// the bindings of the caller, however many other bindings exist.
+#[derive(Default)]
+struct Bindings {
+    list: Vec<Binding>,
+    /// User name (a service account as `system:serviceaccount:<ns>:<name>`) → indexes.
+    by_user: HashMap<String, Vec<usize>>,
+    by_group: HashMap<String, Vec<usize>>,
+}
+
+impl Bindings {
+    /// Adds a binding; `namespace` completes service-account subjects without one.
+    fn push(&mut self, binding: Binding, namespace: &str) {
+        let index = self.list.len();
+        for subject in &binding.subjects {
+            let entry = match subject.kind.as_str() {
+                "User" => self.by_user.entry(subject.name.clone()),
+                "Group" => self.by_group.entry(subject.name.clone()),
+                "ServiceAccount" => {
+                    let ns = if subject.namespace.is_empty() {
+                        namespace
+                    } else {
+                        &subject.namespace
+                    };
+                    let user = format!("{SERVICE_ACCOUNT_PREFIX}{ns}:{}", subject.name);
+                    self.by_user.entry(user)
+                }
+                _ => continue,
+            };
+            let indexes = entry.or_default();
+            if indexes.last() != Some(&index) {
+                indexes.push(index);
             }
-            _ => false,
         }
+        self.list.push(binding);
+    }
+
+    /// The bindings that name `user`, in the order they were added.
+    fn naming(&self, user: &User) -> impl Iterator<Item = &Binding> {
+        let groups = user.groups.iter().filter_map(|g| self.by_group.get(g));
+        let mut indexes: Vec<usize> = self
+            .by_user
+            .get(&user.name)
+            .into_iter()
+            .chain(groups)
+            .flatten()
+            .copied()
+            .collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        indexes.into_iter().map(|i| &self.list[i])
     }
 }
 
@@ -184,9 +222,9 @@ pub struct Policy {
     cluster_roles: HashMap<String, Vec<Rule>>,
     /// (namespace, name) → rules.
     roles: HashMap<(String, String), Vec<Rule>>,
-    cluster_bindings: Vec<Binding>,
+    cluster_bindings: Bindings,
     /// namespace → its RoleBindings.
-    bindings: HashMap<String, Vec<Binding>>,
+    bindings: HashMap<String, Bindings>,
 }
 
 fn rules_of(object: &Value) -> Vec<Rule> {
@@ -214,10 +252,18 @@ impl Policy {
                         .roles
                         .insert((ns.to_string(), name.to_string()), rules_of(object));
                 }
-                ["clusterrolebindings", _] => policy.cluster_bindings.extend(binding()),
+                ["clusterrolebindings", _] => {
+                    if let Some(b) = binding() {
+                        policy.cluster_bindings.push(b, "");
+                    }
+                }
                 ["rolebindings", ns, _] => {
                     if let Some(b) = binding() {
-                        policy.bindings.entry(ns.to_string()).or_default().push(b);
+                        policy
+                            .bindings
+                            .entry(ns.to_string())
+                            .or_default()
+                            .push(b, ns);
                     }
                 }
                 _ => {}
@@ -249,16 +295,17 @@ impl Policy {
     /// Every rule that applies to `user` in `namespace` ("" = cluster scope only).
     pub fn rules_for(&self, user: &User, namespace: &str) -> Vec<&Rule> {
         let mut rules = Vec::new();
-        for b in &self.cluster_bindings {
-            if b.subjects.iter().any(|s| user.is(s, "")) {
-                rules.extend(self.rules_of_ref(&b.role_ref, ""));
-            }
+        for b in self.cluster_bindings.naming(user) {
+            rules.extend(self.rules_of_ref(&b.role_ref, ""));
         }
         if !namespace.is_empty() {
-            for b in self.bindings.get(namespace).into_iter().flatten() {
-                if b.subjects.iter().any(|s| user.is(s, namespace)) {
-                    rules.extend(self.rules_of_ref(&b.role_ref, namespace));
-                }
+            for b in self
+                .bindings
+                .get(namespace)
+                .into_iter()
+                .flat_map(|b| b.naming(user))
+            {
+                rules.extend(self.rules_of_ref(&b.role_ref, namespace));
             }
         }
         rules
