@@ -5,11 +5,13 @@
 //! `CARGO_BIN_EXE_skiff`, i.e. `<target-dir>/release/skiff`) on free 127.0.0.1 ports
 //! with temporary data dirs, and talks HTTPS to it with the admin client
 //! certificate from the kubeconfig it writes. It measures binary size, start-up
-//! time, create rates, GET/LIST latency over 10,000 pods, watch fan-out, server
+//! time, what RBAC costs a request, create rates, GET/LIST latency over 10,000 pods, watch fan-out, server
 //! memory and DB file growth under churn, prints a Markdown table and writes it to
 //! `<target-dir>/bench-api.md`. Every loop is bounded; every server is killed by
 //! PID and its temp dir removed when its guard drops.
 
+#[path = "api/authz.rs"]
+mod authz;
 #[path = "api/fanout.rs"]
 mod fanout;
 #[path = "api/history.rs"]
@@ -66,8 +68,13 @@ fn main() -> Result<()> {
 async fn run_all(report: &mut Report) -> Result<()> {
     // SKIFF_BENCH_ONLY=history runs only the history-growth part; =load only the
     // server with 10,000 pods (creates, reads, lists, watch fan-out, memory);
-    // =startup only the binary size and the times to /readyz.
+    // =startup only the binary size and the times to /readyz; =authz only what RBAC
+    // costs a request.
     match std::env::var("SKIFF_BENCH_ONLY").as_deref() {
+        Ok("authz") => {
+            eprintln!("authorization cost…");
+            return authz::run(report).await;
+        }
         Ok("startup") => {
             startup::binary_size(report)?;
             eprintln!("start-up times…");
@@ -86,6 +93,8 @@ async fn run_all(report: &mut Report) -> Result<()> {
     startup::binary_size(report)?;
     eprintln!("start-up times…");
     startup::ready_times(report).await?;
+    eprintln!("authorization cost…");
+    authz::run(report).await?;
     eprintln!("10,000 pods…");
     loaded_server(report).await?;
     eprintln!("one pod under concurrent patches…");

@@ -82,6 +82,20 @@ impl Client {
         Ok(Self::with_config(address, config))
     }
 
+    /// A client that verifies the server against the cluster CA and presents no
+    /// certificate: requests authenticate with a bearer token instead.
+    pub fn token_only(address: SocketAddr, credentials: &Credentials) -> Result<Self> {
+        let mut roots = RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut credentials.ca_pem.as_slice()) {
+            roots.add(cert?)?;
+        }
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self::with_config(address, config))
+    }
+
     /// A client for the readiness probe only: on a fresh data dir the CA does not
     /// exist before the server is up, so the probe cannot verify the server.
     /// `/readyz` is public and nothing secret is sent.
@@ -159,6 +173,8 @@ pub struct Request {
     pub method: &'static str,
     pub path: String,
     pub body: Option<(&'static str, Vec<u8>)>,
+    /// Extra header lines (name, value).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Request {
@@ -167,7 +183,14 @@ impl Request {
             method: "GET",
             path: path.into(),
             body: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same request with one more header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 
     pub fn post_json(path: impl Into<String>, body: &Value) -> Self {
@@ -175,6 +198,7 @@ impl Request {
             method: "POST",
             path: path.into(),
             body: Some(("application/json", body.to_string().into_bytes())),
+            headers: Vec::new(),
         }
     }
 
@@ -186,6 +210,7 @@ impl Request {
                 "application/merge-patch+json",
                 body.to_string().into_bytes(),
             )),
+            headers: Vec::new(),
         }
     }
 
@@ -194,6 +219,9 @@ impl Request {
             "{} {} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: skiff-bench\r\nAccept: application/json\r\n",
             self.method, self.path
         );
+        for (name, value) in &self.headers {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
         if let Some((content_type, body)) = &self.body {
             text.push_str(&format!(
                 "Content-Type: {content_type}\r\nContent-Length: {}\r\n",

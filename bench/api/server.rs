@@ -108,6 +108,12 @@ impl Server {
         Client::authenticated(self.address(), &credentials)
     }
 
+    /// A client that trusts the cluster CA and presents no certificate (bearer tokens).
+    pub fn token_client(&self) -> Result<Client> {
+        let credentials = Credentials::from_kubeconfig(&self.kubeconfig())?;
+        Client::token_only(self.address(), &credentials)
+    }
+
     pub fn memory(&self) -> Result<Memory> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?))?;
         let field = |name: &str| -> Result<u64> {
