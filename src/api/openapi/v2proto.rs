@@ -110,10 +110,7 @@ fn schema(value: &Value) -> Vec<u8> {
 fn additional_properties(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     match value {
-        Value::Bool(b) => {
-            tag(&mut out, 2, VARINT);
-            varint(&mut out, u64::from(*b));
-        }
+        Value::Bool(b) => boolean(&mut out, 2, *b),
         other => message(&mut out, 1, &schema(other)),
     }
     out
